@@ -1,0 +1,36 @@
+# GestaltLens: `make run` serves the app, `make test` runs every test. Both create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch is installed first and pinned, so the project's torch range installs nothing more
+# (a loose requirement would pull a multi-GB CUDA build).
+TORCH ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/gestaltlens db upgrade
+	$(VENV)/bin/gestaltlens serve --host $(HOST) --port $(PORT) --no-upgrade
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) bench/bench_vision.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,134 @@
+"""The ``gestaltlens`` command: serve the app, migrate the database, manage users, run workers."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from app.settings import get_settings
+
+cli = typer.Typer(help="GestaltLens: explainable syndrome ranking from facial photos (research use only).",
+                  no_args_is_help=True, add_completion=False)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+user_cli = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(user_cli, name="user")
+
+
+def _sessions():  # noqa: ANN202 - a sessionmaker; imported lazily to keep `--help` fast
+    from app.db import make_engine, make_sessionmaker
+
+    return make_sessionmaker(make_engine(get_settings().resolved_database_url))
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    upgrade: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
+) -> None:
+    """Serve the web app (and, with the inline runner, its job worker thread)."""
+    import uvicorn
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    if upgrade:
+        from app.migrate import upgrade as run_upgrade
+
+        run_upgrade(settings.resolved_database_url)
+    typer.echo(f"GestaltLens on http://{host}:{port}  (data: {settings.data_dir}, db: {_safe_url()})")
+    uvicorn.run("app.web.factory:create_app", factory=True, host=host, port=port, proxy_headers=False)
+
+
+def _safe_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(get_settings().resolved_database_url).render_as_string(hide_password=True)
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply Alembic migrations (the only way the schema is created)."""
+    from app.migrate import upgrade
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade(settings.resolved_database_url, revision=revision)
+    typer.echo(f"database at {revision}: {_safe_url()}")
+
+
+@user_cli.command("add")
+def user_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="admin or clinician")] = "clinician",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Create a user. Without --password-stdin the password is asked for interactively."""
+    from app.auth import service
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _sessions()() as session:
+        try:
+            user = service.create_user(session, username=username, password=password, role=role)
+        except service.AccountError as exc:
+            typer.echo(f"error: {exc.detail}", err=True)
+            raise typer.Exit(2) from exc
+        from app.audit import service as audit
+
+        audit.record(session, action="user_add", user=None, username="(cli)", detail={"username": user.username})
+        session.commit()
+        typer.echo(f"created {user.role} {user.username}")
+
+
+@user_cli.command("token")
+def user_token(
+    username: str,
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "cli",
+) -> None:
+    """Print a new API token for USERNAME (alone on the last line). Store it: it is shown only once."""
+    from app.auth import service
+
+    with _sessions()() as session:
+        user = service.get_user_by_name(session, username=username)
+        if user is None or not user.is_active:
+            typer.echo(f"error: no active user {username!r}", err=True)
+            raise typer.Exit(2)
+        token = service.create_api_token(session, user=user, name=name)
+        session.commit()
+    typer.echo(f"API token for {username} (send as 'Authorization: Bearer <token>'):", err=True)
+    typer.echo(token)
+
+
+@user_cli.command("list")
+def user_list() -> None:
+    """List users with their roles."""
+    from app.auth import service
+
+    with _sessions()() as session:
+        for user in service.list_users(session):
+            state = "active" if user.is_active else "disabled"
+            typer.echo(f"{user.username}\t{user.role}\t{state}")
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes (one model instance each).")] = 1,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Run a Celery worker against GESTALTLENS_BROKER_URL (for GESTALTLENS_JOB_RUNNER=celery)."""
+    from app.jobs.celery_app import make_celery
+
+    make_celery().worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"])
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""Import every domain's ORM module so ``Base.metadata`` is complete (Alembic and tests rely on it)."""
+
+from app.audit import models as audit_models
+from app.auth import models as auth_models
+from app.cases import models as case_models
+from app.db import Base
+
+__all__ = ["Base", "audit_models", "auth_models", "case_models"]

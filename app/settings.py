@@ -1,0 +1,79 @@
+"""Runtime configuration, read from ``GESTALTLENS_*`` environment variables.
+
+Embedded defaults (SQLite under the data directory, the bundled demo model, in-process jobs) make a
+fresh install run with no configuration at all; deployments override through the environment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GESTALTLENS_", extra="ignore")
+
+    data_dir: Path = Field(default=PROJECT_ROOT / "var")
+    database_url: str | None = None
+    model: str = "demo"
+    job_runner: str = "inline"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    max_upload_mb: float = 15.0
+    max_pixels: int = 40_000_000
+    secret_key: str | None = None
+    # Set when served behind https so the session cookie carries the Secure flag.
+    secure_cookies: bool = False
+    session_hours: int = 12
+    login_max_failures: int = 5
+    login_lockout_minutes: int = 15
+
+    @field_validator("job_runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        if value not in {"inline", "celery"}:
+            raise ValueError("GESTALTLENS_JOB_RUNNER must be 'inline' or 'celery'")
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def photo_dir(self) -> Path:
+        return self.data_dir / "photos"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gestaltlens.db').as_posix()}"
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.photo_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated on first use and kept in the data dir.
+
+        Persisting it means restarts keep CSRF tokens valid without anyone having to invent a secret.
+        """
+        if self.secret_key:
+            return self.secret_key
+        self.ensure_dirs()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

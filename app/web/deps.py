@@ -1,0 +1,93 @@
+"""Request-scoped dependencies: the database session and the authenticated user."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.auth import service as auth_service
+from app.auth.models import User
+from app.settings import Settings
+from app.web.csrf import SESSION_COOKIE
+from app.web.errors import ApiError, NotAuthenticated
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+AppSettings = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def throttle_policy(settings: Settings) -> auth_service.ThrottlePolicy:
+    return auth_service.ThrottlePolicy(
+        max_failures=settings.login_max_failures, window=timedelta(minutes=settings.login_lockout_minutes)
+    )
+
+
+def _user_from_basic(request: Request, db: Session, credentials: str) -> User | None:
+    try:
+        username, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    settings: Settings = request.app.state.settings
+    try:
+        user = auth_service.authenticate(
+            db, username=username, password=password, ip=client_ip(request), policy=throttle_policy(settings)
+        )
+    except auth_service.LoginThrottled as exc:
+        raise ApiError(429, "too_many_attempts", "Too many failed logins; try again later.") from exc
+    db.commit()
+    return user
+
+
+def optional_user(request: Request, db: DbSession) -> User | None:
+    """The caller, from a Bearer token, HTTP Basic (GestaltMatcher clients) or the session cookie."""
+    authorization = request.headers.get("authorization")
+    user: User | None = None
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials:
+            user = auth_service.user_for_api_token(db, token=credentials.strip())
+            db.commit()
+        elif scheme.lower() == "basic" and credentials:
+            user = _user_from_basic(request, db, credentials.strip())
+    elif token := request.cookies.get(SESSION_COOKIE):
+        user = auth_service.user_for_session_token(db, token=token)
+    request.state.user = user
+    return user
+
+
+def require_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+    if user is None:
+        raise NotAuthenticated()
+    return user
+
+
+def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+    if not user.is_admin:
+        raise ApiError(403, "forbidden", "Administrators only.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(require_user)]
+AdminUser = Annotated[User, Depends(require_admin)]

@@ -1,0 +1,93 @@
+"""One error shape for the whole API: ``{"detail": str, "code": str}`` plus optional extra fields.
+
+Browser pages get a readable HTML page instead, and unauthenticated page requests go to the login form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+class NotAuthenticated(ApiError):
+    def __init__(self) -> None:
+        super().__init__(401, "not_authenticated", "Log in or send 'Authorization: Bearer <token>'.")
+
+
+class NotFound(ApiError):
+    def __init__(self, what: str = "resource") -> None:
+        super().__init__(404, "not_found", f"No such {what}.")
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_type",
+    429: "too_many_requests",
+}
+
+JSON_PREFIXES = ("/api/", "/predict", "/status", "/healthz")
+
+
+def wants_json(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith(JSON_PREFIXES):
+        return True
+    return "text/html" not in request.headers.get("accept", "") and "hx-request" not in request.headers
+
+
+def error_response(request: Request, status_code: int, code: str, detail: str, **extra: Any) -> Response:
+    headers = {"Cache-Control": "no-store"}
+    if status_code == 401 and not wants_json(request):
+        target = "/login?next=" + quote(request.url.path)
+        if "hx-request" in request.headers:
+            return Response(status_code=401, headers={**headers, "HX-Redirect": target})
+        return RedirectResponse(target, status_code=303, headers=headers)
+    if wants_json(request):
+        return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status_code, headers=headers)
+    from app.web.templating import render  # late import: templating imports request helpers
+
+    return render(
+        request, "error.html", {"status_code": status_code, "detail": detail, "code": code}, status_code
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(request, exc.status_code, exc.code, exc.detail, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 413:
+            detail = "The request body is larger than this server accepts."
+        return error_response(request, exc.status_code, code, detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        detail = "Invalid request: " + "; ".join(problems)
+        return error_response(request, 422, "invalid_request", detail)

@@ -1,0 +1,74 @@
+"""The FastAPI application factory: settings → database → routers → middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+import app.models  # noqa: F401  (all tables registered before first use)
+from app.auth import routes as auth_routes
+from app.auth import service as auth_service
+from app.cases import routes as case_routes
+from app.cases.storage import PhotoStore
+from app.db import make_engine, make_sessionmaker
+from app.settings import PROJECT_ROOT, Settings, get_settings
+from app.vision.detect import FaceDetector
+from app.web import health
+from app.web.body_limit import BodyLimitMiddleware
+from app.web.csrf import CsrfMiddleware
+from app.web.errors import install_error_handlers
+from app.web.headers import SecurityHeadersMiddleware
+
+log = logging.getLogger("gestaltlens")
+
+PUBLIC_PATHS = frozenset({"/healthz", "/login", "/setup", "/status"})
+"""Routes reachable without authentication (the contract's list; /static is mounted separately)."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    engine = make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with app.state.sessions() as session:
+            if auth_service.user_count(session) == 0:
+                auth_routes.ensure_setup_code_for_app(app)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="GestaltLens",
+        version="0.1.0",
+        summary="Syndrome ranking and explanation maps from facial photos. Research tool, not a diagnostic device.",
+        lifespan=lifespan,
+        # The generated docs would be public routes (and Swagger UI loads scripts from a CDN, which the CSP
+        # forbids); the schema is served behind auth by app.web.health instead.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    app.state.photo_store = PhotoStore(settings.photo_dir)
+    app.state.detector = FaceDetector()
+    app.state.setup_code = None
+
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(auth_routes.router)
+    app.include_router(case_routes.api)
+    app.include_router(case_routes.pages)
+    app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
+
+    # Outermost last: security headers wrap everything, including CSRF refusals.
+    app.add_middleware(CsrfMiddleware, secret=settings.resolved_secret_key, secure_cookies=settings.secure_cookies)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=case_routes.upload_body_limit(settings))
+    app.add_middleware(SecurityHeadersMiddleware)
+    return app

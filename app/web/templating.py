@@ -1,0 +1,28 @@
+"""Jinja2 rendering with what every page needs: the user, the CSRF token and the research notice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import Response
+
+from app.settings import PROJECT_ROOT
+
+templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
+
+RESEARCH_NOTICE = (
+    "GestaltLens is a research and decision-support tool, not a diagnostic device. "
+    "Its output must not be used as the sole basis for a diagnosis."
+)
+
+
+def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+    ctx = {
+        "user": getattr(request.state, "user", None),
+        "csrf_token": getattr(request.state, "csrf_token", ""),
+        "research_notice": RESEARCH_NOTICE,
+    }
+    ctx.update(context or {})
+    return templates.TemplateResponse(request, name, ctx, status_code=status_code)

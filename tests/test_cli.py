@@ -1,0 +1,59 @@
+"""The `gestaltlens` command drives a real database: migrate, add users, mint tokens that the API accepts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app.settings import Settings
+from app.web.factory import create_app
+
+
+def _cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+
+
+def test_cli_migrates_adds_users_and_issues_tokens(db_url: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "GESTALTLENS_DATABASE_URL": db_url,
+        "GESTALTLENS_DATA_DIR": str(tmp_path / "data"),
+    }
+    upgraded = _cli(["db", "upgrade"], env)
+    assert upgraded.returncode == 0, upgraded.stderr
+
+    added = _cli(["user", "add", "dr-who", "--role", "admin", "--password-stdin"], env, stdin="a long secret pass\n")
+    assert added.returncode == 0, added.stderr
+    duplicate = _cli(["user", "add", "dr-who", "--password-stdin"], env, stdin="a long secret pass\n")
+    assert duplicate.returncode == 2 and "taken" in duplicate.stderr
+    weak = _cli(["user", "add", "weakling", "--password-stdin"], env, stdin="short\n")
+    assert weak.returncode == 2 and "at least" in weak.stderr
+
+    minted = _cli(["user", "token", "dr-who"], env)
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip().splitlines()[-1]
+    assert token.startswith("glt_")
+    assert _cli(["user", "token", "nobody"], env).returncode == 2
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        me = client.get("/api/v1/cases", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+        assert client.get("/setup").status_code == 404  # a user exists: first-run setup is gone
+    app.state.engine.dispose()
+
+
+def test_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).resolved_secret_key
+    second = Settings(data_dir=tmp_path).resolved_secret_key
+    assert first == second and len(first) >= 40
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+    assert Settings(data_dir=tmp_path, secret_key="given-key").resolved_secret_key == "given-key"
