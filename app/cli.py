@@ -17,7 +17,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(user_cli, name="user")
 
 
-def _sessions():  # noqa: ANN202 - a sessionmaker; imported lazily to keep `--help` fast
+def _sessions():
     from app.db import make_engine, make_sessionmaker
 
     return make_sessionmaker(make_engine(get_settings().resolved_database_url))

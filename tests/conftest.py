@@ -74,14 +74,14 @@ def settings(migrated_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings):  # noqa: ANN201
+def app(settings: Settings):
     application = create_app(settings)
     yield application
     application.state.engine.dispose()
 
 
 @pytest.fixture
-def client(app) -> Iterator[TestClient]:  # noqa: ANN001
+def client(app) -> Iterator[TestClient]:
     with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client
 
@@ -98,7 +98,7 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def make_account(app, username: str, role: str) -> Account:  # noqa: ANN001
+def make_account(app, username: str, role: str) -> Account:
     with app.state.sessions() as session:
         user = auth_service.create_user(session, username=username, password=PASSWORD, role=role)
         token = auth_service.create_api_token(session, user=user, name="test")
@@ -107,17 +107,17 @@ def make_account(app, username: str, role: str) -> Account:  # noqa: ANN001
 
 
 @pytest.fixture
-def admin(app) -> Account:  # noqa: ANN001
+def admin(app) -> Account:
     return make_account(app, "ada", "admin")
 
 
 @pytest.fixture
-def alice(app) -> Account:  # noqa: ANN001
+def alice(app) -> Account:
     return make_account(app, "alice", "clinician")
 
 
 @pytest.fixture
-def bob(app) -> Account:  # noqa: ANN001
+def bob(app) -> Account:
     return make_account(app, "bob", "clinician")
 
 

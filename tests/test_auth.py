@@ -12,7 +12,7 @@ from app.auth.security import token_digest
 from tests.conftest import PASSWORD, Account, browser_headers, csrf_token, login
 
 
-def test_password_is_stored_as_argon2_and_tokens_only_as_digests(app, alice: Account) -> None:  # noqa: ANN001
+def test_password_is_stored_as_argon2_and_tokens_only_as_digests(app, alice: Account) -> None:
     with app.state.sessions() as session:
         user = session.scalar(select(User).where(User.username == "alice"))
         assert user.password_hash.startswith("$argon2id$")
@@ -56,7 +56,7 @@ def test_wrong_password_is_rejected_with_a_readable_page(client: TestClient, ali
     assert "gl_session" not in response.headers.get("set-cookie", "")
 
 
-def test_logout_really_revokes_the_session(app, client: TestClient, alice: Account) -> None:  # noqa: ANN001
+def test_logout_really_revokes_the_session(app, client: TestClient, alice: Account) -> None:
     token = login(client, alice)
     session_cookie = client.cookies.get("gl_session")
     assert client.get("/api/v1/cases").status_code == 200
@@ -73,7 +73,8 @@ def test_login_is_throttled_after_repeated_failures(client: TestClient, alice: A
     token = csrf_token(client)
     headers = browser_headers(token)
     for _ in range(5):
-        assert client.post("/login", data={"username": "alice", "password": "wrong-guess-1"}, headers=headers).status_code == 400
+        failed = client.post("/login", data={"username": "alice", "password": "wrong-guess-1"}, headers=headers)
+        assert failed.status_code == 400
     # Even the right password is refused while locked out: the throttle runs before the check.
     locked = client.post("/login", data={"username": "alice", "password": PASSWORD}, headers=headers)
     assert locked.status_code == 429
@@ -87,7 +88,7 @@ def test_bearer_tokens_authenticate_and_unknown_ones_do_not(client: TestClient, 
     assert bad.json() == {"detail": bad.json()["detail"], "code": "not_authenticated"}
 
 
-def test_revoked_api_token_stops_working(app, client: TestClient, alice: Account) -> None:  # noqa: ANN001
+def test_revoked_api_token_stops_working(app, client: TestClient, alice: Account) -> None:
     from app.auth import service
 
     with app.state.sessions() as session:
@@ -97,14 +98,14 @@ def test_revoked_api_token_stops_working(app, client: TestClient, alice: Account
     assert client.get("/api/v1/cases", headers=alice.headers).status_code == 401
 
 
-def test_disabled_user_loses_access(app, client: TestClient, alice: Account) -> None:  # noqa: ANN001
+def test_disabled_user_loses_access(app, client: TestClient, alice: Account) -> None:
     with app.state.sessions() as session:
         session.scalar(select(User).where(User.username == "alice")).is_active = False
         session.commit()
     assert client.get("/api/v1/cases", headers=alice.headers).status_code == 401
 
 
-def test_first_run_setup_creates_the_admin_once(app, client: TestClient, caplog) -> None:  # noqa: ANN001
+def test_first_run_setup_creates_the_admin_once(app, client: TestClient, caplog) -> None:
     assert client.get("/login", follow_redirects=False).headers["location"] == "/setup"
     page = client.get("/setup")
     assert page.status_code == 200
@@ -129,7 +130,7 @@ def test_first_run_setup_creates_the_admin_once(app, client: TestClient, caplog)
     assert again.status_code == 404
 
 
-def test_setup_needs_matching_passwords_and_a_strong_one(app, client: TestClient) -> None:  # noqa: ANN001
+def test_setup_needs_matching_passwords_and_a_strong_one(app, client: TestClient) -> None:
     client.get("/setup")
     token = csrf_token(client, "/setup")
     code = app.state.setup_code

@@ -19,18 +19,18 @@ from app.cases.models import Case
 from tests.conftest import Account, encode, upload
 
 
-def _count_cases(app) -> int:  # noqa: ANN001
+def _count_cases(app) -> int:
     with app.state.sessions() as session:
         return session.scalar(select(func.count()).select_from(Case))
 
 
-def _stored_files(app) -> list[Path]:  # noqa: ANN001
+def _stored_files(app) -> list[Path]:
     root: Path = app.state.photo_store.root
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
 def test_upload_creates_a_case_with_face_landmarks_alignment_and_urls(
-    app, client: TestClient, alice: Account, astronaut_jpeg: bytes  # noqa: ANN001
+    app, client: TestClient, alice: Account, astronaut_jpeg: bytes
 ) -> None:
     response = upload(client, alice, astronaut_jpeg, pseudonym="P-001")
     assert response.status_code == 201, response.text
@@ -56,7 +56,7 @@ def test_upload_creates_a_case_with_face_landmarks_alignment_and_urls(
 
 
 def test_stored_photo_carries_no_metadata_and_no_file_name(
-    app, client: TestClient, alice: Account, astronaut_rgb: np.ndarray  # noqa: ANN001
+    app, client: TestClient, alice: Account, astronaut_rgb: np.ndarray
 ) -> None:
     exif = Image.Exif()
     exif[0x010F] = "SecretCam"  # Make
@@ -109,7 +109,7 @@ def test_other_users_cases_are_invisible_on_every_case_route(
 
 
 def test_delete_erases_row_and_files_and_keeps_the_audit_trail(
-    app, client: TestClient, alice: Account, astronaut_jpeg: bytes  # noqa: ANN001
+    app, client: TestClient, alice: Account, astronaut_jpeg: bytes
 ) -> None:
     case_id = upload(client, alice, astronaut_jpeg).json()["id"]
     client.get(f"/api/v1/cases/{case_id}", headers=alice.headers)
@@ -123,7 +123,7 @@ def test_delete_erases_row_and_files_and_keeps_the_audit_trail(
 
 
 def test_several_faces_are_listed_and_one_can_be_chosen(
-    app, client: TestClient, alice: Account, astronaut_rgb: np.ndarray  # noqa: ANN001
+    app, client: TestClient, alice: Account, astronaut_rgb: np.ndarray
 ) -> None:
     pair = np.concatenate([astronaut_rgb, astronaut_rgb[:, ::-1]], axis=1)
     data = encode(np.ascontiguousarray(pair))
@@ -172,7 +172,7 @@ BAD_CASES = ["empty", "text", "svg", "gif", "pdf", "truncated_jpeg", "bomb", "ti
 
 @pytest.mark.parametrize("name", BAD_CASES)
 def test_bad_input_gets_a_clear_4xx_and_leaves_nothing(
-    name: str, app, client: TestClient, alice: Account, astronaut_jpeg: bytes  # noqa: ANN001
+    name: str, app, client: TestClient, alice: Account, astronaut_jpeg: bytes
 ) -> None:
     data, status, code = _bad_inputs(astronaut_jpeg)[name]
     response = upload(client, alice, data)
@@ -183,7 +183,7 @@ def test_bad_input_gets_a_clear_4xx_and_leaves_nothing(
     assert client.get("/healthz").status_code == 200
 
 
-def test_fifty_megabyte_body_is_refused_while_reading(app, client: TestClient, alice: Account) -> None:  # noqa: ANN001
+def test_fifty_megabyte_body_is_refused_while_reading(app, client: TestClient, alice: Account) -> None:
     response = upload(client, alice, b"\xff\xd8\xff" + b"\0" * (50 * 1024 * 1024))
     assert response.status_code == 413
     assert response.json()["code"] == "too_large"
@@ -191,13 +191,13 @@ def test_fifty_megabyte_body_is_refused_while_reading(app, client: TestClient, a
     assert client.get("/healthz").status_code == 200
 
 
-def test_body_limit_holds_without_a_content_length(app, client: TestClient, alice: Account) -> None:  # noqa: ANN001
+def test_body_limit_holds_without_a_content_length(app, client: TestClient, alice: Account) -> None:
     """A chunked upload gives no Content-Length; the limit must be enforced while reading."""
     boundary = "XyZ"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\n"
             "Content-Type: image/jpeg\r\n\r\n").encode()
 
-    def body():  # noqa: ANN202
+    def body():
         yield head
         for _ in range(20):
             yield b"\0" * (1024 * 1024)

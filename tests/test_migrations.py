@@ -49,7 +49,7 @@ def test_downgrade_removes_tables_and_upgrade_restores_them(db_url: str) -> None
     assert _diff(db_url) == []
 
 
-def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path) -> None:  # noqa: ANN001
+def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'fk.db'}"
     upgrade(url)
     engine = make_engine(url)

@@ -16,7 +16,7 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 
 _password_hash = PasswordHash((Argon2Hasher(),))
 
-API_TOKEN_PREFIX = "glt_"
+API_TOKEN_PREFIX = "glt_"  # noqa: S105 - a public prefix, not a secret
 MIN_PASSWORD_LENGTH = 10
 
 

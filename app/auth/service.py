@@ -171,8 +171,3 @@ def revoke_api_tokens(session: Session, *, user: User) -> int:
         .values(revoked_at=utcnow())
     )
     return result.rowcount or 0
-
-
-def authenticate_basic(session: Session, *, username: str, password: str, ip: str, policy: ThrottlePolicy) -> User | None:
-    """HTTP Basic for GestaltMatcher-style clients: same throttled password check as the login form."""
-    return authenticate(session, username=username, password=password, ip=ip, policy=policy)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 from pydantic import BaseModel
 
 from app.cases.models import Case
-import numpy as np
-
 from app.vision.align import ARCFACE_TEMPLATE
 from app.vision.geometry import apply_matrix
 

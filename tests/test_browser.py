@@ -1,0 +1,166 @@
+"""A real headless Chromium (Debian's package, driven by Playwright) walks the platform as a user would:
+first-run setup → upload the astronaut → the case page with the aligned crop; a non-image shows an
+error; several faces show a picker; a case is deleted after confirmation; logout.
+
+The server is the real `gestaltlens serve` in a subprocess with the embedded defaults (SQLite, data dir).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import encode
+
+CHROMIUM = os.environ.get("GESTALTLENS_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+PASSWORD = "browser test password"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir / "server.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "GESTALTLENS_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+        env.pop("GESTALTLENS_DATABASE_URL", None)
+        self._log_handle = self.log.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=self._log_handle, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start:\n" + self.log.read_text())
+
+    def setup_code(self) -> str:
+        match = re.search(r"setup code: ([0-9A-F-]{20})", self.log.read_text())
+        assert match, self.log.read_text()
+        return match.group(1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log_handle.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path / "data")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield instance
+        instance.close()
+
+
+def test_setup_upload_review_and_delete_in_a_real_browser(
+    server: Server, browser, tmp_path: Path, astronaut_rgb: np.ndarray
+) -> None:
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(encode(astronaut_rgb, "JPEG", quality=90))
+    pair = tmp_path / "two-people.jpg"
+    pair.write_bytes(encode(np.ascontiguousarray(np.concatenate([astronaut_rgb, astronaut_rgb[:, ::-1]], 1))))
+    notes = tmp_path / "notes.jpg"  # a text file with an image's name: type is decided by content
+    notes.write_text("this is not a photo\n" * 50)
+
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    # First run: the login page sends us to setup, which needs the code from the server console.
+    page.goto(server.url + "/login")
+    page.wait_for_url(re.compile(r"/setup$"))
+    assert "not a diagnostic device" in page.content()
+    page.fill("input[name=code]", server.setup_code())
+    page.fill("input[name=username]", "dr-admin")
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password_repeat]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/cases$"))
+    assert "No cases yet" in page.content()
+
+    # A non-image is refused with a readable message, and nothing is created.
+    page.goto(server.url + "/cases/new")
+    page.set_input_files("#photo-input", str(notes))
+    page.click("#upload-button")
+    error = page.locator("#upload-error")
+    error.wait_for(state="visible")
+    assert "not" in error.inner_text().lower() and "jpeg" in error.inner_text().lower()
+
+    # Several faces: the page shows them; clicking one uploads again with that face.
+    page.set_input_files("#photo-input", str(pair))
+    page.click("#upload-button")
+    page.locator("#face-picker rect.face-choice").first.wait_for(state="visible")
+    assert page.locator("#face-picker rect.face-choice").count() == 2
+    page.locator("#face-picker rect.face-choice").nth(1).click()
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+
+    # The astronaut: upload and see the case page with the aligned crop.
+    page.goto(server.url + "/cases/new")
+    page.set_input_files("#photo-input", str(photo))
+    page.fill("#pseudonym", "P-browser")
+    page.click("#upload-button")
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+    crop = page.locator("#aligned-crop")
+    crop.wait_for(state="visible")
+    page.wait_for_function("document.getElementById('aligned-crop').complete")
+    assert crop.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [112, 112]
+    assert page.locator("svg circle.lm").count() == 10  # 5 on the photo, 5 on the crop
+    assert "P-browser" in page.content()
+
+    # The list shows both cases; delete one after confirming.
+    page.goto(server.url + "/cases")
+    assert page.locator("table.cases tbody tr").count() == 2
+    page.click("text=P-browser")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button.danger")
+    page.wait_for_url(re.compile(r"/cases$"))
+    assert page.locator("table.cases tbody tr").count() == 1
+
+    page.click("text=Log out")
+    page.wait_for_url(re.compile(r"/login"))
+    page.goto(server.url + "/cases")
+    page.wait_for_url(re.compile(r"/login"))
+
+    csp = [p for p in problems if "Content Security Policy" in p or "Refused" in p]
+    assert csp == [], csp
