@@ -132,6 +132,7 @@ def test_several_faces_are_listed_and_one_can_be_chosen(
     body = response.json()
     assert body["code"] == "multiple_faces" and len(body["faces"]) == 2
     assert {"index", "box", "score"} <= set(body["faces"][0])
+    assert body["image_size"] == [1024, 512]
     assert _count_cases(app) == 0
     right = max(body["faces"], key=lambda f: f["box"][0])
     chosen = upload(client, alice, data, face_index=str(right["index"]))

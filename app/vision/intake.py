@@ -92,7 +92,9 @@ def load_photo(
 
     Raises :class:`IntakeError` (``corrupt_image``, ``too_large``, ``unsupported_type``,
     ``image_too_large`` or ``face_too_small``) for anything that cannot become a usable photo.
-    ``max_bytes`` is for callers that have not already bounded the upload size.
+    ``max_bytes`` is for callers that have not already bounded the upload size. Pillow's own
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, ~89 MP by default) is honoured too, so a
+    ``max_pixels`` above it has no effect beyond it.
     """
     if not data:
         raise IntakeError("corrupt_image", "The file is empty (0 bytes); upload the photo again.")

@@ -47,6 +47,8 @@ LABELS: dict[str, str] = {
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
 _GENERIC_HEIF_BRANDS = {b"mif1", b"msf1", b"mif2"}
 _AVIF_BRANDS = {b"avif", b"avis"}
+# Sizes of the BMP info header variants; "BM" alone is too common a start for a text file.
+_BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _kind(data: bytes) -> str:
         return "pdf"
     if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
         return "tiff"
-    if head.startswith(b"BM") and len(data) >= 26:
+    if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
         return "bmp"
     if head.startswith(b"\x00\x00\x01\x00"):
         return "ico"

@@ -35,7 +35,9 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) ->
 
 
 def _prefiltered_source(
-    image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]
+    image: np.ndarray,
+    matrix: np.ndarray,
+    size: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The array to sample from and the matrix mapping its pixels to ``image`` pixels."""
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -53,9 +55,8 @@ def _prefiltered_source(
     y1 = int(np.clip(np.ceil(region[:, 1].max()) + pad + 1, y0 + 1, height))
     new_w = max(1, round((x1 - x0) * scale))
     new_h = max(1, round((y1 - y0) * scale))
-    reduced = cv2.resize(
-        np.ascontiguousarray(image[y0:y1, x0:x1]), (new_w, new_h), interpolation=cv2.INTER_AREA
-    )
+    region_pixels = np.ascontiguousarray(image[y0:y1, x0:x1])
+    reduced = cv2.resize(region_pixels, (new_w, new_h), interpolation=cv2.INTER_AREA)
     fx, fy = new_w / (x1 - x0), new_h / (y1 - y0)
     # cv2.resize aligns pixel centres: reduced pixel u covers x = (u + 0.5) / fx - 0.5 (+ region offset).
     reduced_to_image = np.array(

@@ -118,7 +118,7 @@
       if (xhr.status === 401) { window.location.assign("/login?next=/cases/new"); return; }
       if (body && body.code === "multiple_faces" && body.faces) {
         showPicker(body.faces, body.image_size);
-        showError(body.detail);
+        statusEl.textContent = body.faces.length + " faces were found: click the patient's face to continue.";
         return;
       }
       showError(body && body.detail ? body.detail : "Upload failed (HTTP " + xhr.status + ").");
