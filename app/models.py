@@ -4,5 +4,6 @@ from app.audit import models as audit_models
 from app.auth import models as auth_models
 from app.cases import models as case_models
 from app.db import Base
+from app.predictions import models as prediction_models
 
-__all__ = ["Base", "audit_models", "auth_models", "case_models"]
+__all__ = ["Base", "audit_models", "auth_models", "case_models", "prediction_models"]

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=PROJECT_ROOT / "var")
     database_url: str | None = None
     model: str = "demo"
+    models_dir: Path = Field(default=PROJECT_ROOT / "models")
     job_runner: str = "inline"
     broker_url: str = "redis://127.0.0.1:6379/0"
     max_upload_mb: float = 15.0

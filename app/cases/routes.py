@@ -13,6 +13,9 @@ from app.cases import service
 from app.cases.models import Case
 from app.cases.schemas import CaseList, CaseOut, case_out
 from app.cases.storage import PhotoStore
+from app.predictions.models import PredictionRun
+from app.predictions.serving import latest_runs, model_problem, served_model, served_version
+from app.predictions.service import latest_run, rank_crop, store_run
 from app.settings import Settings
 from app.vision.errors import IntakeError
 from app.vision.pipeline import process_photo
@@ -68,11 +71,14 @@ async def create_case(
         )
     except IntakeError as exc:
         raise _intake_error(exc) from exc
+    model = served_model(request)
+    result = await run_in_threadpool(rank_crop, model, processed.aligned.crop) if model else None
 
-    def _save() -> Case:
+    def _save() -> tuple[Case, PredictionRun | None]:
         case = service.create_case(
             db, owner=user, processed=processed, pseudonym=pseudonym, store=_store(request)
         )
+        run = store_run(db, case=case, model=model, result=result) if model and result else None
         audit.record(
             db, action="upload", user=user, case_id=case.id, ip=client_ip(request),
             detail={"faces": len(processed.faces), "sha256": processed.photo.sha256},
@@ -83,14 +89,15 @@ async def create_case(
             db.rollback()
             _store(request).remove_case(case.id)
             raise
-        return case
+        return case, run
 
-    case = await run_in_threadpool(_save)
-    return case_out(case)
+    case, run = await run_in_threadpool(_save)
+    return case_out(case, run, served_version(request))
 
 
 @api.get("", response_model=CaseList, summary="List the cases you may see, newest first")
 def list_cases(
+    request: Request,
     user: CurrentUser,
     db: DbSession,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -98,7 +105,11 @@ def list_cases(
     q: Annotated[str | None, Query(max_length=120)] = None,
 ) -> CaseList:
     items, total = service.list_cases(db, user=user, limit=limit, offset=offset, q=q)
-    return CaseList(items=[case_out(c) for c in items], total=total, limit=limit, offset=offset)
+    runs = latest_runs(db, case_ids=[c.id for c in items])
+    version = served_version(request)
+    return CaseList(
+        items=[case_out(c, runs.get(c.id), version) for c in items], total=total, limit=limit, offset=offset
+    )
 
 
 @api.get("/{case_id}", response_model=CaseOut, summary="One case")
@@ -106,7 +117,7 @@ def get_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -
     case = service.get_case(db, user=user, case_id=case_id)
     audit.record(db, action="view", user=user, case_id=case.id, ip=client_ip(request), detail={"via": "api"})
     db.commit()
-    return case_out(case)
+    return case_out(case, latest_run(db, case_id=case.id), served_version(request))
 
 
 @api.delete("/{case_id}", status_code=204, summary="Erase a case, its photo and crop")
@@ -171,7 +182,9 @@ def case_page(case_id: str, request: Request, user: CurrentUser, db: DbSession) 
     audit.record(db, action="view", user=user, case_id=case.id, ip=client_ip(request), detail={"via": "page"})
     db.commit()
     events = audit.events_for_case(db, case_id=case.id, limit=50)
-    return render(request, "cases/detail.html", {"case": case, "data": case_out(case), "events": events})
+    data = case_out(case, latest_run(db, case_id=case.id), served_version(request))
+    ctx = {"case": case, "data": data, "events": events, "model_problem": model_problem(request)}
+    return render(request, "cases/detail.html", ctx)
 
 
 def upload_body_limit(settings: Settings) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from app.cases.models import Case
+from app.predictions.models import PredictionRun
 from app.vision.align import ARCFACE_TEMPLATE
 from app.vision.geometry import apply_matrix
 
@@ -43,6 +44,14 @@ class CaseUrls(BaseModel):
     aligned: str
 
 
+class PredictionInfo(BaseModel):
+    model_id: str
+    model_version: str
+    ranked_by: str
+    created_at: datetime
+    current: bool
+
+
 class CaseOut(BaseModel):
     id: str
     pseudonym: str | None
@@ -52,6 +61,7 @@ class CaseOut(BaseModel):
     alignment: AlignmentOut
     photo: PhotoOut
     predictions: list[dict[str, object]]
+    prediction: PredictionInfo | None
     urls: CaseUrls
 
 
@@ -62,7 +72,9 @@ class CaseList(BaseModel):
     offset: int
 
 
-def case_out(case: Case) -> CaseOut:
+def case_out(case: Case, run: PredictionRun | None = None, served_version: str | None = None) -> CaseOut:
+    """The case JSON. ``run`` is the newest ranking; ``served_version`` marks whether it is from the model
+    served now (a ranking by an older model is still shown, flagged as not current)."""
     base = f"/api/v1/cases/{case.id}"
     return CaseOut(
         id=case.id,
@@ -90,8 +102,15 @@ def case_out(case: Case) -> CaseOut:
             media_type=case.photo_media_type,
             source_format=case.source_format,
         ),
-        # Syndrome ranking arrives with the model registry (issue 3); until a model ranks the case the
-        # list is empty rather than invented.
-        predictions=[],
+        predictions=run.ranked if run else [],
+        prediction=PredictionInfo(
+            model_id=run.model_id,
+            model_version=run.model_version,
+            ranked_by=run.ranked_by,
+            created_at=run.created_at,
+            current=served_version == f"{run.model_id}@{run.model_version}",
+        )
+        if run
+        else None,
         urls=CaseUrls(self=base, page=f"/cases/{case.id}", image=f"{base}/image", aligned=f"{base}/aligned"),
     )

@@ -20,12 +20,13 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, overrides: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = overrides or {}
 
-    def _refusal(self) -> JSONResponse:
-        limit_mb = self.max_bytes / (1024 * 1024)
+    def _refusal(self, max_bytes: int) -> JSONResponse:
+        limit_mb = max_bytes / (1024 * 1024)
         return JSONResponse(
             {"detail": f"The request is larger than the {limit_mb:.0f} MB this server accepts.", "code": "too_large"},
             status_code=413,
@@ -36,9 +37,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.overrides.get(scope["path"], self.max_bytes)
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refusal()(scope, receive, send)
+        if declared.isdigit() and int(declared) > max_bytes:
+            await self._refusal(max_bytes)(scope, receive, send)
             return
 
         received = 0
@@ -49,7 +51,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise BodyTooLarge()
             return message
 
@@ -64,4 +66,4 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await self._refusal()(scope, receive, send)
+            await self._refusal(max_bytes)(scope, receive, send)

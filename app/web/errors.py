@@ -45,6 +45,7 @@ _STATUS_CODES = {
 }
 
 JSON_PREFIXES = ("/api/", "/predict", "/status", "/healthz")
+GESTALTMATCHER_PATHS = frozenset({"/predict", "/status"})
 
 
 def wants_json(request: Request) -> bool:
@@ -62,6 +63,11 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
             return Response(status_code=401, headers={**headers, "HX-Redirect": target})
         return RedirectResponse(target, status_code=303, headers=headers)
     if wants_json(request):
+        if request.url.path in GESTALTMATCHER_PATHS:
+            # GestaltMatcher clients read errors from "message"; the contract's fields stay as well.
+            extra = {"message": detail, **extra}
+            if status_code == 401:
+                headers["WWW-Authenticate"] = 'Basic realm="GestaltLens"'
         return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status_code, headers=headers)
     from app.web.templating import render  # late import: templating imports request helpers
 

@@ -15,6 +15,8 @@ from app.auth import service as auth_service
 from app.cases import routes as case_routes
 from app.cases.storage import PhotoStore
 from app.db import make_engine, make_sessionmaker
+from app.predictions import routes as prediction_routes
+from app.predictions.provider import ModelProvider
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.vision.detect import FaceDetector
 from app.web import health
@@ -59,16 +61,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.photo_store = PhotoStore(settings.photo_dir)
     app.state.detector = FaceDetector()
     app.state.setup_code = None
+    app.state.models = ModelProvider(settings.models_dir, settings.model)
 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(auth_routes.router)
     app.include_router(case_routes.api)
     app.include_router(case_routes.pages)
+    app.include_router(prediction_routes.router)
+    app.include_router(prediction_routes.gm_router)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
 
     # Outermost last: security headers wrap everything, including CSRF refusals.
     app.add_middleware(CsrfMiddleware, secret=settings.resolved_secret_key, secure_cookies=settings.secure_cookies)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=case_routes.upload_body_limit(settings))
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=case_routes.upload_body_limit(settings),
+        # POST /predict carries the photo as base64 in JSON: 4/3 of the file plus a little framing.
+        overrides={"/predict": settings.max_upload_bytes * 4 // 3 + 64 * 1024},
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     return app

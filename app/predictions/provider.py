@@ -1,0 +1,43 @@
+"""The served model, loaded once per process on first use.
+
+A missing or broken model folder must not take photo intake down with it: cases are still created and
+aligned, and the reason the ranking is unavailable is shown instead of a ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from app.nets.errors import ModelFolderError
+from app.nets.registry import LoadedModel, load_model
+
+log = logging.getLogger("gestaltlens.models")
+
+
+class ModelUnavailable(RuntimeError):
+    """The configured model cannot be served; the message says why."""
+
+
+class ModelProvider:
+    def __init__(self, root: Path, model_id: str) -> None:
+        self.root = root
+        self.model_id = model_id
+        self._lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._error: str | None = None
+
+    def get(self) -> LoadedModel:
+        if self._model is not None:
+            return self._model
+        with self._lock:
+            if self._model is None and self._error is None:
+                try:
+                    self._model = load_model(self.root, self.model_id)
+                except (ModelFolderError, FileNotFoundError) as exc:
+                    self._error = f"model {self.model_id!r} cannot be loaded: {exc}"
+                    log.error(self._error)
+        if self._model is None:
+            raise ModelUnavailable(self._error or f"model {self.model_id!r} is unavailable")
+        return self._model

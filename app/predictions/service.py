@@ -1,0 +1,74 @@
+"""Ranking a case with the served model and reading the stored rankings back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cases.models import Case
+from app.nets.predict import PredictionResult, predict
+from app.nets.registry import LoadedModel
+from app.predictions.models import PredictionRun
+
+TOP_K = 10
+
+
+def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K) -> PredictionResult:
+    return predict(model, crop, top_k=top_k)
+
+
+def result_rows(result: PredictionResult) -> list[dict[str, Any]]:
+    """The contract's prediction shape: rank, syndrome_id, name, score, distance (when a gallery ranks)."""
+    rows = []
+    for p in result.ranked:
+        row: dict[str, Any] = {
+            "rank": p.rank,
+            "syndrome_id": p.syndrome_id,
+            "name": p.name,
+            "omim": p.omim,
+            "score": round(float(p.score), 6),
+        }
+        if p.distance is not None:
+            row["distance"] = round(float(p.distance), 6)
+            row["image_id"] = p.image_id
+        rows.append(row)
+    return rows
+
+
+def store_run(session: Session, *, case: Case, model: LoadedModel, result: PredictionResult) -> PredictionRun:
+    run = PredictionRun(
+        case_id=case.id,
+        model_id=model.card.id,
+        model_version=model.card.version,
+        ranked_by="gallery" if model.gallery is not None else "softmax",
+        ranked=result_rows(result),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("stored crop cannot be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def latest_run(session: Session, *, case_id: str) -> PredictionRun | None:
+    query = (
+        select(PredictionRun)
+        .where(PredictionRun.case_id == case_id)
+        .order_by(PredictionRun.created_at.desc(), PredictionRun.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def runs_for_case(session: Session, *, case_id: str) -> list[PredictionRun]:
+    query = select(PredictionRun).where(PredictionRun.case_id == case_id).order_by(PredictionRun.id.desc())
+    return list(session.scalars(query))

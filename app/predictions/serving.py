@@ -1,0 +1,46 @@
+"""Request-side helpers around the served model (kept out of the ML core, which knows nothing of requests)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.nets.registry import LoadedModel
+from app.predictions.models import PredictionRun
+from app.predictions.provider import ModelProvider, ModelUnavailable
+
+
+def provider(request: Request) -> ModelProvider:
+    return request.app.state.models
+
+
+def served_model(request: Request) -> LoadedModel | None:
+    """The served model, or None when it cannot be loaded (intake keeps working without a ranking)."""
+    try:
+        return provider(request).get()
+    except ModelUnavailable:
+        return None
+
+
+def served_version(request: Request) -> str | None:
+    model = served_model(request)
+    return model.version if model else None
+
+
+def model_problem(request: Request) -> str | None:
+    try:
+        provider(request).get()
+    except ModelUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def latest_runs(session: Session, *, case_ids: list[str]) -> dict[str, PredictionRun]:
+    """Newest run per case for a page of cases, in one query (no N+1 on the case list)."""
+    if not case_ids:
+        return {}
+    rows = session.scalars(
+        select(PredictionRun).where(PredictionRun.case_id.in_(case_ids)).order_by(PredictionRun.id.asc())
+    )
+    return {row.case_id: row for row in rows}
