@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from app.nets.command import train_command
 from app.settings import get_settings
+from app.synth.command import synth_command
 
 cli = typer.Typer(help="GestaltLens: explainable syndrome ranking from facial photos (research use only).",
                   no_args_is_help=True, add_completion=False)
@@ -15,6 +17,9 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_cli = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(user_cli, name="user")
+# Commands whose options live next to their code; both import their heavy modules only when run.
+cli.command("synth")(synth_command)
+cli.command("train")(train_command)
 
 
 def _sessions():

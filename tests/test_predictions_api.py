@@ -31,7 +31,7 @@ def syndrome_photo() -> tuple[str, bytes]:
 
 
 def test_upload_stores_a_ranking_with_model_and_version(
-    app, client: TestClient, alice: Account, syndrome_photo: tuple[str, bytes]  # noqa: ANN001
+    app, client: TestClient, alice: Account, syndrome_photo: tuple[str, bytes]
 ) -> None:
     label, photo = syndrome_photo
     case = upload(client, alice, photo).json()
@@ -51,7 +51,7 @@ def test_upload_stores_a_ranking_with_model_and_version(
 
 
 def test_rerun_adds_a_run_and_marks_old_model_rankings_stale(
-    app, client: TestClient, alice: Account, astronaut_jpeg: bytes  # noqa: ANN001
+    app, client: TestClient, alice: Account, astronaut_jpeg: bytes
 ) -> None:
     case = upload(client, alice, astronaut_jpeg).json()
     with app.state.sessions() as session:  # pretend the ranking came from an older model version
@@ -85,7 +85,7 @@ def test_case_page_shows_the_ranked_list_and_rerun_button(
 
 
 def test_gm_predict_answers_in_the_gestaltmatcher_shape_and_stores_nothing(
-    app, client: TestClient, alice: Account, syndrome_photo: tuple[str, bytes]  # noqa: ANN001
+    app, client: TestClient, alice: Account, syndrome_photo: tuple[str, bytes]
 ) -> None:
     label, photo = syndrome_photo
     body = {"img": base64.b64encode(photo).decode()}
@@ -113,7 +113,8 @@ def test_gm_predict_errors_carry_a_message(client: TestClient, alice: Account) -
     no_face = client.post("/predict", json={"img": base64.b64encode(blank).decode()}, headers=alice.headers)
     assert no_face.status_code == 422 and no_face.json()["code"] == "no_face" and no_face.json()["message"]
     wrong_password = base64.b64encode(b"alice:nope").decode()
-    assert client.post("/predict", json={"img": ""}, headers={"Authorization": f"Basic {wrong_password}"}).status_code == 401
+    refused = client.post("/predict", json={"img": ""}, headers={"Authorization": f"Basic {wrong_password}"})
+    assert refused.status_code == 401
 
 
 def test_status_is_public_and_names_the_model(client: TestClient) -> None:

@@ -14,8 +14,8 @@ from app.cases.models import Case
 from app.cases.schemas import CaseList, CaseOut, case_out
 from app.cases.storage import PhotoStore
 from app.predictions.models import PredictionRun
-from app.predictions.serving import latest_runs, model_problem, served_model, served_version
 from app.predictions.service import latest_run, rank_crop, store_run
+from app.predictions.serving import latest_runs, model_problem, served_model, served_version
 from app.settings import Settings
 from app.vision.errors import IntakeError
 from app.vision.pipeline import process_photo

@@ -45,6 +45,7 @@ __all__ = [
     "BN_EPS",
     "EMBEDDING_DIM",
     "INPUT_SIZE",
+    "ArchitectureSpec",
     "IBasicBlock",
     "IResNet",
     "build_network",

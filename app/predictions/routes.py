@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 from app.audit import service as audit
 from app.cases import service as case_service
 from app.cases.schemas import case_out
+from app.nets.registry import LoadedModel
+from app.predictions.models import PredictionRun
 from app.predictions.provider import ModelUnavailable
 from app.predictions.service import decode_png, rank_crop, store_run
 from app.predictions.serving import provider
@@ -28,7 +30,7 @@ router = APIRouter(tags=["predictions"])
 gm_router = APIRouter(tags=["gestaltmatcher-compatible"])
 
 
-def _model_or_503(request: Request):  # noqa: ANN202 - LoadedModel
+def _model_or_503(request: Request) -> LoadedModel:
     try:
         return provider(request).get()
     except ModelUnavailable as exc:
@@ -42,7 +44,7 @@ async def rerun_prediction(case_id: str, request: Request, user: CurrentUser, db
     crop = decode_png(request.app.state.photo_store.read(case.aligned_path))
     result = await run_in_threadpool(rank_crop, model, crop)
 
-    def _save():  # noqa: ANN202
+    def _save() -> PredictionRun:
         run = store_run(db, case=case, model=model, result=result)
         audit.record(db, action="predict", user=user, case_id=case.id, ip=client_ip(request),
                      detail={"model": model.version})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import cv2
@@ -16,9 +17,14 @@ from app.predictions.models import PredictionRun
 
 TOP_K = 10
 
+# One forward pass at a time per process: torch already spreads a pass over the cores, and concurrent passes
+# on a small machine oversubscribe them (spinning intra-op threads made passes 10-80x slower in the bench).
+_INFERENCE_LOCK = threading.Lock()
+
 
 def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K) -> PredictionResult:
-    return predict(model, crop, top_k=top_k)
+    with _INFERENCE_LOCK:
+        return predict(model, crop, top_k=top_k)
 
 
 def result_rows(result: PredictionResult) -> list[dict[str, Any]]:

@@ -1,0 +1,161 @@
+"""Model folders: find them, check them, load them once per process.
+
+A model is a folder ``<root>/<id>/`` holding ``model.json`` (the card), ``labels.json``, the weights
+(optionally with a separate ``head_weights`` file) and optionally ``gallery.npz``. The root is a
+parameter (the web app passes ``PROJECT_ROOT / "models"``); the id is the folder name.
+
+:func:`read_model_folder` checks everything a wrong deployment could get wrong — sha256 digests given in
+the card, label count against the card, architecture, every weight key and shape, head size against the
+labels, gallery labels and embedding size — and refuses with a :class:`ModelFolderError` saying exactly
+what is wrong. :func:`load_model` adds a process-wide cache guarded by a lock, so the configured model is
+read once per process however many request threads ask for it at start-up.
+
+The loaded network is in eval mode and is never mutated afterwards (no hooks, no training), so it can be
+shared by concurrent prediction threads. Its parameters keep ``requires_grad`` as trained, because
+gradient-based explanation methods need gradients through the layers; they must not attach hooks to the
+shared instance (see DESIGN.md, "Explanation methods").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.nets.card import MODEL_ID_PATTERN, Label, ModelCard, read_card, read_labels
+from app.nets.checkpoint import load_weights_into, read_state_dict
+from app.nets.errors import ModelFolderError
+from app.nets.gallery import Gallery, read_gallery
+from app.nets.iresnet import IResNet, build_network
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "LoadedModel",
+    "clear_cache",
+    "list_models",
+    "load_model",
+    "read_model_folder",
+    "sha256_file",
+]
+
+DEFAULT_MODEL_ID = "demo"
+_log = logging.getLogger(__name__)
+_cache: dict[tuple[str, str], LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """Everything prediction and explanation need from one model folder."""
+
+    card: ModelCard
+    labels: tuple[Label, ...]
+    network: IResNet  # eval mode; shared, so never put hooks on it or switch it to training
+    gallery: Gallery | None
+    version: str  # "id@version", recorded with every prediction and explanation
+    folder: Path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_digests(card: ModelCard, folder: Path) -> None:
+    for name, expected in card.sha256.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelFolderError(f"{name} is listed in the card's sha256 but is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelFolderError(
+                f"sha256 of {name} does not match the card (card {expected[:12]}…, file {actual[:12]}…)"
+            )
+
+
+def _build(card: ModelCard, labels: tuple[Label, ...]) -> IResNet:
+    arch = card.architecture
+    if len(labels) != arch.num_classes:
+        raise ModelFolderError(
+            f"{card.labels} has {len(labels)} labels but the card says num_classes {arch.num_classes}"
+        )
+    try:
+        network = build_network(arch.name, num_classes=arch.num_classes, width=arch.width, dropout=arch.dropout)
+    except ValueError as exc:
+        raise ModelFolderError(f"model.json architecture: {exc}") from exc
+    try:
+        network.get_submodule(card.gradcam_layer)
+    except AttributeError as exc:
+        raise ModelFolderError(
+            f"model.json gradcam_layer {card.gradcam_layer!r} is not a module of {arch.name}"
+        ) from exc
+    return network
+
+
+def read_model_folder(folder: Path) -> LoadedModel:
+    """Read, check and load one model folder (uncached). Raises ModelFolderError naming the problem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {folder} does not exist")
+    try:
+        card = read_card(folder)
+        _check_digests(card, folder)
+        labels = read_labels(folder / card.labels)
+        network = _build(card, labels)
+        weights = read_state_dict(folder / card.weights, f"weights file {card.weights}")
+        head = read_state_dict(folder / card.head_weights, f"head_weights file {card.head_weights}") \
+            if card.head_weights else None
+        load_weights_into(network, weights, head)
+        network.eval()
+        gallery = read_gallery(folder / card.gallery, labels) if card.gallery else None
+    except ModelFolderError as exc:
+        if exc.folder is None:
+            raise ModelFolderError(exc.message, folder=folder) from exc
+        raise
+    return LoadedModel(card=card, labels=labels, network=network, gallery=gallery,
+                       version=card.version_string, folder=folder)
+
+
+def _folder(root: Path, model_id: str) -> Path:
+    if not MODEL_ID_PATTERN.match(model_id):
+        raise ModelFolderError(f"{model_id!r} is not a valid model id (letters, digits, . _ -)")
+    return Path(root) / model_id
+
+
+def load_model(root: Path, model_id: str = DEFAULT_MODEL_ID) -> LoadedModel:
+    """The model ``root/model_id``, loaded once per process (thread-safe); later calls return the same object."""
+    folder = _folder(root, model_id)
+    key = (str(folder.resolve()), model_id)
+    with _cache_lock:  # held while loading, so concurrent first requests wait instead of loading twice
+        model = _cache.get(key)
+        if model is None:
+            model = read_model_folder(folder)
+            _cache[key] = model
+            _log.info("loaded model %s from %s", model.version, folder)
+        return model
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests; or an operator swapping a model folder without a restart)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def list_models(root: Path) -> list[ModelCard]:
+    """Cards of the model folders under ``root``, sorted by id. A folder whose card does not parse is
+    skipped with a warning: one broken folder must not hide the others (loading it still raises)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    cards = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "model.json").is_file()):
+        try:
+            cards.append(read_card(folder))
+        except ModelFolderError as exc:
+            _log.warning("skipping model folder %s: %s", folder, exc.message)
+    return cards
