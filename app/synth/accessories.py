@@ -11,7 +11,7 @@ import numpy as np
 
 from app.synth.frame import Frame
 from app.synth.geometry import FaceGeometry
-from app.synth.paint import Patch, ellipse_points, polygon_patch, polyline_patch, srgb_to_linear, union
+from app.synth.paint import ellipse_points, polygon_patch, polyline_patch, srgb_to_linear, union
 from app.synth.params import Glasses
 
 
@@ -60,7 +60,6 @@ def draw_glasses(colour: np.ndarray, alpha: np.ndarray, base: FaceGeometry, g: G
         patch = polyline_patch(frame.px(stroke), shape, width, blur=0.4)
         if patch is None:
             continue
-        shine = Patch(patch.y0, patch.x0, patch.data)
-        region = colour[shine.slices]
-        region += shine.data[..., None] * (frame_col - region)
-        union(alpha, shine)
+        region = colour[patch.slices]
+        region += patch.data[..., None] * (frame_col - region)
+        union(alpha, patch)

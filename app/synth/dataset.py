@@ -3,7 +3,9 @@
 Layout::
 
     <out>/dataset.json      seed, counts, classes (index = label_index; "unaffected" first), detection rate
-    <out>/manifest.jsonl    one JSON object per image (see :func:`_record`)
+    <out>/manifest.jsonl    one JSON object per image, in class then index order (see :func:`_record`;
+                            besides the fields of the format it carries ``detect_error``, the pipeline's
+                            error code when no single face was found, else null)
     <out>/images/<id>.jpg   the photo as generated (JPEG, quality 70-95)
     <out>/masks/<id>.png    ground-truth mask, photo pixels, 0/255 (all 0 for unaffected)
     <out>/aligned/<id>.png  the real pipeline's 112x112 aligned crop (only if a face was detected)
@@ -18,15 +20,15 @@ Class imbalance: ``imbalance = r`` gives the i-th syndrome (i = 0 .. K-1, in cla
 ``count_per_class``, the last gets ``count_per_class / r``, the ones between fall geometrically.
 ``unaffected`` always keeps ``count_per_class`` (in clinical data it is the large class).
 
-Split: within each class exactly ``round(n * test_fraction)`` images go to the test split, chosen by a
-per-image random number; the choice is deterministic in (seed, class, index).
+Split: within each class exactly ``round(n * test_fraction)`` images go to the test split: those with the
+lowest per-image split draws (a random stream of their own), so the split is fixed by the seed and counts,
+and growing a class moves few images across it.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -144,8 +146,8 @@ def write_dataset(
         "format": FORMAT,
         "seed": seed,
         "count_per_class": count_per_class,
-        "imbalance": imbalance,
-        "test_fraction": test_fraction,
+        "imbalance": float(imbalance),
+        "test_fraction": float(test_fraction),
         "shortcut": shortcut.to_dict() if shortcut is not None else None,
         "classes": [c.to_dict() for c in CLASSES],
         "counts": counts,
@@ -282,8 +284,3 @@ def read_manifest(out_dir: str | Path) -> list[dict[str, object]]:
     """The manifest of a data set folder as a list of dicts (for tests, benches and quick looks)."""
     with (Path(out_dir) / "manifest.jsonl").open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def default_workers() -> int:
-    """Two, or fewer on a one-core machine."""
-    return max(1, min(2, os.cpu_count() or 1))

@@ -189,7 +189,7 @@ def render_face(
     albedo *= 1.0 - tex.spots[..., None] * np.array([0.35, 0.45, 0.5], np.float32)
     gloss = np.full(shape, app.skin_gloss, np.float32) * (1.0 + 0.15 * tex.pores.clip(-1, 2))
 
-    _paint_skin_tones(albedo, gloss, geom, base, app, frame)
+    _paint_skin_tones(albedo, gloss, geom, app, frame)
     _paint_ears(albedo, geom, frame)
     _paint_brows(albedo, geom, app, frame, tex)
     catchlights = [_paint_eye(albedo, gloss, eye, app, frame, tex) for eye in geom.eyes]
@@ -278,9 +278,7 @@ def _height_field(geom: FaceGeometry, base: FaceGeometry, frame: Frame, X: np.nd
     return height
 
 
-def _paint_skin_tones(
-    albedo: np.ndarray, gloss: np.ndarray, geom: FaceGeometry, base: FaceGeometry, app: Appearance, frame: Frame
-) -> None:
+def _paint_skin_tones(albedo: np.ndarray, gloss: np.ndarray, geom: FaceGeometry, app: Appearance, frame: Frame) -> None:
     """Blush on the cheeks, a redder nose tip, an oilier T-zone."""
     shape, n = frame.shape, frame.n
     blush = 1.0 + app.blush * np.array([0.12, -0.03, -0.03])

@@ -17,7 +17,7 @@ from app.synth.scene import encode_jpeg
 from app.synth.seeding import STREAM_SHORTCUT, image_rng
 
 #: Bumped whenever a change makes the same (seed, class, index) render differently.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 
 @dataclass(frozen=True)

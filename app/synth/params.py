@@ -6,8 +6,8 @@ every class shares, *including* the traits the syndromes change: unaffected peop
 eyes or a long philtrum now and then, so a classifier must weigh degree, not mere presence.
 
 A syndrome's features are applied on top (:func:`apply_features`) as a shift scaled by the patient's
-severity. At severity 1 each shift is about four to five population standard deviations; at the lowest
-severity (0.3) about 1.5, where affected and unaffected faces overlap.
+severity. At severity 1 each shift is about five to seven population standard deviations; at the lowest
+severity (0.3) about 1.5 to 2, where affected and unaffected faces overlap.
 
 Everything random is drawn here, up front and in a fixed order, whatever the class or severity; the
 renderer itself is deterministic. That is what makes "the same person with the feature off" a
@@ -248,13 +248,13 @@ def apply_features(traits: Traits, strengths: dict[str, float]) -> Traits:
     s = strengths.get
     changes: dict[str, float] = {}
     if s("hypertelorism"):
-        changes["eye_half_distance"] = t.eye_half_distance + 0.055 * s("hypertelorism")
+        changes["eye_half_distance"] = t.eye_half_distance + 0.07 * s("hypertelorism")
     if s("downslanted_palpebral_fissures"):
-        changes["eye_slant_deg"] = t.eye_slant_deg - 20.0 * s("downslanted_palpebral_fissures")
+        changes["eye_slant_deg"] = t.eye_slant_deg - 24.0 * s("downslanted_palpebral_fissures")
     if s("upslanted_palpebral_fissure"):
-        changes["eye_slant_deg"] = t.eye_slant_deg + 17.0 * s("upslanted_palpebral_fissure")
+        changes["eye_slant_deg"] = t.eye_slant_deg + 22.0 * s("upslanted_palpebral_fissure")
     if s("long_philtrum"):
-        changes["mouth_y"] = t.mouth_y + 0.065 * s("long_philtrum")
+        changes["mouth_y"] = t.mouth_y + 0.08 * s("long_philtrum")
     if s("thin_upper_lip_vermilion"):
         changes["upper_lip"] = t.upper_lip * (1.0 - 0.6 * s("thin_upper_lip_vermilion"))
     if s("synophrys"):
@@ -264,21 +264,21 @@ def apply_features(traits: Traits, strengths: dict[str, float]) -> Traits:
     if s("thick_eyebrow"):
         changes["brow_thickness"] = t.brow_thickness + 0.03 * s("thick_eyebrow")
     if s("wide_mouth"):
-        changes["mouth_half"] = t.mouth_half + 0.06 * s("wide_mouth")
+        changes["mouth_half"] = t.mouth_half + 0.075 * s("wide_mouth")
     if s("thick_lower_lip_vermilion"):
-        changes["lower_lip"] = t.lower_lip + 0.035 * s("thick_lower_lip_vermilion")
+        changes["lower_lip"] = t.lower_lip + 0.04 * s("thick_lower_lip_vermilion")
     if s("downturned_corners_of_mouth"):
-        changes["corner_droop"] = t.corner_droop + 0.035 * s("downturned_corners_of_mouth")
+        changes["corner_droop"] = t.corner_droop + 0.045 * s("downturned_corners_of_mouth")
     if s("bulbous_nose"):
         k = s("bulbous_nose")
-        changes["nose_tip_radius"] = t.nose_tip_radius + 0.035 * k
-        changes["ala_half"] = t.ala_half + 0.03 * k
+        changes["nose_tip_radius"] = t.nose_tip_radius + 0.045 * k
+        changes["ala_half"] = t.ala_half + 0.04 * k
         changes["nostril_scale"] = t.nostril_scale * (1.0 + 0.35 * k)
     if s("micrognathia"):
         k = s("micrognathia")
-        changes["chin_y"] = t.chin_y - 0.1 * k
+        changes["chin_y"] = t.chin_y - 0.12 * k
         changes["chin_half"] = t.chin_half * (1.0 - 0.35 * k)
-        changes["jaw_half"] = t.jaw_half - 0.085 * k
+        changes["jaw_half"] = t.jaw_half - 0.1 * k
         changes["jaw_y"] = t.jaw_y - 0.03 * k
         changes["chin_prominence"] = t.chin_prominence * (1.0 - 0.6 * k)
     return replace(traits, **changes)
@@ -312,11 +312,8 @@ def sample_appearance(rng: np.random.Generator, traits: Traits) -> Appearance:
     pigment = _mix((0.75, 0.3, 0.32), (0.36, 0.17, 0.16), tone)
     lip = _mix(skin, pigment, float(rng.uniform(0.45, 0.7)))
 
-    iris_weights = (
-        np.array([3, 3, 1.5, 1, 1.5, 1]) * np.array([1, 1, 1, 1, 1, 1])
-        if tone < 0.5
-        else np.array([3, 5, 1, 0.2, 0.2, 0.2])
-    )
+    # Light, blue and green irises are mostly seen with lighter skin.
+    iris_weights = np.array([3, 3, 1.5, 1, 1.5, 1]) if tone < 0.5 else np.array([3, 5, 1, 0.2, 0.2, 0.2])
     iris = _IRIS_COLOURS[int(rng.choice(len(_IRIS_COLOURS), p=iris_weights / iris_weights.sum()))]
     iris = _jitter(iris, rng, 0.08)
 

@@ -111,16 +111,16 @@ def render_subject(subject: Subject, *, shortcut: str | None = None) -> Rendered
         maps = pose.maps(box)
         y0, x0, y1, x1 = box
         region = photo[y0:y1, x0:x1]
-        placed = place(back, pose, box, maps)
+        placed = place(back, maps)
         region *= 1.0 - placed[..., 3:4]
         region += placed[..., :3]
         draw_clothing(photo, scene, neck_base)
         region = photo[y0:y1, x0:x1]
-        placed = place(front, pose, box, maps)
+        placed = place(front, maps)
         region *= 1.0 - placed[..., 3:4]
         region += placed[..., :3]
         if local_mask is not None:
-            mask[y0:y1, x0:x1] = np.where(place(local_mask, pose, box, maps) >= 0.5, 255, 0).astype(np.uint8)
+            mask[y0:y1, x0:x1] = np.where(place(local_mask, maps) >= 0.5, 255, 0).astype(np.uint8)
     else:
         draw_clothing(photo, scene, neck_base)
     landmarks = pose.forward(frame.px(geom.landmarks()))

@@ -95,10 +95,8 @@ def make_pose(scene: Scene, frame: Frame, traits: Traits) -> Pose:
     )
 
 
-def place(
-    layer: np.ndarray, pose: Pose, box: tuple[int, int, int, int], maps: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """Resample a canvas-sized layer (any channel count) into the photo box."""
+def place(layer: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Resample a canvas-sized layer (any channel count) into the photo box the maps were made for."""
     return cv2.remap(
         layer, maps[0], maps[1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
@@ -131,7 +129,9 @@ def background(bg: Background, canvas: tuple[int, int], face_center: tuple[float
         r = np.hypot(xs - face_center[0], ys - face_center[1]) / (0.7 * diag)
         t = np.clip(r, 0.0, 1.0)
     elif bg.kind == "texture":
-        t = np.clip(0.5 + 0.22 * grain + 0.1 * detail, 0.0, 1.0)
+        # A mottled wall, kept low in contrast: a high-contrast blotchy texture grows faces of its own
+        # (YuNet found one, at 0.72, in a marbled backdrop).
+        t = np.clip(0.5 + 0.12 * grain + 0.05 * detail, 0.0, 1.0)
     else:  # bokeh: a gradient with out-of-focus light discs
         t = np.clip(linear, 0.0, 1.0)
     out = a + t[..., None] * (b - a)
