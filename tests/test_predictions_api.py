@@ -26,7 +26,7 @@ DEMO = load_model(PROJECT_ROOT / "models", "demo")
 def syndrome_photo() -> tuple[str, bytes]:
     """A generated face of the first synthetic syndrome (not unaffected), as a JPEG file."""
     label = DEMO.labels[1].id
-    face = generate_one(seed=4242, class_id=label, index=0)
+    face = generate_one(seed=4242, class_id=label, index=0, severity=1.0)  # a clear case, not a borderline one
     return label, face.jpeg
 
 
