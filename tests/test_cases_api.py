@@ -44,7 +44,8 @@ def test_upload_creates_a_case_with_face_landmarks_alignment_and_urls(
     # The aligned landmarks sit near the ArcFace template.
     gap = np.abs(np.asarray(case["alignment"]["landmarks"]) - np.asarray(case["alignment"]["template"]))
     assert gap.max() < 8
-    assert case["predictions"] == []
+    assert [p["rank"] for p in case["predictions"]] == list(range(1, len(case["predictions"]) + 1))
+    assert case["prediction"]["model_id"] == "demo"  # the bundled model ranks every new case
     assert set(case["urls"]) == {"self", "page", "image", "aligned"}
 
     image = client.get(case["urls"]["image"], headers=alice.headers)
