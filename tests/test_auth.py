@@ -199,3 +199,14 @@ def test_admin_can_add_users_from_the_users_page(client: TestClient, admin: Acco
 
 def test_clinicians_cannot_reach_user_administration(client: TestClient, alice: Account) -> None:
     assert client.get("/admin/users", headers=alice.headers).status_code == 403
+
+
+def test_setup_code_guessing_is_throttled(app, client: TestClient) -> None:
+    client.get("/setup")
+    token = csrf_token(client, "/setup")
+    form = {"username": "x-admin", "password": PASSWORD, "password_repeat": PASSWORD, "code": "000000-000000-000000"}
+    for _ in range(5):
+        assert client.post("/setup", data=form, headers=browser_headers(token)).status_code == 400
+    # The right code is refused too while the address is locked out.
+    locked = client.post("/setup", data={**form, "code": app.state.setup_code}, headers=browser_headers(token))
+    assert locked.status_code == 429

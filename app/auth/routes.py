@@ -158,9 +158,7 @@ def setup_submit(
     except service.LoginThrottled:
         return render(request, "setup.html", {**ctx, "error": "Too many wrong codes; wait and retry."}, 429)
     if not constant_time_equal(code.strip().upper(), expected):
-        from app.auth.models import LoginAttempt
-
-        db.add(LoginAttempt(username="(setup)", ip=ip[:64], succeeded=False))
+        service.record_attempt(db, username="(setup)", ip=ip, succeeded=False)
         db.commit()
         msg = "The setup code is wrong. It is printed in the server console."
         return render(request, "setup.html", {**ctx, "error": msg}, 400)

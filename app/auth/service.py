@@ -1,7 +1,6 @@
 """Account service functions: users, password login with throttling, sessions and API tokens.
 
-Functions take keyword arguments and a session and never commit unless their name says so is needed by
-the caller; routes and the CLI own the transaction.
+Functions take keyword arguments and a session and never commit: routes and the CLI own the transaction.
 """
 
 from __future__ import annotations
@@ -102,6 +101,11 @@ def check_throttle(session: Session, *, username: str, ip: str, policy: Throttle
         raise LoginThrottled(int(policy.window.total_seconds()))
 
 
+def record_attempt(session: Session, *, username: str, ip: str, succeeded: bool) -> None:
+    """One row for the throttle; also used for setup-code guesses, which are throttled the same way."""
+    session.add(LoginAttempt(username=username[:64], ip=ip[:64], succeeded=succeeded))
+
+
 def authenticate(
     session: Session, *, username: str, password: str, ip: str, policy: ThrottlePolicy
 ) -> User | None:
@@ -114,7 +118,7 @@ def authenticate(
         ok = False
     else:
         ok = verify_password(password, user.password_hash) and user.is_active
-    session.add(LoginAttempt(username=username, ip=ip[:64], succeeded=ok))
+    record_attempt(session, username=username, ip=ip, succeeded=ok)
     if ok and user is not None:
         user.last_login_at = utcnow()
         return user
