@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from app.explain.command import explain_command
 from app.nets.command import train_command
 from app.settings import get_settings
 from app.synth.command import synth_command
@@ -20,6 +21,7 @@ cli.add_typer(user_cli, name="user")
 # Commands whose options live next to their code; both import their heavy modules only when run.
 cli.command("synth")(synth_command)
 cli.command("train")(train_command)
+cli.command("explain")(explain_command)
 
 
 def _sessions():

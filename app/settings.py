@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default=PROJECT_ROOT / "models")
     job_runner: str = "inline"
     broker_url: str = "redis://127.0.0.1:6379/0"
+    # The broker queue web apps publish to and workers consume; separate deployments (or test runs) sharing
+    # one Redis must use different queues, or one's worker would take the other's jobs.
+    job_queue: str = "gestaltlens"
     max_upload_mb: float = 15.0
     max_pixels: int = 40_000_000
     secret_key: str | None = None

@@ -92,6 +92,18 @@ def browser() -> Iterator[object]:
         instance.close()
 
 
+def first_run_setup(page, server: Server) -> None:
+    page.goto(server.url + "/login")
+    page.wait_for_url(re.compile(r"/setup$"))
+    assert "not a diagnostic device" in page.content()
+    page.fill("input[name=code]", server.setup_code())
+    page.fill("input[name=username]", "dr-admin")
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password_repeat]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/cases$"))
+
+
 def test_setup_upload_review_and_delete_in_a_real_browser(
     server: Server, browser, tmp_path: Path, astronaut_rgb: np.ndarray
 ) -> None:
@@ -108,15 +120,7 @@ def test_setup_upload_review_and_delete_in_a_real_browser(
     page.on("pageerror", lambda e: problems.append(str(e)))
 
     # First run: the login page sends us to setup, which needs the code from the server console.
-    page.goto(server.url + "/login")
-    page.wait_for_url(re.compile(r"/setup$"))
-    assert "not a diagnostic device" in page.content()
-    page.fill("input[name=code]", server.setup_code())
-    page.fill("input[name=username]", "dr-admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.fill("input[name=password_repeat]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/cases$"))
+    first_run_setup(page, server)
     assert "No cases yet" in page.content()
 
     # A non-image is refused with a readable message, and nothing is created.
@@ -164,3 +168,66 @@ def test_setup_upload_review_and_delete_in_a_real_browser(
 
     csp = [p for p in problems if "Content Security Policy" in p or "Refused" in p]
     assert csp == [], csp
+
+
+def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Path) -> None:
+    """A clinician runs the default panel from the case page and works the comparison view's controls."""
+    from app.explain.registry import DEFAULT_PANEL
+
+    from app.synth.generate import generate_one
+
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(generate_one(seed=5150, class_id="syn_d", index=0, severity=1.0).jpeg)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    first_run_setup(page, server)
+    page.goto(server.url + "/cases/new")
+    page.set_input_files("#photo-input", str(photo))
+    page.click("#upload-button")
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+
+    # The panel loads with the default methods ticked and the top-ranked syndrome as the target.
+    page.locator(".explain-form").wait_for(state="visible")
+    assert page.locator(".explain-form input[name=methods]:checked").count() == len(DEFAULT_PANEL)
+    page.click(".explain-form button[type=submit]")
+    page.locator(".map-card").first.wait_for(state="attached")
+    page.wait_for_function(f"document.querySelectorAll('.map-card.state-done').length === {len(DEFAULT_PANEL)}",
+                           timeout=120_000)
+    page.locator("a:has-text('Download figure')").wait_for(state="visible")
+    page.wait_for_function("[...document.querySelectorAll('.heat-crop')].every(i => i.complete && i.naturalWidth)")
+    assert page.locator(".map-card .cbar img").count() == len(DEFAULT_PANEL)
+
+    heat = page.locator(".map-card .heat-crop").first
+    before = float(heat.evaluate("el => getComputedStyle(el).opacity"))
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("]")
+    assert float(heat.evaluate("el => getComputedStyle(el).opacity")) > before
+    page.keyboard.press("[")
+    page.keyboard.press("[")
+    assert float(heat.evaluate("el => getComputedStyle(el).opacity")) < before
+    page.keyboard.press("o")
+    assert heat.evaluate("el => getComputedStyle(el).visibility") == "hidden"
+    page.keyboard.press("o")
+    assert heat.evaluate("el => getComputedStyle(el).visibility") == "visible"
+
+    # On the full photo: the warped-back heat layer is shown over the photo.
+    page.check("input[name=map-space][value=photo]")
+    photo_heat = page.locator(".map-card .heat-photo").first
+    photo_heat.wait_for(state="visible")
+    page.wait_for_function("(() => { const i = document.querySelector('.map-card .heat-photo');"
+                           " return i.complete && i.naturalWidth > 112; })()")
+    page.check("input[name=map-space][value=crop]")
+
+    # Click a map for the large view.
+    page.locator(".map-card.state-done").nth(2).click()
+    dialog = page.locator("#map-dialog")
+    dialog.wait_for(state="visible")
+    assert dialog.locator(".heat-crop").evaluate("el => el.getBoundingClientRect().width") > 300
+    dialog.locator("button:has-text('Close')").click()
+    dialog.wait_for(state="hidden")
+
+    csp = [p for p in problems if "Content Security Policy" in p or "Refused" in p]
+    assert csp == [], csp
+    assert problems == [], problems

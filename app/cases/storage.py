@@ -1,4 +1,4 @@
-"""Case files on disk: ``<data_dir>/photos/<case id>/{photo.jpg, aligned.png}``.
+"""Case files on disk: ``<data_dir>/photos/<case id>/{photo.jpg, aligned.png, maps/<explanation id>.npy}``.
 
 Only de-identified, re-encoded bytes are written; original uploads and their file names never touch the
 disk. Writes go to a temporary name and are renamed, so a crash never leaves a half-written photo.
@@ -23,13 +23,16 @@ class PhotoStore:
 
     def write(self, case_id: str, name: str, data: bytes) -> str:
         """Write one file atomically; returns its path relative to the store root."""
-        folder = self.case_dir(case_id)
+        target = self.case_dir(case_id) / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise ValueError("file names stay inside the case folder")
+        folder = target.parent
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(tmp, folder / name)
+            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

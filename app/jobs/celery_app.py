@@ -1,15 +1,49 @@
 """The Celery application used by ``gestaltlens worker`` (the scale-out job runner).
 
-Only the broker connection lives here for now; the job table and the explanation tasks that workers
-run arrive with the jobs issue. Workers are started one model instance per process, so the pool is
-``prefork`` with a concurrency the operator chooses.
+A task carries only a job id: the job's payload, state and progress live in the database, which every
+worker and web process share. Each worker process builds one :class:`WorkerContext` (database sessions,
+photo store, the model loaded once) when it starts, and keeps it, with its private explainer copy of
+the network, for every job it runs. The pool is ``prefork`` with the concurrency the operator chooses.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from celery import Celery
+from celery.signals import worker_process_init
 
 from app.settings import Settings, get_settings
+
+RUN_JOB_TASK = "gestaltlens.run_job"
+_context = None
+
+
+def worker_context():  # -> WorkerContext (imported lazily: the web app imports this module too)
+    global _context
+    if _context is None:
+        from app.cases.storage import PhotoStore
+        from app.db import make_engine, make_sessionmaker
+        from app.jobs.registry import WorkerContext
+        from app.predictions.provider import ModelProvider
+
+        settings = get_settings()
+        settings.ensure_dirs()
+        _context = WorkerContext(
+            settings=settings,
+            sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
+            photo_store=PhotoStore(settings.photo_dir),
+            models=ModelProvider(settings.models_dir, settings.model),
+        )
+    return _context
+
+
+def _preload(**_: object) -> None:
+    """Load the model when the worker process starts, not in its first job."""
+    from app.predictions.provider import ModelUnavailable
+
+    with contextlib.suppress(ModelUnavailable):  # each job then fails with the reason, which the page shows
+        worker_context().models.get()
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -22,5 +56,17 @@ def make_celery(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=settings.job_queue,
     )
+
+    @celery.task(name=RUN_JOB_TASK)
+    def run_job_task(job_id: str) -> None:
+        from app.jobs.execute import run_job
+
+        run_job(job_id, worker_context())
+
     return celery
+
+
+worker_process_init.connect(_preload, weak=False)

@@ -15,6 +15,9 @@ from app.auth import service as auth_service
 from app.cases import routes as case_routes
 from app.cases.storage import PhotoStore
 from app.db import make_engine, make_sessionmaker
+from app.explanations import routes as explanation_routes
+from app.jobs.registry import WorkerContext
+from app.jobs.runners import make_runner
 from app.predictions import routes as prediction_routes
 from app.predictions.provider import ModelProvider
 from app.settings import PROJECT_ROOT, Settings, get_settings
@@ -41,8 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with app.state.sessions() as session:
             if auth_service.user_count(session) == 0:
                 auth_routes.ensure_setup_code_for_app(app)
-        yield
-        engine.dispose()
+        app.state.jobs.start()
+        try:
+            yield
+        finally:
+            app.state.jobs.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="GestaltLens",
@@ -62,6 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.detector = FaceDetector()
     app.state.setup_code = None
     app.state.models = ModelProvider(settings.models_dir, settings.model)
+    # The inline runner works in this process with the same sessions, store and model provider; its
+    # explainer keeps a private copy of the network, so the served model never carries hooks.
+    app.state.jobs = make_runner(settings, WorkerContext(settings=settings, sessions=app.state.sessions,
+                                                         photo_store=app.state.photo_store, models=app.state.models))
 
     install_error_handlers(app)
     app.include_router(health.router)
@@ -70,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(case_routes.pages)
     app.include_router(prediction_routes.router)
     app.include_router(prediction_routes.gm_router)
+    app.include_router(explanation_routes.api)
+    app.include_router(explanation_routes.pages)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
 
     # Outermost last: security headers wrap everything, including CSRF refusals.

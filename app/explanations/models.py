@@ -1,0 +1,51 @@
+"""Stored attribution maps: one row per (case, model version, method, target, parameters).
+
+That tuple is unique, which makes the table the results cache: asking again for a map that exists (or
+is being computed) returns the same row instead of computing it twice. The float32 map itself is a
+``.npy`` file in the case's folder, so erasing a case erases its maps.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime, new_id, utcnow
+from app.jobs.models import QUEUED
+
+
+class Explanation(Base):
+    __tablename__ = "explanations"
+    __table_args__ = (
+        UniqueConstraint("case_id", "model_id", "model_version", "method", "target_id", "params_key",
+                         name="uq_explanations_key"),
+        Index("ix_explanations_case_created", "case_id", "created_at"),
+        Index("ix_explanations_job", "job_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), default=None)
+    requested_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    model_id: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(40))
+    target_id: Mapped[str] = mapped_column(String(64))
+    target_index: Mapped[int] = mapped_column(Integer)
+    target_name: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params_key: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    map_path: Mapped[str | None] = mapped_column(String(255), default=None)
+    stats: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
+    duration_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    @property
+    def model_tag(self) -> str:
+        return f"{self.model_id}@{self.model_version}"

@@ -1,0 +1,229 @@
+"""Asking for attribution maps, and reading them back.
+
+A request names methods, a target syndrome and optional parameters. Each (case, model version, method,
+target, parameters) exists once in the ``explanations`` table: maps already computed (or being computed)
+are reused, only the missing or failed ones go into a new job. That makes asking twice free and makes
+every map reproducible from its row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.models import User
+from app.cases.models import Case
+from app.explain.registry import DEFAULT_PANEL, METHODS, method_info, normalise_params
+from app.explanations.models import Explanation
+from app.jobs import service as job_service
+from app.jobs.models import FAILED, FINISHED, QUEUED, RUNNING, Job
+from app.nets.card import Label
+from app.nets.registry import LoadedModel
+from app.predictions.models import PredictionRun
+
+EXPLAIN_JOB = "explain"
+
+
+class ExplainRequestError(ValueError):
+    """A request the API answers with 422 and this code."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Target:
+    index: int
+    label: Label
+
+
+def params_key(params: Mapping[str, Any]) -> str:
+    """A stable digest of canonical (defaults-merged) parameters: part of the cache key."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_methods(methods: Sequence[str] | None) -> list[str]:
+    if not methods:
+        return list(DEFAULT_PANEL)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ExplainRequestError("unknown_method", f"Unknown method(s): {', '.join(map(str, unknown))}. "
+                                  f"Known: {', '.join(METHODS)}.")
+    return list(dict.fromkeys(methods))  # keep order, drop repeats
+
+
+def resolve_target(model: LoadedModel, target: str | int | None, run: PredictionRun | None) -> Target:
+    """None → the top-ranked syndrome of the case's ranking by this model; else a label id or class index."""
+    ids = [label.id for label in model.labels]
+    if target is None:
+        if run is None or run.model_id != model.card.id or run.model_version != model.card.version or not run.ranked:
+            raise ExplainRequestError("no_ranking", "The case has no ranking by the served model; rank it first "
+                                      "or name a target syndrome.")
+        target = run.ranked[0]["syndrome_id"]
+    if isinstance(target, bool):
+        raise ExplainRequestError("unknown_target", "target must be a syndrome id or a class index")
+    if isinstance(target, int):
+        if not 0 <= target < len(ids):
+            raise ExplainRequestError("unknown_target", f"target index {target} is outside 0..{len(ids) - 1}")
+        return Target(target, model.labels[target])
+    if target not in ids:
+        raise ExplainRequestError("unknown_target", f"{target!r} is not a syndrome of model {model.version}; "
+                                  f"known: {', '.join(ids)}")
+    index = ids.index(target)
+    return Target(index, model.labels[index])
+
+
+def checked_params(methods: Sequence[str], params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    params = dict(params or {})
+    stray = [m for m in params if m not in methods]
+    if stray:
+        raise ExplainRequestError("invalid_params", f"Parameters given for methods not requested: {', '.join(stray)}")
+    out: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        given = params.get(method)
+        if given is not None and not isinstance(given, Mapping):
+            raise ExplainRequestError("invalid_params", f"Parameters for {method} must be an object")
+        try:
+            out[method] = normalise_params(method, given)
+        except ValueError as exc:
+            raise ExplainRequestError("invalid_params", f"{method}: {exc}") from exc
+    return out
+
+
+def _stuck(session: Session, row: Explanation) -> bool:
+    """A queued/running row whose job has finished (or vanished) will never be computed: ask again."""
+    if row.state not in (QUEUED, RUNNING):
+        return False
+    job = session.get(Job, row.job_id) if row.job_id else None
+    return job is None or job.state in FINISHED
+
+
+def request_explanations(
+    session: Session,
+    *,
+    case: Case,
+    user: User,
+    model: LoadedModel,
+    methods: Sequence[str],
+    target: Target,
+    params: Mapping[str, dict[str, Any]],
+) -> tuple[str | None, list[Explanation], Job | None]:
+    """Find or create one row per method; put the missing ones into a new job (not yet submitted).
+
+    Returns (the job id to poll, or None when every map is ready; the rows in method order; the new job).
+    The caller commits, then hands the new job to the runner.
+    """
+    rows: list[Explanation] = []
+    pending: list[Explanation] = []
+    for method in methods:
+        key = params_key(params[method])
+        row = session.scalar(select(Explanation).where(
+            Explanation.case_id == case.id, Explanation.model_id == model.card.id,
+            Explanation.model_version == model.card.version, Explanation.method == method,
+            Explanation.target_id == target.label.id, Explanation.params_key == key,
+        ))
+        if row is None:
+            row = Explanation(
+                case_id=case.id, requested_by=user.id, model_id=model.card.id, model_version=model.card.version,
+                method=method, target_id=target.label.id, target_index=target.index, target_name=target.label.name,
+                params=params[method], params_key=key, state=QUEUED,
+            )
+            session.add(row)
+            pending.append(row)
+        elif row.state == FAILED or _stuck(session, row):
+            row.state, row.error, row.requested_by = QUEUED, None, user.id
+            pending.append(row)
+        rows.append(row)
+    session.flush()
+    job = None
+    if pending:
+        job = job_service.create_job(session, kind=EXPLAIN_JOB, owner=user, case_id=case.id,
+                                     payload={"explanation_ids": [row.id for row in pending]})
+        for row in pending:
+            row.job_id = job.id
+        session.flush()
+        return job.id, rows, job
+    waiting = next((row.job_id for row in rows if row.state in (QUEUED, RUNNING)), None)
+    return waiting, rows, None
+
+
+def explanations_for_case(session: Session, *, case_id: str) -> list[Explanation]:
+    query = select(Explanation).where(Explanation.case_id == case_id).order_by(Explanation.created_at.desc())
+    return list(session.scalars(query))
+
+
+def get_explanation_for(session: Session, *, explanation_id: str, user: User) -> Explanation | None:
+    """The row if the user may see its case (owner or admin), else None → 404."""
+    row = session.get(Explanation, explanation_id)
+    if row is None:
+        return None
+    case = session.get(Case, row.case_id)
+    if case is None or (user.role != "admin" and case.owner_id != user.id):
+        return None
+    return row
+
+
+def explanation_out(row: Explanation) -> dict[str, Any]:
+    info = METHODS.get(row.method)
+    base = f"/api/v1/explanations/{row.id}"
+    return {
+        "id": row.id,
+        "case_id": row.case_id,
+        "method": row.method,
+        "label": info.label if info else row.method,
+        "signed": info.signed if info else None,
+        "target": {"id": row.target_id, "name": row.target_name, "index": row.target_index},
+        "model": row.model_tag,
+        "params": row.params,
+        "status": row.state,
+        "error": row.error,
+        "job_id": row.job_id,
+        "stats": row.stats,
+        "duration_ms": row.duration_ms,
+        "created_at": row.created_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "urls": {"png": f"{base}/map.png", "npy": f"{base}/map.npy"} if row.state == "done" else None,
+    }
+
+
+def map_stats(values: np.ndarray, *, signed: bool) -> dict[str, float]:
+    """Summary numbers kept with the row; ``vmin``/``vmax`` are the display scale the colour bar shows."""
+    from app.explain.render import map_scale
+
+    magnitude = np.abs(values)
+    scale = map_scale(values, signed=signed)
+    return {
+        "vmin": float(scale.vmin),
+        "vmax": float(scale.vmax),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "sum": float(values.sum(dtype=np.float64)),
+        "abs_p99": float(np.percentile(magnitude, 99)),
+    }
+
+
+def npy_bytes(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(values, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_map(data: bytes) -> np.ndarray:
+    values = np.load(io.BytesIO(data), allow_pickle=False)
+    if values.dtype != np.float32 or values.shape != (112, 112):
+        raise ValueError(f"stored map has dtype {values.dtype} and shape {values.shape}")
+    return values
+
+
+def method_label(method: str) -> str:
+    return method_info(method).label

@@ -1,0 +1,170 @@
+"""What the comparison view and the image endpoints show: grid contexts, cards, PNGs and the figure.
+
+Rendering itself lives in the ML core (``app.explain.render`` / ``app.explain.figure``); this module
+only picks the rows, reads the stored maps and hands them over.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.models import User
+from app.cases import service as case_service
+from app.cases.models import Case
+from app.cases.storage import PhotoStore
+from app.explain import figure as figure_render
+from app.explain import render
+from app.explain.registry import DEFAULT_PANEL, METHODS
+from app.explanations.models import Explanation
+from app.explanations.service import read_map
+from app.jobs.models import FINISHED, QUEUED, RUNNING, Job
+from app.nets.registry import LoadedModel
+from app.predictions.service import decode_png, latest_run
+from app.predictions.serving import model_problem, served_model
+from app.vision.geometry import invert_affine
+
+ORDER = {method: i for i, method in enumerate(METHODS)}
+
+
+class NothingToShow(LookupError):
+    pass
+
+
+def _scale(row: Explanation, values: np.ndarray) -> render.MapScale:
+    return render.map_scale(values, signed=METHODS[row.method].signed)
+
+
+def map_png(store: PhotoStore, case: Case, row: Explanation, *, view: str, space: str, opacity: float) -> bytes:
+    values = read_map(store.read(row.map_path or ""))
+    scale = _scale(row, values)
+    inverse = invert_affine(np.asarray(case.align_matrix, dtype=np.float64)) if space == "photo" else None
+    if view == "heat":
+        if inverse is None:
+            return render.heat_png_crop(values, scale)
+        return render.heat_png_photo(values, scale, inverse=inverse, photo_size=(case.photo_width, case.photo_height))
+    base = decode_png(store.read(case.aligned_path)) if inverse is None else _photo_rgb(store, case)
+    return render.overlay_png(base, values, scale, opacity=opacity, inverse=inverse)
+
+
+def _photo_rgb(store: PhotoStore, case: Case) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(store.read(case.photo_path), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@lru_cache(maxsize=2)
+def colorbar(kind: str) -> bytes:
+    return render.colorbar_png(render.SIGNED_CMAP if kind == "signed" else render.MAGNITUDE_CMAP)
+
+
+def card(row: Explanation) -> dict[str, Any]:
+    """Everything one map card shows (the template adds no logic of its own)."""
+    info = METHODS.get(row.method)
+    signed = bool(info and info.signed)
+    stats = row.stats or {}
+    base = f"/api/v1/explanations/{row.id}"
+    return {
+        "id": row.id,
+        "method": row.method,
+        "label": info.label if info else row.method,
+        "description": info.description if info else "",
+        "reduction": info.reduction if info else "",
+        "signed": signed,
+        "state": row.state,
+        "error": row.error,
+        "pending": row.state in (QUEUED, RUNNING),
+        "vmin": stats.get("vmin"),
+        "vmax": stats.get("vmax"),
+        "duration_ms": row.duration_ms,
+        "heat_crop": f"{base}/map.png?view=heat&space=crop",
+        "heat_photo": f"{base}/map.png?view=heat&space=photo",
+        "overlay": f"{base}/map.png?view=overlay&space=crop",
+        "npy": f"{base}/map.npy",
+        "colorbar": f"/api/v1/colorbars/{'signed' if signed else 'magnitude'}.png",
+        "case_id": row.case_id,
+    }
+
+
+def _latest_per_method(db: Session, *, case_id: str, model: LoadedModel, target: str) -> dict[str, Explanation]:
+    rows = db.scalars(select(Explanation).where(
+        Explanation.case_id == case_id, Explanation.model_id == model.card.id,
+        Explanation.model_version == model.card.version, Explanation.target_id == target,
+    ).order_by(Explanation.created_at.asc()))
+    return {row.method: row for row in rows}  # the newest request per method wins
+
+
+def _default_target(db: Session, case_id: str, model: LoadedModel) -> str | None:
+    newest = db.scalar(select(Explanation.target_id).where(
+        Explanation.case_id == case_id, Explanation.model_id == model.card.id,
+        Explanation.model_version == model.card.version,
+    ).order_by(Explanation.created_at.desc()).limit(1))
+    if newest:
+        return newest
+    run = latest_run(db, case_id=case_id)
+    if run and (run.model_id, run.model_version) == (model.card.id, model.card.version) and run.ranked:
+        return run.ranked[0]["syndrome_id"]
+    return None
+
+
+def grid_context(request: Request, db: Session, *, user: User, case_id: str, target: str | None = None,
+                 methods: list[str] | None = None, job_id: str | None = None) -> dict[str, Any]:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    model = served_model(request)
+    ctx: dict[str, Any] = {"case": case, "cards": [], "job": None, "target": None, "problem": None,
+                           "model_version": None, "figure_url": None, "targets": [], "methods": [],
+                           "default_panel": DEFAULT_PANEL}
+    if model is None:
+        ctx["problem"] = model_problem(request)
+        return ctx
+    ctx["model_version"] = model.version
+    run = latest_run(db, case_id=case.id)
+    scores = {}
+    if run and (run.model_id, run.model_version) == (model.card.id, model.card.version):
+        scores = {p["syndrome_id"]: p for p in run.ranked}
+    order = [p for p in scores] + [label.id for label in model.labels if label.id not in scores]
+    names = {label.id: label.name for label in model.labels}
+    target = target if target in names else _default_target(db, case.id, model)
+    ctx["targets"] = [{"id": sid, "name": names[sid], "score": scores.get(sid, {}).get("score"),
+                       "selected": sid == target} for sid in order]
+    ctx["methods"] = [{"id": m.id, "label": m.label, "description": m.description,
+                       "checked": m.id in DEFAULT_PANEL} for m in METHODS.values()]
+    if target is None:
+        return ctx
+    ctx["target"] = {"id": target, "name": names[target]}
+    rows = _latest_per_method(db, case_id=case.id, model=model, target=target)
+    chosen = [rows[m] for m in sorted(rows, key=ORDER.__getitem__) if methods is None or m in methods]
+    ctx["cards"] = [card(row) for row in chosen]
+    if job_id is None:
+        job_id = next((row.job_id for row in chosen if row.state in (QUEUED, RUNNING) and row.job_id), None)
+    job = db.get(Job, job_id) if job_id else None
+    ctx["job"] = job if job is not None and job.state not in FINISHED else None
+    if any(row.state == "done" for row in chosen):
+        ctx["figure_url"] = (f"/api/v1/cases/{case.id}/explanations/figure.png?target={target}"
+                             f"&methods={','.join(row.method for row in chosen)}")
+    return ctx
+
+
+def figure(store: PhotoStore, db: Session, *, case: Case, model: LoadedModel, target: str | None,
+           methods: list[str] | None) -> tuple[bytes, str]:
+    target = target or _default_target(db, case.id, model)
+    if target is None:
+        raise NothingToShow("This case has no maps yet.")
+    rows = _latest_per_method(db, case_id=case.id, model=model, target=target)
+    done = [rows[m] for m in sorted(rows, key=ORDER.__getitem__)
+            if rows[m].state == "done" and (methods is None or m in methods)]
+    if not done:
+        raise NothingToShow(f"No finished maps for target {target!r} with model {model.version}.")
+    panels = [figure_render.FigurePanel(method_id=row.method, label=METHODS[row.method].label,
+                                        values=read_map(store.read(row.map_path or "")),
+                                        signed=METHODS[row.method].signed) for row in done]
+    crop = decode_png(store.read(case.aligned_path))
+    png = figure_render.panel_figure_png(crop, panels, target_label=done[0].target_name,
+                                         model_version=model.version, case_label=case.pseudonym or case.id[:8])
+    return png, f"gestaltlens-{case.id[:8]}-{target}.png"

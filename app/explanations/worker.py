@@ -1,0 +1,119 @@
+"""The "explain" job: compute the queued maps of one request, storing each map as soon as it is done.
+
+Runs in a runner (inline thread or Celery worker), never in a request. The worker keeps one
+:class:`~app.explain.engine.Explainer` per model version in its context: the explainer holds a private
+copy of the network for its hooks, so the model that serves predictions is never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+from sqlalchemy import select
+
+from app.cases.models import Case
+from app.db import utcnow
+from app.explain.engine import Explainer
+from app.explain.registry import METHODS
+from app.explanations.models import Explanation
+from app.explanations.service import map_stats, npy_bytes
+from app.jobs import service as job_service
+from app.jobs.models import DONE, FAILED, QUEUED, RUNNING, Job
+from app.jobs.registry import WorkerContext, handler
+from app.nets.registry import LoadedModel
+from app.predictions.provider import ModelUnavailable
+from app.predictions.service import decode_png
+
+
+def explainer_for(context: WorkerContext, model: LoadedModel) -> Explainer:
+    key = f"explainer:{model.version}"
+    explainer = context.cache.get(key)
+    if explainer is None:
+        explainer = Explainer(model.network, gradcam_layer=model.card.gradcam_layer)
+        context.cache[key] = explainer
+    return explainer
+
+
+def _fail_rows(context: WorkerContext, ids: list[str], error: str) -> None:
+    with context.sessions() as session:
+        for row in session.scalars(select(Explanation).where(Explanation.id.in_(ids),
+                                                            Explanation.state.in_((QUEUED, RUNNING)))):
+            row.state, row.error, row.finished_at = FAILED, error, utcnow()
+        session.commit()
+
+
+@handler("explain")
+def run_explain(job: Job, context: WorkerContext) -> None:
+    with context.sessions() as session:
+        rows = list(session.scalars(select(Explanation).where(
+            Explanation.id.in_(job.payload.get("explanation_ids", [])),
+            Explanation.job_id == job.id,
+            Explanation.state.in_((QUEUED, RUNNING)),
+        )))
+        case = session.get(Case, job.case_id) if job.case_id else None
+        if not rows or case is None:
+            return  # already computed by a re-delivered copy, or the case was erased meanwhile
+        aligned_path = case.aligned_path
+        for row in rows:
+            row.state = RUNNING
+        session.commit()
+        work = [(row.id, row.method, row.target_index, row.model_id, row.model_version, dict(row.params))
+                for row in rows]
+    ids = [item[0] for item in work]
+    try:
+        try:
+            model = context.models.get()
+        except ModelUnavailable as exc:
+            raise RuntimeError(str(exc)) from exc
+        wrong = {f"{m}@{v}" for _, _, _, m, v, _ in work if (m, v) != (model.card.id, model.card.version)}
+        if wrong:
+            raise RuntimeError(f"maps were requested from {', '.join(sorted(wrong))} but this worker serves "
+                               f"{model.version}; ask again")
+        crop = decode_png(context.photo_store.read(aligned_path))
+        explainer = explainer_for(context, model)
+        by_target: dict[int, list[tuple[str, str, dict]]] = defaultdict(list)
+        for row_id, method, target, _, _, params in work:
+            by_target[target].append((row_id, method, params))
+        write_progress = job_service.progress_writer(context.sessions, job.id)
+        done_so_far = 0
+        for target, items in by_target.items():
+            row_of = {method: row_id for row_id, method, _ in items}
+            offset, share = done_so_far / len(work), len(items) / len(work)
+            started = [time.perf_counter()]
+
+            def store(method: str, values: np.ndarray, row_of: dict[str, str] = row_of,
+                      started: list[float] = started) -> None:
+                elapsed_ms = (time.perf_counter() - started[0]) * 1000
+                started[0] = time.perf_counter()
+                _store_map(context, job.case_id or "", row_of[method], values, elapsed_ms)
+
+            explainer.explain(
+                crop, target=target, methods=[method for _, method, _ in items],
+                params={method: params for _, method, params in items},
+                on_map=store,
+                on_progress=lambda fraction, offset=offset, share=share: write_progress(offset + share * fraction),
+            )
+            done_so_far += len(items)
+    except Exception as exc:
+        _fail_rows(context, ids, str(exc) or type(exc).__name__)
+        raise
+
+
+def _store_map(context: WorkerContext, case_id: str, row_id: str, values: np.ndarray, elapsed_ms: float) -> None:
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape != (112, 112) or not np.isfinite(values).all():
+        raise RuntimeError(f"explainer returned a map of shape {values.shape} with non-finite values")
+    with context.sessions() as session:
+        row = session.get(Explanation, row_id)
+        if row is None or session.get(Case, case_id) is None:
+            return  # the case was erased while the job ran: write nothing
+        row.map_path = context.photo_store.write(case_id, f"maps/{row_id}.npy", npy_bytes(values))
+        row.stats = map_stats(values, signed=METHODS[row.method].signed)
+        row.duration_ms = round(elapsed_ms, 1)
+        row.state, row.error, row.finished_at = DONE, None, utcnow()
+        session.commit()
+    with context.sessions() as session:  # erased between the write and the commit: take the file back out
+        if session.get(Case, case_id) is None:
+            context.photo_store.remove_case(case_id)

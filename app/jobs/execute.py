@@ -1,0 +1,34 @@
+"""Run one job by id: claim it, dispatch to its kind's handler, record the outcome. Both runners call this."""
+
+from __future__ import annotations
+
+import logging
+
+from app.jobs import service
+from app.jobs.registry import HANDLERS, WorkerContext
+
+log = logging.getLogger("gestaltlens.jobs")
+
+
+def _load_handlers() -> None:
+    # Imported here, not at module level: the handlers import domain code that imports app.jobs.
+    import app.explanations.worker  # noqa: F401  (registers the "explain" kind)
+
+
+def run_job(job_id: str, context: WorkerContext) -> None:
+    _load_handlers()
+    job = service.claim(context.sessions, job_id)
+    if job is None:
+        log.info("job %s is not queued (finished, cancelled with its case, or taken); skipped", job_id)
+        return
+    handler = HANDLERS.get(job.kind)
+    if handler is None:
+        service.finish(context.sessions, job_id, error=f"no handler for job kind {job.kind!r}")
+        return
+    try:
+        handler(job, context)
+    except Exception as exc:  # the job fails with a message; the worker lives on
+        log.exception("job %s (%s) failed", job_id, job.kind)
+        service.finish(context.sessions, job_id, error=str(exc) or type(exc).__name__)
+        return
+    service.finish(context.sessions, job_id)

@@ -1,0 +1,87 @@
+"""Two runners behind one interface (``start``, ``submit``, ``stop``), chosen by GESTALTLENS_JOB_RUNNER.
+
+``inline`` (the embedded default) is one worker thread inside the web process: FIFO, one model instance,
+nothing else to run. ``celery`` only publishes job ids to the Redis broker; ``gestaltlens worker``
+processes on any number of machines claim and run them against the same database.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Protocol
+
+from app.jobs import service
+from app.jobs.celery_app import RUN_JOB_TASK, make_celery
+from app.jobs.execute import run_job
+from app.jobs.registry import WorkerContext
+from app.settings import Settings
+
+log = logging.getLogger("gestaltlens.jobs")
+
+
+class JobRunner(Protocol):
+    def start(self) -> None: ...
+    def submit(self, job_id: str) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+class InlineRunner:
+    """A daemon thread working through a FIFO queue of job ids.
+
+    At start it first re-queues (or fails) jobs its previous process left ``running`` and picks up every
+    queued job, so a restart never leaves work stuck.
+    """
+
+    def __init__(self, context: WorkerContext) -> None:
+        self.context = context
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self.context.sessions() as session:
+            pending = service.recover_interrupted(session)
+        for job_id in pending:
+            self._queue.put(job_id)
+        self._thread = threading.Thread(target=self._loop, name="gestaltlens-jobs", daemon=True)
+        self._thread.start()
+
+    def submit(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _loop(self) -> None:
+        while (job_id := self._queue.get()) is not None:
+            try:
+                run_job(job_id, self.context)
+            except Exception:  # a broken database connection must not kill the thread
+                log.exception("inline runner could not run job %s", job_id)
+
+
+class CeleryRunner:
+    """Publishes job ids to the broker; the work happens in ``gestaltlens worker`` processes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.celery = make_celery(settings)
+
+    def start(self) -> None:
+        """Nothing to recover here: with late acknowledgement the broker re-delivers a dead worker's job."""
+
+    def submit(self, job_id: str) -> None:
+        self.celery.send_task(RUN_JOB_TASK, args=[job_id])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.celery.pool.force_close_all()
+
+
+def make_runner(settings: Settings, context: WorkerContext) -> JobRunner:
+    if settings.job_runner == "celery":
+        return CeleryRunner(settings)
+    return InlineRunner(context)

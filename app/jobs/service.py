@@ -1,0 +1,132 @@
+"""Moving jobs through their states. Every transition is a short committed transaction of its own, so a
+page polling from another process sees progress while the work runs."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.auth.models import User
+from app.db import utcnow
+from app.jobs.models import DONE, FAILED, QUEUED, RUNNING, Job
+
+log = logging.getLogger("gestaltlens.jobs")
+
+#: A job interrupted this many times (the web process or worker died while it ran) is failed, not retried:
+#: a job that crashes its worker must not crash it forever.
+MAX_ATTEMPTS = 3
+#: Progress is written at most this often: each write is a commit, and the pages poll once a second.
+PROGRESS_INTERVAL_S = 0.4
+
+
+def create_job(session: Session, *, kind: str, payload: dict[str, Any], owner: User | None,
+               case_id: str | None = None) -> Job:
+    job = Job(kind=kind, payload=payload, owner_id=owner.id if owner else None, case_id=case_id)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job_for(session: Session, *, job_id: str, user: User) -> Job | None:
+    """The job if this user may see it (its owner, or an admin); None otherwise (the API answers 404)."""
+    job = session.get(Job, job_id)
+    if job is None or (user.role != "admin" and job.owner_id != user.id):
+        return None
+    return job
+
+
+def job_out(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "progress": round(float(job.progress), 4),
+        "error": job.error,
+        "case_id": job.case_id,
+        "attempts": job.attempts,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def claim(sessions: sessionmaker[Session], job_id: str) -> Job | None:
+    """Mark a queued job running (or take over a re-delivered running one); None if there is nothing to do.
+
+    The state check and the write are one UPDATE, so two workers handed the same job cannot both run it
+    from ``queued``. A ``running`` job is taken over only when a broker re-delivers it after its worker died.
+    """
+    with sessions() as session:
+        now = utcnow()
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_((QUEUED, RUNNING)))
+            .values(state=RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1,
+                    worker=f"{socket.gethostname()}", progress=0.0, error=None)
+        ).rowcount
+        session.commit()
+        if not claimed:
+            return None
+        job = session.get(Job, job_id)
+        if job is not None and job.attempts > MAX_ATTEMPTS:
+            _finish(session, job, FAILED, f"gave up after {MAX_ATTEMPTS} interrupted attempts")
+            return None
+        if job is not None:
+            session.expunge(job)
+        return job
+
+
+def _finish(session: Session, job: Job, state: str, error: str | None) -> None:
+    job.state = state
+    job.error = error
+    job.finished_at = job.updated_at = utcnow()
+    if state == DONE:
+        job.progress = 1.0
+    session.commit()
+
+
+def finish(sessions: sessionmaker[Session], job_id: str, *, error: str | None = None) -> None:
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        if job is not None:
+            _finish(session, job, FAILED if error else DONE, error)
+
+
+def progress_writer(sessions: sessionmaker[Session], job_id: str) -> Callable[[float], None]:
+    """A throttled ``on_progress`` callback that stores 0..1 progress for a running job."""
+    last = [0.0]
+
+    def write(fraction: float) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_INTERVAL_S and fraction < 1.0:
+            return
+        last[0] = now
+        with sessions() as session:
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.state == RUNNING)
+                .values(progress=max(0.0, min(1.0, float(fraction))), updated_at=utcnow())
+            )
+            session.commit()
+
+    return write
+
+
+def recover_interrupted(session: Session) -> list[str]:
+    """Start-up of the inline runner: jobs it left ``running`` when its process died go back in the queue
+    (or fail once they have used their attempts). Returns every queued job id, oldest first."""
+    for job in session.scalars(select(Job).where(Job.state == RUNNING)):
+        if job.attempts >= MAX_ATTEMPTS:
+            job.state, job.error = FAILED, f"interrupted {job.attempts} times; not retried"
+            job.finished_at = utcnow()
+        else:
+            job.state, job.error = QUEUED, None
+            log.warning("job %s was interrupted while running; queued again", job.id)
+        job.updated_at = utcnow()
+    session.commit()
+    return list(session.scalars(select(Job.id).where(Job.state == QUEUED).order_by(Job.created_at, Job.id)))

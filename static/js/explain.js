@@ -1,0 +1,85 @@
+// The comparison view: overlay toggle, crop/photo toggle, opacity slider and hotkeys, enlarged view.
+// Display state lives on the panel section, so cards swapped in by htmx polling pick it up through CSS.
+(function () {
+  "use strict";
+
+  function panel() { return document.getElementById("explanations"); }
+
+  function setOpacity(value) {
+    const section = panel();
+    const slider = document.getElementById("map-opacity");
+    if (!section || !slider) { return; }
+    const v = Math.min(1, Math.max(0, Math.round(value * 20) / 20));
+    slider.value = String(v);
+    section.style.setProperty("--heat-opacity", String(v));
+    const out = document.getElementById("opacity-value");
+    if (out) { out.textContent = Math.round(v * 100) + "%"; }
+  }
+
+  function setOverlays(on) {
+    const section = panel();
+    const box = document.getElementById("overlay-toggle");
+    if (!section || !box) { return; }
+    box.checked = on;
+    section.classList.toggle("overlays-off", !on);
+  }
+
+  function setSpace(space) {
+    const section = panel();
+    if (!section) { return; }
+    section.classList.toggle("space-photo", space === "photo");
+  }
+
+  function enlarge(card) {
+    const dialog = document.getElementById("map-dialog");
+    if (!dialog || !card.classList.contains("state-done")) { return; }
+    const body = dialog.querySelector(".dialog-body");
+    body.replaceChildren(card.querySelector(".map-frame").cloneNode(true), card.querySelector("figcaption").cloneNode(true));
+    dialog.showModal();
+  }
+
+  document.addEventListener("input", function (event) {
+    if (event.target.id === "map-opacity") { setOpacity(parseFloat(event.target.value)); }
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "overlay-toggle") { setOverlays(event.target.checked); }
+    if (event.target.name === "map-space") { setSpace(event.target.value); }
+  });
+
+  document.addEventListener("click", function (event) {
+    if (event.target.closest("a")) { return; }
+    const card = event.target.closest(".map-card");
+    if (card && !event.target.closest("dialog")) { enlarge(card); }
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (!panel() || event.ctrlKey || event.metaKey || event.altKey) { return; }
+    const tag = (event.target.tagName || "").toLowerCase();
+    if (tag === "select" || tag === "textarea" || (tag === "input" && event.target.type !== "checkbox" &&
+        event.target.type !== "radio" && event.target.type !== "range")) { return; }
+    const slider = document.getElementById("map-opacity");
+    if (event.key === "o") {
+      setOverlays(!document.getElementById("overlay-toggle").checked);
+    } else if (event.key === "[" && slider) {
+      setOpacity(parseFloat(slider.value) - 0.1);
+    } else if (event.key === "]" && slider) {
+      setOpacity(parseFloat(slider.value) + 0.1);
+    } else if ((event.key === "Enter" || event.key === " ") && event.target.classList.contains("map-card")) {
+      event.preventDefault();
+      enlarge(event.target);
+    } else {
+      return;
+    }
+    if (event.key !== "Enter" && event.key !== " " && tag === "input" && event.target.type === "range") {
+      event.preventDefault();  // the slider would also move by itself
+    }
+  });
+
+  // The panel arrives by htmx after the page loads: apply the slider's initial value once it is there.
+  document.addEventListener("htmx:afterSettle", function () {
+    const slider = document.getElementById("map-opacity");
+    const section = panel();
+    if (slider && section && !section.style.getPropertyValue("--heat-opacity")) { setOpacity(parseFloat(slider.value)); }
+  });
+})();
