@@ -57,3 +57,38 @@ def test_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
     assert first == second and len(first) >= 40
     assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
     assert Settings(data_dir=tmp_path, secret_key="given-key").resolved_secret_key == "given-key"
+
+def test_explain_writes_the_figure_and_raw_maps_like_the_engine(tmp_path: Path) -> None:
+    import numpy as np
+    from app.explain.engine import Explainer
+    from PIL import Image
+
+    from app.nets.registry import load_model
+    from app.settings import PROJECT_ROOT
+    from app.synth.generate import generate_one
+    from app.vision.pipeline import process_photo
+
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(generate_one(seed=99, class_id="syn_e", index=0, severity=1.0).jpeg)
+    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(tmp_path / "data")}
+    out, npy = tmp_path / "fig" / "figure.png", tmp_path / "maps"
+    done = _cli(["explain", str(photo), "--methods", "saliency,gradcam,occlusion", "--target", "syn_e",
+                 "--out", str(out), "--npy-dir", str(npy)], env)
+    assert done.returncode == 0, done.stderr
+    assert f"figure: {out}" in done.stdout
+    assert "%" in done.stderr  # the progress bar
+    assert Image.open(out).format == "PNG" and Image.open(out).size[0] > 600
+    model = load_model(PROJECT_ROOT / "models", "demo")
+    crop = process_photo(photo.read_bytes()).aligned.crop
+    target = [label.id for label in model.labels].index("syn_e")
+    expected = Explainer(model.network, gradcam_layer=model.card.gradcam_layer).explain(
+        crop, target=target, methods=["gradcam", "occlusion"])
+    for method in ("gradcam", "occlusion"):
+        np.testing.assert_allclose(np.load(npy / f"{method}.npy"), expected[method], rtol=1e-4, atol=1e-5)
+
+    unknown = _cli(["explain", str(photo), "--methods", "saliency,lime"], env)
+    assert unknown.returncode == 2 and "lime" in unknown.stderr
+    no_face = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), "grey").save(no_face)
+    refused = _cli(["explain", str(no_face)], env)
+    assert refused.returncode == 2 and "no_face" in refused.stderr
