@@ -182,6 +182,8 @@ def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Pa
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     first_run_setup(page, server)
     page.goto(server.url + "/cases/new")
     page.set_input_files("#photo-input", str(photo))
@@ -193,10 +195,10 @@ def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Pa
     assert page.locator(".explain-form input[name=methods]:checked").count() == len(DEFAULT_PANEL)
     page.click(".explain-form button[type=submit]")
     page.locator(".map-card").first.wait_for(state="attached")
-    page.wait_for_function(f"document.querySelectorAll('.map-card.state-done').length === {len(DEFAULT_PANEL)}",
+    page.wait_for_function(f"() => document.querySelectorAll('.map-card.state-done').length === {len(DEFAULT_PANEL)}",
                            timeout=120_000)
     page.locator("a:has-text('Download figure')").wait_for(state="visible")
-    page.wait_for_function("[...document.querySelectorAll('.heat-crop')].every(i => i.complete && i.naturalWidth)")
+    page.wait_for_function("() => [...document.querySelectorAll('.heat-crop')].every(i => i.complete && i.naturalWidth)")
     assert page.locator(".map-card .cbar img").count() == len(DEFAULT_PANEL)
 
     heat = page.locator(".map-card .heat-crop").first
@@ -216,8 +218,8 @@ def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Pa
     page.check("input[name=map-space][value=photo]")
     photo_heat = page.locator(".map-card .heat-photo").first
     photo_heat.wait_for(state="visible")
-    page.wait_for_function("(() => { const i = document.querySelector('.map-card .heat-photo');"
-                           " return i.complete && i.naturalWidth > 112; })()")
+    page.wait_for_function("() => { const i = document.querySelector('.map-card .heat-photo');"
+                           " return i.complete && i.naturalWidth > 112; }")
     page.check("input[name=map-space][value=crop]")
 
     # Click a map for the large view.
@@ -230,4 +232,5 @@ def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Pa
 
     csp = [p for p in problems if "Content Security Policy" in p or "Refused" in p]
     assert csp == [], csp
+    assert failed == [], failed
     assert problems == [], problems
