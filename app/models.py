@@ -4,8 +4,20 @@ from app.audit import models as audit_models
 from app.auth import models as auth_models
 from app.cases import models as case_models
 from app.db import Base
+from app.diagnoses import models as diagnosis_models
 from app.explanations import models as explanation_models
 from app.jobs import models as job_models
 from app.predictions import models as prediction_models
+from app.ratings import models as rating_models
 
-__all__ = ["Base", "audit_models", "auth_models", "case_models", "explanation_models", "job_models", "prediction_models"]
+__all__ = [
+    "Base",
+    "audit_models",
+    "auth_models",
+    "case_models",
+    "diagnosis_models",
+    "explanation_models",
+    "job_models",
+    "prediction_models",
+    "rating_models",
+]

@@ -173,7 +173,6 @@ def test_setup_upload_review_and_delete_in_a_real_browser(
 def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Path) -> None:
     """A clinician runs the default panel from the case page and works the comparison view's controls."""
     from app.explain.registry import DEFAULT_PANEL
-
     from app.synth.generate import generate_one
 
     photo = tmp_path / "face.jpg"
@@ -198,7 +197,8 @@ def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Pa
     page.wait_for_function(f"() => document.querySelectorAll('.map-card.state-done').length === {len(DEFAULT_PANEL)}",
                            timeout=120_000)
     page.locator("a:has-text('Download figure')").wait_for(state="visible")
-    page.wait_for_function("() => [...document.querySelectorAll('.heat-crop')].every(i => i.complete && i.naturalWidth)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.heat-crop')].every(i => i.complete && i.naturalWidth)")
     assert page.locator(".map-card .cbar img").count() == len(DEFAULT_PANEL)
 
     heat = page.locator(".map-card .heat-crop").first

@@ -60,9 +60,9 @@ def test_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 def test_explain_writes_the_figure_and_raw_maps_like_the_engine(tmp_path: Path) -> None:
     import numpy as np
-    from app.explain.engine import Explainer
     from PIL import Image
 
+    from app.explain.engine import Explainer
     from app.nets.registry import load_model
     from app.settings import PROJECT_ROOT
     from app.synth.generate import generate_one

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from app.audit import service as audit
 from app.cases import service
+from app.cases.history import case_history
 from app.cases.models import Case
 from app.cases.schemas import CaseList, CaseOut, case_out
+from app.cases.service import CaseFilters
 from app.cases.storage import PhotoStore
+from app.diagnoses.service import current_diagnoses, current_diagnosis
+from app.diagnoses.views import diagnosis_context
 from app.predictions.models import PredictionRun
 from app.predictions.service import latest_run, rank_crop, store_run
 from app.predictions.serving import latest_runs, model_problem, served_model, served_version
@@ -95,20 +101,71 @@ async def create_case(
     return case_out(case, run, served_version(request))
 
 
-@api.get("", response_model=CaseList, summary="List the cases you may see, newest first")
+def _parse_day(name: str, value: str | None) -> date | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", f"Invalid request: {name}: expected a date as YYYY-MM-DD.") from exc
+
+
+_RATED = {"true": True, "1": True, "yes": True, "rated": True, "false": False, "0": False, "no": False,
+          "unrated": False}
+
+
+def case_filters(
+    q: Annotated[str | None, Query(max_length=120, description="pseudonym (substring) or case id (prefix)")] = None,
+    created_from: Annotated[str | None, Query(max_length=10, description="first day, YYYY-MM-DD (UTC)")] = None,
+    created_to: Annotated[str | None, Query(max_length=10, description="last day, YYYY-MM-DD (UTC), inclusive")] = None,
+    predicted: Annotated[str | None, Query(max_length=64, description="top-1 syndrome id, newest ranking")] = None,
+    diagnosis: Annotated[
+        str | None, Query(max_length=64, description='"any", "none", a syndrome id or an OMIM id (OMIM:123456)')
+    ] = None,
+    rated: Annotated[str | None, Query(max_length=8, description="true: a map of it is rated")] = None,
+    owner: Annotated[str | None, Query(max_length=64, description="owner's username (administrators)")] = None,
+    sort: Annotated[Literal["created", "pseudonym", "predicted"], Query()] = "created",
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+) -> CaseFilters:
+    """The case list's filters, shared by the API and the page (empty values mean "not filtered")."""
+    rated_value = (rated or "").strip().lower()
+    if rated_value and rated_value not in _RATED:
+        raise ApiError(422, "invalid_request", "Invalid request: rated: expected true or false.")
+    return CaseFilters(
+        q=(q or "").strip() or None,
+        created_from=_parse_day("created_from", created_from),
+        created_to=_parse_day("created_to", created_to),
+        predicted=(predicted or "").strip() or None,
+        diagnosis=(diagnosis or "").strip() or None,
+        rated=_RATED[rated_value] if rated_value else None,
+        owner=(owner or "").strip() or None,
+        sort=sort,
+        order=order,
+    )
+
+
+Filters = Annotated[CaseFilters, Depends(case_filters)]
+
+
+@api.get("", response_model=CaseList, summary="List the cases you may see: search, filter, sort (newest first)")
 def list_cases(
     request: Request,
     user: CurrentUser,
     db: DbSession,
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-    q: Annotated[str | None, Query(max_length=120)] = None,
 ) -> CaseList:
-    items, total = service.list_cases(db, user=user, limit=limit, offset=offset, q=q)
-    runs = latest_runs(db, case_ids=[c.id for c in items])
+    items, total = service.list_cases(db, user=user, limit=limit, offset=offset, filters=filters)
+    ids = [c.id for c in items]
+    runs = latest_runs(db, case_ids=ids)
+    diagnoses = current_diagnoses(db, case_ids=ids)
     version = served_version(request)
     return CaseList(
-        items=[case_out(c, runs.get(c.id), version) for c in items], total=total, limit=limit, offset=offset
+        items=[case_out(c, runs.get(c.id), version, diagnoses.get(c.id)) for c in items],
+        total=total,
+        limit=limit,
+        offset=offset,
     )
 
 
@@ -156,19 +213,45 @@ def home(user: CurrentUser) -> Response:
     return RedirectResponse("/cases", status_code=303)
 
 
+def _filter_query_string(filters: CaseFilters) -> str:
+    """The filters as URL parameters (defaults left out), for the pager and the address bar."""
+    params = {
+        "q": filters.q,
+        "created_from": filters.created_from.isoformat() if filters.created_from else None,
+        "created_to": filters.created_to.isoformat() if filters.created_to else None,
+        "predicted": filters.predicted,
+        "diagnosis": filters.diagnosis,
+        "rated": None if filters.rated is None else str(filters.rated).lower(),
+        "owner": filters.owner,
+        "sort": None if filters.sort == "created" else filters.sort,
+        "order": None if filters.order == "desc" else filters.order,
+    }
+    return urlencode({k: v for k, v in params.items() if v})
+
+
 @pages.get("/cases")
 def cases_page(
     request: Request,
     user: CurrentUser,
     db: DbSession,
+    filters: Filters,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    q: Annotated[str | None, Query(max_length=120)] = None,
 ) -> Response:
-    items, total = service.list_cases(db, user=user, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, q=q)
+    items, total = service.list_cases(db, user=user, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, filters=filters)
     pages_total = max(1, -(-total // PAGE_SIZE))
-    ctx = {"cases": items, "total": total, "page": page, "pages": pages_total, "q": q or ""}
-    template = "cases/_rows.html" if request.headers.get("hx-target") == "case-rows" else "cases/list.html"
-    return render(request, template, ctx)
+    ctx: dict[str, object] = {
+        "cases": items, "total": total, "page": page, "pages": pages_total, "q": filters.q or "",
+        "filters": filters, "query_string": _filter_query_string(filters),
+    }
+    if request.headers.get("hx-target") == "case-rows":
+        return render(request, "cases/_rows.html", ctx)
+    model = served_model(request)
+    ctx.update(
+        labels=list(model.labels) if model else [],
+        free_diagnoses=service.free_text_diagnoses(db, user=user),
+        owners=service.owner_names(db) if user.is_admin else [],
+    )
+    return render(request, "cases/list.html", ctx)
 
 
 @pages.get("/cases/new")
@@ -181,10 +264,23 @@ def case_page(case_id: str, request: Request, user: CurrentUser, db: DbSession) 
     case = service.get_case(db, user=user, case_id=case_id)
     audit.record(db, action="view", user=user, case_id=case.id, ip=client_ip(request), detail={"via": "page"})
     db.commit()
-    events = audit.events_for_case(db, case_id=case.id, limit=50)
-    data = case_out(case, latest_run(db, case_id=case.id), served_version(request))
-    ctx = {"case": case, "data": data, "events": events, "model_problem": model_problem(request)}
+    diagnosis = current_diagnosis(db, case_id=case.id)
+    data = case_out(case, latest_run(db, case_id=case.id), served_version(request), diagnosis)
+    ctx = {
+        "case": case,
+        "data": data,
+        "history": case_history(db, case=case),
+        "model_problem": model_problem(request),
+        **diagnosis_context(request, db, case=case, current=diagnosis),
+    }
     return render(request, "cases/detail.html", ctx)
+
+
+@pages.get("/cases/{case_id}/history")
+def case_history_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    """The History section alone (refreshed after a change on the page)."""
+    case = service.get_case(db, user=user, case_id=case_id)
+    return render(request, "cases/_history.html", {"case": case, "history": case_history(db, case=case)})
 
 
 def upload_body_limit(settings: Settings) -> int:

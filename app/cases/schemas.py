@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
+from sqlalchemy.orm import object_session
 
 from app.cases.models import Case
+from app.diagnoses.models import Diagnosis
+from app.diagnoses.service import current_diagnosis
 from app.predictions.models import PredictionRun
 from app.vision.align import ARCFACE_TEMPLATE
 from app.vision.geometry import apply_matrix
@@ -52,6 +56,17 @@ class PredictionInfo(BaseModel):
     current: bool
 
 
+class DiagnosisOut(BaseModel):
+    id: int
+    source: str  # "model_label" | "free_text"
+    syndrome_id: str | None  # a label id of `model` (source "model_label")
+    name: str
+    omim: str | None  # "OMIM:123456"
+    model: str | None  # "id@version" whose labels were chosen from
+    confirmed_by: str | None
+    confirmed_at: datetime
+
+
 class CaseOut(BaseModel):
     id: str
     pseudonym: str | None
@@ -62,6 +77,7 @@ class CaseOut(BaseModel):
     photo: PhotoOut
     predictions: list[dict[str, object]]
     prediction: PredictionInfo | None
+    diagnosis: DiagnosisOut | None
     urls: CaseUrls
 
 
@@ -72,9 +88,36 @@ class CaseList(BaseModel):
     offset: int
 
 
-def case_out(case: Case, run: PredictionRun | None = None, served_version: str | None = None) -> CaseOut:
+_LOOK_UP: Any = object()
+
+
+def diagnosis_out(row: Diagnosis | None) -> DiagnosisOut | None:
+    if row is None or row.is_cleared:
+        return None
+    return DiagnosisOut(
+        id=row.id,
+        source=row.source,
+        syndrome_id=row.syndrome_id,
+        name=row.name or "",
+        omim=f"OMIM:{row.omim}" if row.omim else None,
+        model=row.model,
+        confirmed_by=row.confirmer.username if row.confirmer else None,
+        confirmed_at=row.created_at,
+    )
+
+
+def case_out(
+    case: Case,
+    run: PredictionRun | None = None,
+    served_version: str | None = None,
+    diagnosis: Diagnosis | None = _LOOK_UP,
+) -> CaseOut:
     """The case JSON. ``run`` is the newest ranking; ``served_version`` marks whether it is from the model
-    served now (a ranking by an older model is still shown, flagged as not current)."""
+    served now (a ranking by an older model is still shown, flagged as not current). ``diagnosis`` is the
+    current confirmed diagnosis; lists pass it (fetched for the whole page), otherwise it is looked up."""
+    if diagnosis is _LOOK_UP:
+        session = object_session(case)
+        diagnosis = current_diagnosis(session, case_id=case.id) if session is not None else None
     base = f"/api/v1/cases/{case.id}"
     return CaseOut(
         id=case.id,
@@ -112,5 +155,6 @@ def case_out(case: Case, run: PredictionRun | None = None, served_version: str |
         )
         if run
         else None,
+        diagnosis=diagnosis_out(diagnosis),
         urls=CaseUrls(self=base, page=f"/cases/{case.id}", image=f"{base}/image", aligned=f"{base}/aligned"),
     )

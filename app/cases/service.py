@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
 import cv2
 import numpy as np
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, false, func, literal, or_, select, true
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
-from app.db import new_id
+from app.db import Base, new_id
 from app.vision.pipeline import ProcessedPhoto
 from app.web.errors import NotFound
 
@@ -76,21 +79,141 @@ def get_case(session: Session, *, user: User, case_id: str) -> Case:
     return case
 
 
-def list_cases(
-    session: Session, *, user: User, limit: int = 25, offset: int = 0, q: str | None = None
-) -> tuple[list[Case], int]:
+SORTS = ("created", "pseudonym", "predicted")
+ORDERS = ("asc", "desc")
+
+
+@dataclass(frozen=True)
+class CaseFilters:
+    """What the case list can be narrowed and ordered by (the API's query parameters and the page's form).
+
+    ``diagnosis``: "any" (a confirmed diagnosis exists), "none", or a syndrome id / OMIM id it must match.
+    ``rated``: True (some explanation of the case has a rating), False (none has), None (either).
+    ``owner``: a username; it narrows what the caller may see anyway (for a clinician: only their own).
+    """
+
+    q: str | None = None
+    created_from: date | None = None
+    created_to: date | None = None
+    predicted: str | None = None
+    diagnosis: str | None = None
+    rated: bool | None = None
+    owner: str | None = None
+    sort: str = "created"
+    order: str = "desc"
+
+    @property
+    def narrowed(self) -> bool:
+        """Filtered by more than the search text."""
+        return any(v not in (None, "") for v in (self.created_from, self.created_to, self.predicted,
+                                                 self.diagnosis, self.rated, self.owner))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.q) or self.narrowed
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def ratings_table() -> Table | None:
+    """The ratings table when the ratings domain is installed (it registers ``ratings`` in the metadata)."""
+    return Base.metadata.tables.get("ratings")
+
+
+def rated_clause(rated: bool) -> ColumnElement[bool]:
+    """A case is rated when a rating exists for one of its explanations (``ratings.case_id``, indexed)."""
+    ratings = ratings_table()
+    if ratings is None:  # no ratings domain yet: nothing is rated
+        return false() if rated else true()
+    exists = select(literal(1)).select_from(ratings).where(ratings.c.case_id == Case.id).exists()
+    return exists if rated else ~exists
+
+
+def _diagnosis_clause(value: str) -> ColumnElement[bool]:
+    term = value.strip()
+    if term.lower() == "any":
+        return Case.diagnosis_name.is_not(None)
+    if term.lower() == "none":
+        return Case.diagnosis_name.is_(None)
+    digits = term.split(":", 1)[1].strip() if term.lower().startswith("omim:") else term
+    if len(digits) == 6 and digits.isdigit():
+        return Case.diagnosis_omim == digits
+    return Case.diagnosis_syndrome_id == term[:64]
+
+
+def filtered_query(user: User, filters: CaseFilters) -> Select[tuple[Case]]:
     query = select(Case)
     if not user.is_admin:
         query = query.where(Case.owner_id == user.id)
-    if q and q.strip():
-        term = q.strip()[:120]
+    if filters.q and filters.q.strip():
+        term = filters.q.strip()[:120]
         escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(
             or_(Case.pseudonym.ilike(f"%{escaped}%", escape="\\"), Case.id.startswith(term.lower(), autoescape=True))
         )
+    if filters.created_from:
+        query = query.where(Case.created_at >= _day_start(filters.created_from))
+    if filters.created_to:  # inclusive: the whole day
+        query = query.where(Case.created_at < _day_start(filters.created_to + timedelta(days=1)))
+    if filters.predicted:
+        query = query.where(Case.predicted_syndrome_id == filters.predicted[:64])
+    if filters.diagnosis and filters.diagnosis.strip():
+        query = query.where(_diagnosis_clause(filters.diagnosis))
+    if filters.rated is not None:
+        query = query.where(rated_clause(filters.rated))
+    if filters.owner:
+        owner_id = select(User.id).where(User.username == filters.owner[:64]).scalar_subquery()
+        query = query.where(Case.owner_id == owner_id)
+    return query
+
+
+def _ordering(filters: CaseFilters) -> list[ColumnElement[object]]:
+    descending = filters.order == "desc"
+    newest_first = [Case.created_at.desc(), Case.id.desc()]
+    if filters.sort == "pseudonym":
+        column = Case.pseudonym
+    elif filters.sort == "predicted":
+        column = Case.predicted_syndrome_name
+    else:
+        return newest_first if descending else [Case.created_at.asc(), Case.id.asc()]
+    # Cases without a value come last in both directions, on every backend.
+    return [(column.desc() if descending else column.asc()).nulls_last(), *newest_first]
+
+
+def list_cases(
+    session: Session,
+    *,
+    user: User,
+    limit: int = 25,
+    offset: int = 0,
+    q: str | None = None,
+    filters: CaseFilters | None = None,
+) -> tuple[list[Case], int]:
+    filters = filters or CaseFilters(q=q)
+    query = filtered_query(user, filters)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit).offset(offset))
+    rows = session.scalars(query.order_by(*_ordering(filters)).limit(limit).offset(offset))
     return list(rows), total
+
+
+def owner_names(session: Session) -> list[str]:
+    """Usernames for the admin's owner filter."""
+    return list(session.scalars(select(User.username).order_by(User.username)))
+
+
+def free_text_diagnoses(session: Session, *, user: User) -> list[tuple[str, str]]:
+    """(OMIM id, name) of the confirmed diagnoses outside the model's labels among the cases ``user`` sees."""
+    query = (
+        select(Case.diagnosis_omim, func.min(Case.diagnosis_name))
+        .where(Case.diagnosis_omim.is_not(None), Case.diagnosis_syndrome_id.is_(None))
+        .group_by(Case.diagnosis_omim)
+        .order_by(func.min(Case.diagnosis_name))
+    )
+    if not user.is_admin:
+        query = query.where(Case.owner_id == user.id)
+    return [(omim, name or "") for omim, name in session.execute(query)]
 
 
 def delete_case(session: Session, *, case: Case) -> None:

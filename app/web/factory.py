@@ -15,11 +15,13 @@ from app.auth import service as auth_service
 from app.cases import routes as case_routes
 from app.cases.storage import PhotoStore
 from app.db import make_engine, make_sessionmaker
+from app.diagnoses import routes as diagnosis_routes
 from app.explanations import routes as explanation_routes
 from app.jobs.registry import WorkerContext
 from app.jobs.runners import make_runner
 from app.predictions import routes as prediction_routes
 from app.predictions.provider import ModelProvider
+from app.ratings import routes as rating_routes
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.vision.detect import FaceDetector
 from app.web import health
@@ -79,10 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(case_routes.api)
     app.include_router(case_routes.pages)
+    app.include_router(diagnosis_routes.api)
+    app.include_router(diagnosis_routes.pages)
     app.include_router(prediction_routes.router)
     app.include_router(prediction_routes.gm_router)
     app.include_router(explanation_routes.api)
     app.include_router(explanation_routes.pages)
+    app.include_router(rating_routes.api)
+    app.include_router(rating_routes.pages)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
 
     # Outermost last: security headers wrap everything, including CSRF refusals.

@@ -1,0 +1,1 @@
+"""Confirmed diagnoses of cases: an append-only history; the newest row is the current diagnosis."""

@@ -1,0 +1,519 @@
+"""Occlusion maps (Zeiler & Fergus 2014) and a fast, exact inference path for the iResNet family.
+
+:func:`occlusion_map` slides a square of ``baseline`` (black, -1 in the network's [-1, 1] input range)
+over the aligned crop, occluding all three channels, and gives every pixel the mean, over the windows
+that cover it, of ``f(x) - f(x occluded)`` for the target logit. It reproduces Captum's
+``Occlusion(f).attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=b,
+target=t)[0, 0]`` exactly, edge handling included: windows start at 0, s, 2s, ... until the image is
+covered, so the last window in each direction may stick out of the image and is then cut off (112 with
+``w=10, s=5`` gives 22 positions per axis: 0 ... 105, the last one 7 pixels wide; 484 windows).
+
+Two ways to evaluate the occluded images:
+
+* any ``forward`` callable ((N, 3, H, W) → (N, C) logits): the occluded images are batched
+  ``batch_size`` at a time (Captum's default evaluates them one by one);
+* an :class:`InferenceForward` from :func:`inference_forward` (a frozen, BatchNorm-folded, channels-last
+  copy of an :class:`~app.nets.iresnet.IResNet`), which :func:`occlusion_map` recognises and uses
+  *incrementally*: an occluded square only changes the early activations inside its receptive field, so
+  the clean image's activations are computed once and, for every window, the stem and the first residual
+  blocks are evaluated only on a crop around the square (with its halo, zero padding where the crop meets
+  the image border), spliced into the cached clean activations; the rest of the network runs on full
+  feature maps in batch. Every value this computes is the value the full network computes, up to
+  floating-point rounding (the tests compare both paths with the plain Captum one).
+
+Folding: a BatchNorm that *follows* a convolution (``bn1`` after the stem conv, ``bn2``/``bn3`` after the
+block convolutions, ``downsample.1``) is folded into that convolution's weight and bias, which is exact up
+to rounding. The BatchNorm that *precedes* a block's first convolution (``layer*.bn1``) is kept: folding it
+into the convolution would also scale the zero padding, which changes the border pixels. The affine tail
+``bn2 → fc → features → head`` (dropout is the identity in eval mode) collapses into one linear map.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.nets.iresnet import IBasicBlock, IResNet
+
+__all__ = ["InferenceForward", "inference_forward", "occlusion_map", "occlusion_windows"]
+
+#: Spatial padding of the cached clean activations (every convolution in iResNet pads by 0 or 1).
+_PAD = 1
+#: Run a residual block on crops while the crop its first convolution needs covers at most this fraction
+#: of the feature map; from the first block beyond it, the network runs on full feature maps.
+DEFAULT_MAX_CROP_FRACTION = 0.55
+
+
+# --------------------------------------------------------------------------------------------------
+# the folded network
+
+
+@dataclass(frozen=True)
+class _Conv:
+    weight: torch.Tensor  # channels-last (out, in, k, k)
+    bias: torch.Tensor
+    stride: int
+    padding: int
+
+    @property
+    def kernel(self) -> int:
+        return int(self.weight.shape[-1])
+
+    def __call__(self, x: torch.Tensor, *, padding: int | None = None) -> torch.Tensor:
+        pad = self.padding if padding is None else padding
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=pad)
+
+
+@dataclass(frozen=True)
+class _Affine:
+    """An eval-mode BatchNorm2d as a per-channel scale and shift (what PyTorch's CPU kernel computes)."""
+
+    scale: torch.Tensor  # (1, C, 1, 1)
+    shift: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+@dataclass(frozen=True)
+class _Block:
+    bn1: _Affine
+    conv1: _Conv  # conv1 with bn2 folded in
+    prelu: torch.Tensor
+    conv2: _Conv  # conv2 with bn3 folded in
+    downsample: _Conv | None  # downsample.0 with downsample.1 folded in
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(F.prelu(self.conv1(self.bn1(x)), self.prelu))
+        identity = x if self.downsample is None else self.downsample(x)
+        return out + identity
+
+
+def _bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 scale and shift of an eval-mode BatchNorm."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("BatchNorm without running statistics cannot be folded")
+    scale = bn.running_var.double().add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.double()
+    return scale, shift
+
+
+def _fold_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> _Conv:
+    scale, shift = _bn_scale_shift(bn)
+    weight = conv.weight.double() * scale[:, None, None, None]
+    bias = shift if conv.bias is None else shift + conv.bias.double() * scale
+    stride, padding = conv.stride[0], conv.padding
+    if isinstance(padding, str) or conv.stride[0] != conv.stride[1] or padding[0] != padding[1]:
+        raise ValueError("only square strides and explicit symmetric padding are supported")
+    return _Conv(
+        weight=weight.float().contiguous(memory_format=torch.channels_last),
+        bias=bias.float().contiguous(),
+        stride=int(stride),
+        padding=int(padding[0]),
+    )
+
+
+def _affine(bn: nn.BatchNorm2d) -> _Affine:
+    scale, shift = _bn_scale_shift(bn)
+    return _Affine(scale.float().view(1, -1, 1, 1).contiguous(), shift.float().view(1, -1, 1, 1).contiguous())
+
+
+def _fold_block(block: IBasicBlock) -> _Block:
+    downsample = None
+    if block.downsample is not None:
+        ds = block.downsample
+        if not (isinstance(ds, nn.Sequential) and len(ds) == 2):
+            raise ValueError("expected downsample = Sequential(conv1x1, BatchNorm2d)")
+        downsample = _fold_conv(ds[0], ds[1])
+    return _Block(
+        bn1=_affine(block.bn1),
+        conv1=_fold_conv(block.conv1, block.bn2),
+        prelu=block.prelu.weight.detach().float().clone(),
+        conv2=_fold_conv(block.conv2, block.bn3),
+        downsample=downsample,
+    )
+
+
+class InferenceForward:
+    """No-grad logits of a frozen copy of an :class:`IResNet`: ``forward(x) -> (N, num_classes)``.
+
+    Built by :func:`inference_forward`; holds its own folded float32 tensors (the network it was built
+    from is never touched, and later changes to that network do not reach it). Calls are pure functions
+    of their input, so one instance may serve several threads. :func:`occlusion_map` recognises it and
+    evaluates occlusions incrementally.
+    """
+
+    def __init__(self, network: IResNet) -> None:
+        if not isinstance(network, IResNet):
+            raise TypeError(f"expected an IResNet, got {type(network).__name__}")
+        with torch.no_grad():
+            self.stem = _fold_conv(network.conv1, network.bn1)
+            self.stem_prelu = network.prelu.weight.detach().float().clone()
+            self.blocks: tuple[_Block, ...] = tuple(
+                _fold_block(block)
+                for stage in (network.layer1, network.layer2, network.layer3, network.layer4)
+                for block in stage
+                if isinstance(block, IBasicBlock)
+            )
+            # bn2 → flatten → (dropout: identity in eval) → fc → features → head, as one linear map
+            scale2, shift2 = _bn_scale_shift(network.bn2)
+            spatial = network.fc.in_features // scale2.numel()
+            s2, t2 = scale2.repeat_interleave(spatial), shift2.repeat_interleave(spatial)
+            w1, b1 = network.fc.weight.double(), network.fc.bias.double()
+            scale3, shift3 = _bn_scale_shift(network.features)
+            wh, bh = network.head.weight.double(), network.head.bias.double()
+            a = wh * scale3  # head ∘ features
+            self.linear_weight = (a @ w1 * s2).float().contiguous()
+            self.linear_bias = (a @ (w1 @ t2 + b1) + wh @ shift3 + bh).float().contiguous()
+        self.num_classes = int(network.head.out_features)
+        self.input_channels = int(network.conv1.in_channels)
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.prelu(self.stem(x), self.stem_prelu)
+
+    def tail(self, x: torch.Tensor, first_block: int) -> torch.Tensor:
+        """Blocks ``first_block..`` and the linear tail on full (N, C, h, w) feature maps."""
+        for block in self.blocks[first_block:]:
+            x = block(x)
+        return F.linear(torch.flatten(x, 1), self.linear_weight, self.linear_bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.input_channels:
+            raise ValueError(f"expected a (N, {self.input_channels}, H, W) batch, got {tuple(x.shape)}")
+        with torch.inference_mode():
+            x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
+            return self.tail(self.stem_forward(x), 0)
+
+
+_CACHE: weakref.WeakKeyDictionary[IResNet, tuple[tuple[int, ...], InferenceForward]] = weakref.WeakKeyDictionary()
+
+
+def _versions(network: IResNet) -> tuple[int, ...]:
+    """In-place version counters of every parameter and buffer: a changed weight invalidates the cache."""
+    return tuple(t._version for t in (*network.parameters(), *network.buffers()))
+
+
+def inference_forward(network: IResNet) -> InferenceForward:
+    """An optimised no-grad logits function for ``network`` (a private, folded copy; cached per network).
+
+    The cache is keyed by the network object (weakly) and by the in-place version counters of its
+    tensors, so loading new weights into the same network builds a new copy.
+    """
+    versions = _versions(network)
+    hit = _CACHE.get(network)
+    if hit is not None and hit[0] == versions:
+        return hit[1]
+    forward = InferenceForward(network)
+    _CACHE[network] = (versions, forward)
+    return forward
+
+
+# --------------------------------------------------------------------------------------------------
+# windows
+
+
+def _positions(size: int, window: int, stride: int) -> np.ndarray:
+    """Captum's window starts along one axis: 0, s, 2s, ... , ceil((size - w) / s) * s."""
+    count = -(-(size - window) // stride) + 1
+    return np.arange(count, dtype=np.int64) * stride
+
+
+def occlusion_windows(height: int, width: int, window: int, stride: int) -> np.ndarray:
+    """(n, 4) int64 ``[y0, y1, x0, x1]`` of every occluding square, row-major, cut off at the border."""
+    ys, xs = _positions(height, window, stride), _positions(width, window, stride)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    yy, xx = yy.ravel(), xx.ravel()
+    return np.stack([yy, np.minimum(yy + window, height), xx, np.minimum(xx + window, width)], axis=1)
+
+
+def _check_arguments(x: torch.Tensor, window: int, stride: int, baseline: float, batch_size: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be one image as a (1, C, H, W) tensor, got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+    height, width = int(x.shape[2]), int(x.shape[3])
+    for name, value in (("window", window), ("stride", stride), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not 1 <= window <= min(height, width):
+        raise ValueError(f"window must be between 1 and the image side {min(height, width)}, got {window}")
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
+    if stride > window and window < min(height, width):
+        raise ValueError(f"stride ({stride}) must not exceed window ({window}): pixels between windows would "
+                         "never be occluded")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if isinstance(baseline, bool) or not isinstance(baseline, int | float) or not np.isfinite(baseline):
+        raise ValueError(f"baseline must be a finite number, got {baseline!r}")
+
+
+def _check_target(target: int, num_classes: int) -> None:
+    if isinstance(target, bool) or not isinstance(target, int | np.integer):
+        raise ValueError(f"target must be a class index, got {target!r}")
+    if not 0 <= target < num_classes:
+        raise ValueError(f"target {target} is out of range for {num_classes} classes")
+
+
+# --------------------------------------------------------------------------------------------------
+# incremental evaluation
+
+
+def _conv_box(starts: np.ndarray, size: int, conv: _Conv, n_in: int) -> tuple[np.ndarray, int, int]:
+    """Output crops (starts (B, 2), common side) holding every output that reads an input crop; and n_out.
+
+    Along each axis an output ``o`` reads inputs ``o*s - p .. o*s - p + k - 1``. All crops have one side (the
+    largest needed along either axis), shifted inside the feature map where a window is near its border.
+    """
+    k, s, p = conv.kernel, conv.stride, conv.padding
+    n_out = (n_in + 2 * p - k) // s + 1
+    first = np.maximum(0, -(-(starts - (k - 1) + p) // s))
+    last = np.minimum(n_out - 1, (starts + size - 1 + p) // s)
+    out_size = int(min(n_out, (last - first + 1).max()))
+    return np.minimum(first, n_out - out_size), out_size, n_out
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """Per-window crops (B, C, h, w) of a feature map of side ``n``, at ``starts`` (B, 2) = (y, x)."""
+
+    values: torch.Tensor
+    starts: torch.Tensor  # int64 (B, 2), unpadded coordinates
+    n: int
+
+    @property
+    def size(self) -> int:
+        return int(self.values.shape[-1])
+
+
+class _Clean:
+    """A clean feature map, zero-padded by _PAD, as rows of channels ((n+2)², C), in a buffer with room after
+    it for the rows of per-window crops, so that one ``index_select`` reads both."""
+
+    def __init__(self, feature: torch.Tensor) -> None:
+        padded = F.pad(feature, (_PAD, _PAD, _PAD, _PAD))
+        self.rows = padded.shape[2] * padded.shape[3]
+        self.padded_side = int(padded.shape[3])
+        self.buffer = padded[0].permute(1, 2, 0).reshape(self.rows, padded.shape[1]).contiguous()
+
+    def with_crop(self, crop_rows: torch.Tensor) -> torch.Tensor:
+        needed = self.rows + crop_rows.shape[0]
+        if self.buffer.shape[0] < needed:
+            grown = self.buffer.new_empty((needed, self.buffer.shape[1]))
+            grown[: self.rows] = self.buffer[: self.rows]
+            self.buffer = grown
+        self.buffer[self.rows : needed] = crop_rows
+        return self.buffer[:needed]
+
+
+def _gather(clean: _Clean, crop: _Crop, region: torch.Tensor, size: int) -> torch.Tensor:
+    """Values of the occluded feature maps on square regions (padded coordinates), channels-last.
+
+    Inside ``crop`` the values are the crop's, elsewhere the clean map's (zero in the padding).
+    """
+    batch, channels, side = crop.values.shape[0], crop.values.shape[1], crop.size
+    offsets = torch.arange(size)
+    rows = region[:, 0, None] + offsets  # (B, size) padded coordinates
+    cols = region[:, 1, None] + offsets
+    local_rows = rows - _PAD - crop.starts[:, 0, None]
+    local_cols = cols - _PAD - crop.starts[:, 1, None]
+    inside = ((local_rows >= 0) & (local_rows < side))[:, :, None] & ((local_cols >= 0) & (local_cols < side))[:, None]
+    crop_index = (
+        clean.rows
+        + torch.arange(batch)[:, None, None] * (side * side)
+        + local_rows[:, :, None] * side
+        + local_cols[:, None, :]
+    )
+    clean_index = rows[:, :, None] * clean.padded_side + cols[:, None, :]
+    index = torch.where(inside, crop_index, clean_index).reshape(-1)
+    source = clean.with_crop(crop.values.permute(0, 2, 3, 1).reshape(-1, channels))
+    return source.index_select(0, index).view(batch, size, size, channels).permute(0, 3, 1, 2)
+
+
+def _conv_crop(conv: _Conv, clean: _Clean, crop: _Crop, plan: tuple[torch.Tensor, int, int]) -> _Crop:
+    starts, size, n_out = plan
+    region = starts * conv.stride - conv.padding + _PAD
+    needed = (size - 1) * conv.stride + conv.kernel
+    values = conv(_gather(clean, crop, region, needed), padding=0)
+    return _Crop(values, starts, n_out)
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """Crop geometry of one residual block run on crops, for all windows."""
+
+    conv1: tuple[np.ndarray, int, int]
+    conv2: tuple[np.ndarray, int, int]
+
+
+def _select(plan: tuple[np.ndarray, int, int], rows: slice) -> tuple[torch.Tensor, int, int]:
+    starts, size, n_out = plan
+    return torch.from_numpy(np.ascontiguousarray(starts[rows])), size, n_out
+
+
+class _IncrementalOcclusion:
+    """Logits of occluded copies of one image, reusing the clean image's early activations."""
+
+    def __init__(
+        self,
+        net: InferenceForward,
+        x: torch.Tensor,
+        windows: np.ndarray,
+        baseline: float,
+        max_crop_fraction: float = DEFAULT_MAX_CROP_FRACTION,
+    ) -> None:
+        self.net, self.baseline = net, float(baseline)
+        self.x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
+        side = int(x.shape[-1])
+        window = int(max((windows[:, 1] - windows[:, 0]).max(), (windows[:, 3] - windows[:, 2]).max()))
+        self.windows = windows
+        # input crops: one square of side `window` per window, shifted inside the image at the border
+        self.input_starts = np.stack([np.minimum(windows[:, 0], side - window),
+                                      np.minimum(windows[:, 2], side - window)], axis=1)
+        self.input_size, self.side = window, side
+
+        # geometry: the stem, then blocks while their crops stay small
+        self.stem_plan = _conv_box(self.input_starts, window, net.stem, side)
+        starts, size, n = self.stem_plan
+        self.block_plans: list[_BlockPlan] = []
+        for block in net.blocks:
+            first = _conv_box(starts, size, block.conv1, n)
+            needed = (first[1] - 1) * block.conv1.stride + block.conv1.kernel
+            if min(needed, n) ** 2 > max_crop_fraction * n * n:
+                break
+            second = _conv_box(first[0], first[1], block.conv2, first[2])
+            self.block_plans.append(_BlockPlan(first, second))
+            starts, size, n = second
+
+        # clean activations that the crops are spliced into
+        with torch.inference_mode():
+            self.clean_input = _Clean(self.x)
+            feature = net.stem_forward(self.x)
+            self.clean_blocks: list[tuple[_Clean, _Clean, _Clean]] = []
+            for block, _plan in zip(net.blocks, self.block_plans, strict=False):
+                u = block.bn1(feature)
+                w = F.prelu(block.conv1(u), block.prelu)
+                self.clean_blocks.append((_Clean(feature), _Clean(u), _Clean(w)))
+                feature = block(feature)
+            self.clean_tail = _Clean(feature)
+            self.clean_logits = net.tail(feature, len(self.block_plans))
+
+    @property
+    def blocks_on_crops(self) -> int:
+        return len(self.block_plans)
+
+    def _input_crops(self, rows: slice) -> _Crop:
+        windows, starts = self.windows[rows], self.input_starts[rows]
+        size, batch = self.input_size, len(windows)
+        offsets = np.arange(size)
+        ys, xs = starts[:, 0, None] + offsets, starts[:, 1, None] + offsets  # (B, size)
+        index_y, index_x = torch.from_numpy(ys[:, :, None]), torch.from_numpy(xs[:, None, :])
+        values = self.x[0][:, index_y, index_x].permute(1, 0, 2, 3)  # (B, C, size, size)
+        occluded = (((ys >= windows[:, 0, None]) & (ys < windows[:, 1, None]))[:, :, None]
+                    & ((xs >= windows[:, 2, None]) & (xs < windows[:, 3, None]))[:, None, :])
+        mask = torch.from_numpy(occluded).view(batch, 1, size, size)
+        values = torch.where(mask, torch.tensor(self.baseline, dtype=values.dtype), values)
+        return _Crop(values.contiguous(memory_format=torch.channels_last), torch.from_numpy(starts.copy()), self.side)
+
+    def logits(self, rows: slice) -> torch.Tensor:
+        net = self.net
+        with torch.inference_mode():
+            crop = _conv_crop(net.stem, self.clean_input, self._input_crops(rows), _select(self.stem_plan, rows))
+            crop = _Crop(F.prelu(crop.values, net.stem_prelu), crop.starts, crop.n)
+            for block, plan, (clean_t, clean_u, clean_w) in zip(
+                net.blocks, self.block_plans, self.clean_blocks, strict=False
+            ):
+                u = _Crop(block.bn1(crop.values), crop.starts, crop.n)
+                v = _conv_crop(block.conv1, clean_u, u, _select(plan.conv1, rows))
+                w = _Crop(F.prelu(v.values, block.prelu), v.starts, v.n)
+                y = _conv_crop(block.conv2, clean_w, w, _select(plan.conv2, rows))
+                if block.downsample is not None:
+                    identity = _conv_crop(block.downsample, clean_t, crop, (y.starts, y.size, y.n)).values
+                else:
+                    identity = _gather(clean_t, crop, y.starts + _PAD, y.size)
+                crop = _Crop(y.values + identity, y.starts, y.n)
+            full = _gather(self.clean_tail, crop, torch.full_like(crop.starts, _PAD), crop.n)
+            return net.tail(full, len(self.block_plans))
+
+
+# --------------------------------------------------------------------------------------------------
+# the map
+
+
+def occlusion_map(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    target: int,
+    window: int = 10,
+    stride: int = 5,
+    baseline: float = -1.0,
+    batch_size: int = 64,
+    on_progress: Callable[[float], None] | None = None,
+    incremental: bool | None = None,
+) -> np.ndarray:
+    """Occlusion attribution of ``forward``'s ``target`` logit for one image ``x`` (1, C, H, W).
+
+    Returns float32 (H, W): per pixel, the mean over the windows covering it of ``f(x) - f(x occluded)``
+    (Captum's ``Occlusion`` with ``sliding_window_shapes=(C, window, window)``, ``strides=(C, stride,
+    stride)``, ``baselines=baseline``, taken on channel 0, where all channels are equal). ``stride`` may
+    not exceed ``window`` (Captum's rule: every pixel is covered by at least one window).
+
+    ``incremental``: ``None`` evaluates incrementally when ``forward`` is an :class:`InferenceForward`
+    (from :func:`inference_forward`) and by batched full forward passes otherwise; ``True`` requires an
+    :class:`InferenceForward`; ``False`` forces full forward passes. ``on_progress`` receives the
+    fraction of windows done (increasing, ending with 1.0).
+    """
+    _check_arguments(x, window, stride, baseline, batch_size)
+    if incremental and not isinstance(forward, InferenceForward):
+        raise ValueError("incremental occlusion needs forward = inference_forward(network)")
+    use_incremental = isinstance(forward, InferenceForward) if incremental is None else incremental
+    height, width = int(x.shape[2]), int(x.shape[3])
+    windows = occlusion_windows(height, width, window, stride)
+    x = x.detach()
+
+    engine: _IncrementalOcclusion | None = None
+    if use_incremental:
+        assert isinstance(forward, InferenceForward)
+        engine = _IncrementalOcclusion(forward, x, windows, baseline)
+        clean = engine.clean_logits
+    else:
+        with torch.no_grad():
+            clean = forward(x)
+    if clean.dim() != 2 or clean.shape[0] != 1:
+        raise ValueError(f"forward must return (N, classes) logits, got shape {tuple(clean.shape)}")
+    _check_target(target, int(clean.shape[1]))
+    reference = clean[0, target].item()
+
+    diffs = np.empty(len(windows), dtype=np.float32)
+    for begin in range(0, len(windows), batch_size):
+        rows = slice(begin, min(begin + batch_size, len(windows)))
+        if engine is not None:
+            logits = engine.logits(rows)
+        else:
+            batch = x.expand(rows.stop - rows.start, *x.shape[1:]).clone()
+            for i, (y0, y1, x0, x1) in enumerate(windows[rows]):
+                batch[i, :, y0:y1, x0:x1] = baseline
+            with torch.no_grad():
+                logits = forward(batch)
+        diffs[rows] = (reference - logits[:, target].float()).numpy()
+        if on_progress is not None:
+            on_progress(rows.stop / len(windows))
+
+    total = np.zeros((height, width), dtype=np.float32)
+    count = np.zeros((height, width), dtype=np.float32)
+    for (y0, y1, x0, x1), diff in zip(windows, diffs, strict=True):
+        total[y0:y1, x0:x1] += diff
+        count[y0:y1, x0:x1] += 1.0
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)

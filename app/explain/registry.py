@@ -1,0 +1,58 @@
+"""The one registry of attribution methods: ids, labels, parameters and their validation.
+
+The ids and their order are fixed by the design (DESIGN.md, HTTP contract). :func:`normalise_params` is
+strict and canonical because its result is part of a results-cache key: two requests that mean the same
+parameters must produce the same dict, and a typo must be an error rather than a silently ignored key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from app.explain.methods import ALL
+from app.explain.methods.base import Method, MethodInfo, ParamSpec
+
+__all__ = ["DEFAULT_PANEL", "METHODS", "MethodInfo", "ParamSpec", "get_method", "method_info", "normalise_params"]
+
+_BY_ID: dict[str, Method] = {method.info.id: method for method in ALL}
+
+#: Method id → description, in display order.
+METHODS: dict[str, MethodInfo] = {method_id: method.info for method_id, method in _BY_ID.items()}
+
+#: The panel computed when a user asks for "all methods": every method, in display order.
+DEFAULT_PANEL: tuple[str, ...] = tuple(METHODS)
+
+
+def get_method(method_id: str) -> Method:
+    """The full method (description, cost model, compute function); ValueError naming the known ids."""
+    if not isinstance(method_id, str) or method_id not in _BY_ID:
+        raise ValueError(f"unknown method {method_id!r}; known: {', '.join(_BY_ID)}")
+    return _BY_ID[method_id]
+
+
+def method_info(method_id: str) -> MethodInfo:
+    """Description of one method; ValueError (not KeyError) naming the known ids when it is unknown."""
+    return get_method(method_id).info
+
+
+def normalise_params(method_id: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Defaults merged with ``params``, checked and canonical (sorted keys, plain int/float/str values).
+
+    Raises ValueError for an unknown method, an unknown parameter name, a wrong type or an out-of-range value.
+    """
+    method = get_method(method_id)
+    info = method.info
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise ValueError(f"parameters of {method_id} must be a mapping; got {type(params).__name__}")
+    specs = {spec.name: spec for spec in info.params}
+    unknown = sorted(str(key) for key in params if key not in specs)
+    if unknown:
+        known = ", ".join(specs) or "none"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for {method_id}; known: {known}")
+    merged = {name: spec.normalise(method_id, params.get(name, spec.default)) for name, spec in specs.items()}
+    if method.check is not None:
+        method.check(merged)
+    return dict(sorted(merged.items()))

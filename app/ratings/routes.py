@@ -1,0 +1,397 @@
+"""Rating endpoints: the contract's ``POST /api/v1/explanations/{id}/ratings``, summary and CSV; studies
+(API and pages); the blinded rating pages and their images; the ad-hoc rating form of the case page."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.audit import service as audit
+from app.auth.models import User
+from app.cases.models import Case
+from app.explanations import service as explanation_service
+from app.explanations import views as explanation_views
+from app.explanations.models import Explanation
+from app.nets.registry import LoadedModel
+from app.predictions.provider import ModelUnavailable
+from app.predictions.serving import provider
+from app.ratings import history as _history  # noqa: F401  (adds the ratings to the case history)
+from app.ratings import service, views
+from app.ratings.models import TOP1, RatingStudy
+from app.web.deps import AdminUser, CurrentUser, DbSession, client_ip
+from app.web.errors import ApiError, NotFound
+from app.web.templating import render
+
+api = APIRouter(tags=["ratings"])
+pages = APIRouter(include_in_schema=False)
+
+NO_STORE = {"Cache-Control": "private, no-store"}
+
+
+class RatingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    score: StrictInt = Field(ge=1, le=5, description="clinical plausibility, 1 (not at all) to 5 (fully)")
+    regions: list[StrictStr] = Field(default_factory=list, max_length=40,
+                                     description="region ids of the vocabulary the map highlights")
+    context: StrictBool = Field(default=False, description="the map relies on non-facial context")
+    comment: str | None = Field(default=None, max_length=service.MAX_COMMENT)
+    study_id: str | None = Field(default=None, max_length=32, description="null: an ad-hoc rating")
+
+
+class StudyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=service.MAX_NAME)
+    cases: list[StrictStr] = Field(max_length=service.MAX_CASES, description="case ids")
+    methods: list[StrictStr] = Field(max_length=20, description="method ids")
+    target_rule: str = Field(default=TOP1, description="'top1' or 'confirmed'")
+    raters: list[StrictStr] = Field(max_length=200, description="usernames")
+    blinded: StrictBool = True
+
+
+def _model_or_503(request: Request) -> LoadedModel:
+    try:
+        return provider(request).get()
+    except ModelUnavailable as exc:
+        raise ApiError(503, "model_unavailable", str(exc)) from exc
+
+
+def _study_from_query(db: Session, user: User, study_id: str | None) -> RatingStudy | None:
+    if study_id is None:
+        return None
+    study = service.get_study(db, study_id=study_id, user=user)
+    service.require_results(db, study=study, user=user)
+    return study
+
+
+def _submit(request: Request, jobs: list[Any]) -> None:
+    for job in jobs:
+        request.app.state.jobs.submit(job.id)
+
+
+# --- the contract: ratings, summary, CSV ------------------------------------------------------------------
+
+
+def _save_rating(db: Session, user: User, explanation_id: str, body: RatingBody) -> tuple[dict[str, Any], bool]:
+    study = None
+    if body.study_id is not None:
+        study = service.get_study(db, study_id=body.study_id, user=user)
+        _, row = service.study_map(db, study_id=study.id, explanation_id=explanation_id)
+    else:
+        row = explanation_service.get_explanation_for(db, explanation_id=explanation_id, user=user)
+        if row is None:
+            raise NotFound("explanation")
+    rating = service.add_rating(db, explanation=row, rater=user, score=body.score, regions=body.regions,
+                                context=body.context, comment=body.comment, study=study)
+    db.commit()
+    reveal = not rating.blinded
+    out = service.rating_out(rating, reveal_method=reveal)
+    if study is not None:
+        prog = service.progress(db, study=study, rater_id=user.id)
+        out["progress"] = {**prog.to_dict(), "case_rated": prog.per_case.get(row.case_id, 0),
+                           "case_total": prog.maps_per_case}
+    return out, reveal
+
+
+@api.post("/api/v1/explanations/{explanation_id}/ratings", status_code=201, summary="Rate a map (append-only)")
+def rate_map(explanation_id: str, body: RatingBody, user: CurrentUser, db: DbSession) -> JSONResponse:
+    out, _ = _save_rating(db, user, explanation_id, body)
+    return JSONResponse(out, status_code=201, headers=NO_STORE)
+
+
+@api.get("/api/v1/ratings/summary", summary="Per-method rating statistics of a study (or of ad-hoc ratings)")
+def ratings_summary(
+    user: CurrentUser,
+    db: DbSession,
+    study_id: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    study = _study_from_query(db, user, study_id)
+    # Ad-hoc ratings: admins see everyone's, clinicians their own.
+    return service.summary(db, study=study, rater_id=None if (study or user.is_admin) else user.id)
+
+
+@api.get("/api/v1/ratings.csv", summary="Ratings in long format (latest per rater and map; history=1: all rows)",
+         response_class=Response)
+def ratings_csv(
+    request: Request,
+    user: CurrentUser,
+    db: DbSession,
+    study_id: Annotated[str | None, Query(max_length=32)] = None,
+    history: Annotated[bool, Query(description="every row of the append-only history")] = False,
+) -> Response:
+    study = _study_from_query(db, user, study_id)
+    rater_id = None if (study or user.is_admin) else user.id
+    scope = study.id if study else None
+    rows = (service.all_ratings(db, study_id=scope, rater_id=rater_id) if history
+            else service.latest_ratings(db, study_id=scope, rater_id=rater_id))
+    audit.record(db, action="export", user=user, ip=client_ip(request),
+                 detail={"what": "ratings_csv", "study": scope, "history": history, "rows": len(rows)})
+    db.commit()
+    name = f"gestaltlens-ratings-{study.id[:8] if study else 'adhoc'}{'-history' if history else ''}.csv"
+    return Response(service.csv_text(rows), media_type="text/csv; charset=utf-8",
+                    headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+# --- studies: API -----------------------------------------------------------------------------------------
+
+
+def _create_study(request: Request, db: Session, admin: User, body: service.StudyRequest) -> RatingStudy:
+    model = _model_or_503(request)
+    for attempt in range(2):  # a concurrent identical map request may insert the same cache key first
+        try:
+            study, jobs = service.create_study(db, admin=admin, body=body, model=model,
+                                               store=request.app.state.photo_store, ip=client_ip(request))
+            db.commit()
+            break
+        except IntegrityError:
+            db.rollback()
+            if attempt:
+                raise
+        except ApiError:
+            db.rollback()
+            raise
+    _submit(request, jobs)
+    return study
+
+
+def study_out(db: Session, study: RatingStudy, user: User) -> dict[str, Any]:
+    cases = service.study_cases(db, study_id=study.id)
+    out: dict[str, Any] = {
+        "id": study.id, "name": study.name, "target_rule": study.target_rule, "blinded": study.blinded,
+        "closed": study.is_closed, "created_at": study.created_at.isoformat(), "cases": len(cases),
+        "maps": service.map_states(db, study_id=study.id),
+    }
+    if service.is_member(db, study_id=study.id, user_id=user.id):
+        out["progress"] = service.progress(db, study=study, rater_id=user.id).to_dict()
+    if user.is_admin:
+        out["methods"] = service.study_methods(db, study_id=study.id)
+        out["case_ids"] = [c.case_id for c in cases]
+        out["raters"] = [{"username": r.user.username, **service.progress(db, study=study,
+                                                                           rater_id=r.user_id).to_dict()}
+                         for r in service.study_raters(db, study_id=study.id)]
+        jobs = {row.job_id for _, row in service.study_maps(db, study_id=study.id)
+                if row.job_id and row.state in ("queued", "running")}
+        out["jobs"] = sorted(jobs)
+    return out
+
+
+@api.post("/api/v1/studies", status_code=201, summary="Create a rating study (admins)")
+def create_study(body: StudyBody, request: Request, admin: AdminUser, db: DbSession) -> JSONResponse:
+    request_ = service.StudyRequest(name=body.name, case_ids=body.cases, methods=body.methods,
+                                    target_rule=body.target_rule, raters=body.raters, blinded=body.blinded)
+    study = _create_study(request, db, admin, request_)
+    return JSONResponse(study_out(db, study, admin), status_code=201)
+
+
+@api.get("/api/v1/studies", summary="Studies you rate in (admins: all)")
+def list_studies(user: CurrentUser, db: DbSession) -> list[dict[str, Any]]:
+    return [study_out(db, study, user) for study in service.studies_for(db, user=user)]
+
+
+@api.get("/api/v1/studies/{study_id}", summary="One study")
+def get_study(study_id: str, user: CurrentUser, db: DbSession) -> dict[str, Any]:
+    return study_out(db, service.get_study(db, study_id=study_id, user=user), user)
+
+
+@api.get("/api/v1/studies/{study_id}/cases/{position}", summary="A rater's view of one case (maps by label)")
+def study_case(study_id: str, position: int, user: CurrentUser, db: DbSession) -> dict[str, Any]:
+    study = service.get_study(db, study_id=study_id, user=user)
+    service.require_rater(db, study=study, user=user)
+    ctx = views.case_context(db, study, user, position)
+    db.commit()  # an order drawn on first view is stored
+    maps = []
+    for item in ctx["items"]:
+        entry = {"label": item["label"], "explanation_id": item["explanation_id"], "status": item["state"],
+                 "heat_png": item["heat_url"], "rated": item["rating"] is not None}
+        if not study.blinded:
+            entry["method"] = item["method_label"]
+        maps.append(entry)
+    return {"position": position, "cases": ctx["n_cases"], "target": ctx["target_name"], "maps": maps,
+            "progress": ctx["progress"].to_dict()}
+
+
+def _study_case_row(db: Session, user: User, study_id: str, position: int) -> Case:
+    study = service.get_study(db, study_id=study_id, user=user)
+    row = service.study_case_at(db, study_id=study.id, position=position)
+    case = db.get(Case, row.case_id)
+    if case is None:
+        raise NotFound("case")
+    return case
+
+
+@api.get("/api/v1/studies/{study_id}/cases/{position}/aligned.png", response_class=Response,
+         summary="The aligned crop of a study case")
+def study_case_aligned(study_id: str, position: int, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    case = _study_case_row(db, user, study_id, position)
+    return Response(request.app.state.photo_store.read(case.aligned_path), media_type="image/png", headers=NO_STORE)
+
+
+@api.get("/api/v1/studies/{study_id}/cases/{position}/photo", response_class=Response,
+         summary="The de-identified photo of a study case")
+def study_case_photo(study_id: str, position: int, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    case = _study_case_row(db, user, study_id, position)
+    return Response(request.app.state.photo_store.read(case.photo_path), media_type=case.photo_media_type,
+                    headers=NO_STORE)
+
+
+@api.get("/api/v1/studies/{study_id}/maps/{explanation_id}/heat.png", response_class=Response,
+         summary="A study map's heat layer on the crop (addressed by explanation id only)")
+def study_map_png(study_id: str, explanation_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=user)
+    _, row = service.study_map(db, study_id=study.id, explanation_id=explanation_id)
+    if row.state != "done" or not row.map_path:
+        raise ApiError(409, "not_ready", "This map is not computed yet.")
+    case = db.get(Case, row.case_id)
+    png = explanation_views.map_png(request.app.state.photo_store, case, row, view="heat", space="crop", opacity=1.0)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+# --- studies: pages ---------------------------------------------------------------------------------------
+
+
+@pages.get("/studies")
+def studies_page(request: Request, user: CurrentUser, db: DbSession) -> Response:
+    rows = [views.study_row(db, study, user) for study in service.studies_for(db, user=user)]
+    return render(request, "studies/list.html", {"studies": rows, "admin": user.is_admin})
+
+
+@pages.get("/studies/new")
+def new_study_page(request: Request, admin: AdminUser, db: DbSession) -> Response:
+    return render(request, "studies/new.html", views.new_study_context(db, admin))
+
+
+@pages.post("/studies")
+def new_study_submit(
+    request: Request,
+    admin: AdminUser,
+    db: DbSession,
+    name: Annotated[str, Form(max_length=500)] = "",
+    cases: Annotated[list[str] | None, Form()] = None,
+    methods: Annotated[list[str] | None, Form()] = None,
+    target_rule: Annotated[str, Form(max_length=16)] = TOP1,
+    raters: Annotated[list[str] | None, Form()] = None,
+    blinded: Annotated[str | None, Form(max_length=8)] = None,
+) -> Response:
+    body = service.StudyRequest(name=name, case_ids=cases or [], methods=methods or [], target_rule=target_rule,
+                                raters=raters or [], blinded=blinded is not None)
+    try:
+        study = _create_study(request, db, admin, body)
+    except ApiError as exc:
+        if exc.status_code not in (422, 503):
+            raise
+        form = {"name": name, "cases": set(body.case_ids), "methods": set(body.methods),
+                "target_rule": target_rule, "raters": set(body.raters), "blinded": body.blinded}
+        return render(request, "studies/new.html", views.new_study_context(db, admin, error=exc.detail, form=form),
+                      exc.status_code)
+    target = f"/studies/{study.id}"
+    if "hx-request" in request.headers:
+        return Response(status_code=204, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+@pages.get("/studies/{study_id}")
+def study_page(study_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=user)
+    return render(request, "studies/detail.html", views.study_context(db, study, user))
+
+
+@pages.post("/studies/{study_id}/close")
+def close_study(study_id: str, request: Request, admin: AdminUser, db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=admin)
+    service.close_study(db, study=study, user=admin, ip=client_ip(request))
+    db.commit()
+    return Response(status_code=204, headers={"HX-Redirect": f"/studies/{study.id}/results"})
+
+
+@pages.post("/studies/{study_id}/retry")
+def retry_maps(study_id: str, request: Request, admin: AdminUser, db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=admin)
+    jobs = service.retry_maps(db, study=study, user=admin, model=_model_or_503(request))
+    db.commit()
+    _submit(request, jobs)
+    return Response(status_code=204, headers={"HX-Redirect": f"/studies/{study.id}"})
+
+
+@pages.get("/studies/{study_id}/rate")
+def resume(study_id: str, user: CurrentUser, db: DbSession) -> Response:
+    """Resume: the first case with a map this rater has not rated yet (the overview when all are rated)."""
+    study = service.get_study(db, study_id=study_id, user=user)
+    service.require_rater(db, study=study, user=user)
+    cases = service.study_cases(db, study_id=study.id)
+    position = service.progress(db, study=study, rater_id=user.id).first_open_position(cases)
+    target = f"/studies/{study.id}/cases/{position}" if position else f"/studies/{study.id}"
+    return RedirectResponse(target, status_code=303)
+
+
+@pages.get("/studies/{study_id}/cases/{position}")
+def rate_case_page(study_id: str, position: int, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=user)
+    service.require_rater(db, study=study, user=user)
+    ctx = views.case_context(db, study, user, position)
+    db.commit()
+    return render(request, "studies/rate.html", ctx)
+
+
+@pages.get("/studies/{study_id}/maps/{explanation_id}")
+def rate_map_partial(study_id: str, explanation_id: str, request: Request, user: CurrentUser,
+                     db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=user)
+    service.require_rater(db, study=study, user=user)
+    ctx = views.map_item_context(db, study, user, explanation_id)
+    db.commit()
+    return render(request, "studies/_map.html", ctx)
+
+
+@pages.get("/studies/{study_id}/results")
+def results_page(study_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=user)
+    service.require_results(db, study=study, user=user)
+    return render(request, "studies/results.html", views.results_context(db, study, user))
+
+
+# --- ad-hoc ratings on the case page ----------------------------------------------------------------------
+
+
+def _adhoc_row(db: Session, user: User, explanation_id: str) -> Explanation:
+    row = explanation_service.get_explanation_for(db, explanation_id=explanation_id, user=user)
+    if row is None:
+        raise NotFound("explanation")
+    return row
+
+
+@pages.get("/explanations/{explanation_id}/rating")
+def adhoc_form(explanation_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    row = _adhoc_row(db, user, explanation_id)
+    return render(request, "ratings/_adhoc_form.html", views.adhoc_context(db, row, user))
+
+
+@pages.post("/explanations/{explanation_id}/rating")
+def adhoc_submit(
+    explanation_id: str,
+    request: Request,
+    user: CurrentUser,
+    db: DbSession,
+    score: Annotated[int | None, Form(ge=1, le=5)] = None,
+    regions: Annotated[list[str] | None, Form()] = None,
+    context: Annotated[str, Form(pattern="^(yes|no)$")] = "no",
+    comment: Annotated[str | None, Form(max_length=service.MAX_COMMENT)] = None,
+) -> Response:
+    row = _adhoc_row(db, user, explanation_id)
+    if score is None:
+        ctx = views.adhoc_context(db, row, user, error="Choose a score from 1 to 5.")
+        return render(request, "ratings/_adhoc_form.html", ctx, 422)
+    try:
+        service.add_rating(db, explanation=row, rater=user, score=score, regions=regions or [],
+                           context=context == "yes", comment=comment, study=None)
+    except ApiError as exc:
+        db.rollback()
+        return render(request, "ratings/_adhoc_form.html", views.adhoc_context(db, row, user, error=exc.detail),
+                      exc.status_code)
+    db.commit()
+    return render(request, "ratings/_adhoc_form.html", views.adhoc_context(db, row, user, saved=True))

@@ -1,0 +1,377 @@
+"""Explanation panel: naive Captum, one method at a time, against this project's engine, on this CPU.
+
+    python bench/bench_explain.py [--models demo,iresnet50] [--repeat N] [--methods a,b,...] [--threads N]
+
+Per model and method: the time of stock Captum with its defaults on a logits-only wrapper of the network
+(``Saliency``, ``InputXGradient``, ``IntegratedGradients`` with 50 steps in one batch, ``NoiseTunnel(Saliency)``
+with the engine's samples / noise / seed, ``DeepLift``, ``GuidedBackprop``, ``Deconvolution``, ``LayerGradCam`` at
+layer4, ``GuidedGradCam``, ``Occlusion`` with ``perturbations_per_eval=1``; baselines and windows as the
+engine's defaults, so the maps are comparable), the engine's time for that method alone
+(``Explainer.explain(..., methods=[m])``), their ratio, and the Pearson correlation of the two maps after the
+engine's per-channel reduction is applied to Captum's raw output. The panel row is the whole default panel:
+naive = the sum of the methods run one by one, engine = one ``explain`` call (passes shared).
+
+Stock Captum is *wrong* on PReLU networks for guided backprop, deconvolution (both silently become the plain
+gradient) and DeepLIFT (PReLU treated as linear); the engine applies the PReLU rule on purpose, so its maps
+differ from stock Captum there. For those methods ``corr rules`` compares with Captum's classes extended by
+:mod:`app.explain.rules` (same maps expected); elsewhere it is blank.
+
+``bound``: the time the method's passes take at the best measured batch size, for methods that cannot get
+faster than their passes (1 forward+backward for gradients, 2 images for DeepLIFT, steps / samples for IG and
+SmoothGrad, one full forward per occlusion window). The incremental occlusion beats its "bound", because it
+does not run full forward passes.
+
+Times are the best of ``--repeat`` runs after a warm-up pass (other processes on the same cores only ever add
+time; the load average is printed so a reader can tell a contaminated run). The iResNet-50 has random weights
+(``randomise_`` with convolutions x2, so activations stay finite and the logits respond to the input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from captum.attr import (
+    Deconvolution,
+    DeepLift,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+
+from app.explain.occlusion import _IncrementalOcclusion, inference_forward, occlusion_map, occlusion_windows
+from app.nets import iresnet50, load_model
+from app.nets.iresnet import IResNet
+from app.nets.preprocess import preprocess
+from app.settings import PROJECT_ROOT
+
+METHOD_IDS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "deeplift",
+              "guided_backprop", "deconvolution", "gradcam", "guided_gradcam", "occlusion")
+# the engine's defaults (app.explain.methods), repeated here so the naive side does not depend on the engine
+IG_STEPS, BASELINE = 50, -1.0
+SG_SAMPLES, SG_NOISE, SG_SEED, INPUT_RANGE = 25, 0.15, 0, 2.0
+OCC_WINDOW, OCC_STRIDE = 10, 5
+
+
+class LogitsOnly(nn.Module):
+    def __init__(self, network: IResNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)[0]
+
+
+# --- models and input ---------------------------------------------------------------------------------
+
+def random_iresnet50(seed: int = 0) -> IResNet:
+    """iResNet-50 with ``randomise_`` weights (tests.nets.helpers) and convolutions x2 (responsive logits)."""
+    from tests.nets.helpers import randomise_
+
+    network = randomise_(iresnet50(num_classes=9), seed)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.mul_(2.0)
+    return network.eval()
+
+
+def load_network(name: str) -> IResNet:
+    if name == "demo":
+        return load_model(PROJECT_ROOT / "models", "demo").network.eval()
+    if name == "iresnet50":
+        return random_iresnet50()
+    raise SystemExit(f"unknown model {name!r}; known: demo, iresnet50")
+
+
+def face_crop() -> np.ndarray:
+    """An aligned 112x112 crop of a synthetic face, through the real detection/alignment pipeline."""
+    from app.synth.generate import generate_one
+    from app.vision.pipeline import process_photo
+
+    return process_photo(generate_one(0, "syn_a", 0).jpeg).aligned.crop
+
+
+# --- the naive side: stock Captum, one method at a time, then the engine's reduction --------------------
+
+def _grad_input(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().clone().requires_grad_(True)
+
+
+def _sum_rgb(a: torch.Tensor) -> np.ndarray:
+    return a.detach().sum(dim=1)[0].numpy().astype(np.float32)
+
+
+def _max_rgb(a: torch.Tensor) -> np.ndarray:
+    return a.detach().amax(dim=1)[0].numpy().astype(np.float32)
+
+
+def _gradcam(model: LogitsOnly, x: torch.Tensor, target: int) -> np.ndarray:
+    cam = LayerGradCam(model, model.network.layer4).attribute(_grad_input(x), target=target, relu_attributions=False)
+    return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), "bilinear")[0, 0].detach().numpy()
+
+
+def _smoothgrad(model: LogitsOnly, x: torch.Tensor, target: int) -> np.ndarray:
+    torch.manual_seed(SG_SEED)
+    a = NoiseTunnel(Saliency(model)).attribute(_grad_input(x), nt_type="smoothgrad", nt_samples=SG_SAMPLES,
+                                               stdevs=SG_NOISE * INPUT_RANGE, target=target)
+    return _max_rgb(a)
+
+
+NAIVE: dict[str, Callable[[LogitsOnly, torch.Tensor, int], np.ndarray]] = {
+    "saliency": lambda m, x, t: _max_rgb(Saliency(m).attribute(_grad_input(x), target=t)),
+    "input_x_gradient": lambda m, x, t: _sum_rgb(InputXGradient(m).attribute(_grad_input(x), target=t)),
+    "integrated_gradients": lambda m, x, t: _sum_rgb(IntegratedGradients(m).attribute(
+        _grad_input(x), baselines=BASELINE, target=t, n_steps=IG_STEPS)),
+    "smoothgrad": _smoothgrad,
+    "deeplift": lambda m, x, t: _sum_rgb(DeepLift(m).attribute(
+        _grad_input(x), baselines=torch.full_like(x, BASELINE), target=t)),
+    "guided_backprop": lambda m, x, t: _sum_rgb(GuidedBackprop(m).attribute(_grad_input(x), target=t)),
+    "deconvolution": lambda m, x, t: _sum_rgb(Deconvolution(m).attribute(_grad_input(x), target=t)),
+    "gradcam": _gradcam,
+    "guided_gradcam": lambda m, x, t: _sum_rgb(GuidedGradCam(m, m.network.layer4).attribute(
+        _grad_input(x), target=t, interpolate_mode="bilinear")),
+    "occlusion": lambda m, x, t: Occlusion(m).attribute(
+        x, sliding_window_shapes=(3, OCC_WINDOW, OCC_WINDOW), strides=(3, OCC_STRIDE, OCC_STRIDE),
+        baselines=BASELINE, target=t, perturbations_per_eval=1)[0, 0].numpy(),
+}
+
+
+def rule_references() -> dict[str, Callable[[LogitsOnly, torch.Tensor, int], np.ndarray]]:
+    """Captum's classes with the PReLU rule of app.explain.rules (absent until that module exists)."""
+    try:
+        from app.explain.rules import PReLUDeconvolution, PReLUDeepLift, PReLUGuidedBackprop, PReLUGuidedGradCam
+    except ImportError:
+        return {}
+    return {
+        "deeplift": lambda m, x, t: _sum_rgb(PReLUDeepLift(m).attribute(
+            _grad_input(x), baselines=torch.full_like(x, BASELINE), target=t)),
+        "guided_backprop": lambda m, x, t: _sum_rgb(PReLUGuidedBackprop(m).attribute(_grad_input(x), target=t)),
+        "deconvolution": lambda m, x, t: _sum_rgb(PReLUDeconvolution(m).attribute(_grad_input(x), target=t)),
+        "guided_gradcam": lambda m, x, t: _sum_rgb(PReLUGuidedGradCam(m, m.network.layer4).attribute(
+            _grad_input(x), target=t, interpolate_mode="bilinear")),
+    }
+
+
+# --- measuring ---------------------------------------------------------------------------------------
+
+def best_of(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def pass_times(model: LogitsOnly, x: torch.Tensor, target: int, repeat: int) -> dict[str, float]:
+    """Seconds per image: forward+backward at batch 1, 2 and 16; no-grad forward (inference copy) at batch 64."""
+    out: dict[str, float] = {}
+    for batch in (1, 2, 16):
+        xb = x.expand(batch, -1, -1, -1).clone()
+
+        def fb(xb: torch.Tensor = xb) -> None:
+            xg = xb.clone().requires_grad_(True)
+            torch.autograd.grad(model(xg)[:, target].sum(), xg)
+
+        fb()
+        out[f"fb{batch}"] = best_of(fb, repeat)[0] / batch
+    forward = inference_forward(model.network)
+    xb = x.expand(64, -1, -1, -1).clone()
+    forward(xb)
+    out["f64"] = best_of(lambda: forward(xb), repeat)[0] / 64
+    return out
+
+
+def bounds(t: dict[str, float], windows: int) -> dict[str, float]:
+    """Seconds each method's passes take at the best measured batch size."""
+    one = t["fb1"]
+    return {
+        "saliency": one, "input_x_gradient": one, "gradcam": one, "guided_backprop": one, "deconvolution": one,
+        "guided_gradcam": 2 * one, "deeplift": 2 * t["fb2"],
+        "integrated_gradients": IG_STEPS * t["fb16"], "smoothgrad": SG_SAMPLES * t["fb16"],
+        "occlusion": windows * t["f64"],
+    }
+
+
+def panel_bound(per: dict[str, float], methods: list[str], t: dict[str, float]) -> float:
+    """Shared passes counted once: one gradient pass (saliency, input x gradient, Grad-CAM), one guided pass."""
+    passes: dict[str, float] = {}
+    if {"saliency", "input_x_gradient", "gradcam", "guided_gradcam"} & set(methods):
+        passes["gradient"] = t["fb1"]
+    if {"guided_backprop", "guided_gradcam"} & set(methods):
+        passes["guided"] = t["fb1"]
+    for method in ("integrated_gradients", "smoothgrad", "deeplift", "deconvolution", "occlusion"):
+        if method in methods:
+            passes[method] = per[method]
+    return sum(passes.values())
+
+
+def occlusion_detail(network: IResNet, x: torch.Tensor, repeat: int) -> None:
+    """Per-window cost of each way of evaluating occluded images, on 64 windows from the middle rows."""
+    windows = occlusion_windows(112, 112, OCC_WINDOW, OCC_STRIDE)
+    rows = slice(len(windows) // 2 - 32, len(windows) // 2 + 32)
+    picked = windows[rows]
+    batch = x.expand(len(picked), -1, -1, -1).clone()
+    for i, (y0, y1, x0, x1) in enumerate(picked):
+        batch[i, :, y0:y1, x0:x1] = BASELINE
+    module = LogitsOnly(network)
+    channels_last = LogitsOnly(copy.deepcopy(network).to(memory_format=torch.channels_last))
+    forward = inference_forward(network)
+    engine = _IncrementalOcclusion(forward, x, windows, BASELINE)
+
+    def module_one_by_one() -> None:
+        with torch.no_grad():
+            for i in range(16):
+                module(batch[i:i + 1])
+
+    def batched(fn: Callable[[torch.Tensor], torch.Tensor], tensor: torch.Tensor, size: int) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                for b in range(0, len(picked), size):
+                    fn(tensor[b:b + size])
+        return run
+
+    batch_cl = batch.contiguous(memory_format=torch.channels_last)
+    cases: list[tuple[str, Callable[[], None], int]] = [
+        ("Captum-style: module, batch 1, NCHW (16 windows)", module_one_by_one, 16),
+        ("module, batch 64, NCHW", batched(module, batch, 64), 64),
+        ("module, batch 16, channels-last", batched(channels_last, batch_cl, 16), 64),
+        ("module, batch 64, channels-last", batched(channels_last, batch_cl, 64), 64),
+        ("inference_forward (folded, channels-last), batch 16", batched(forward, batch, 16), 64),
+        ("inference_forward (folded, channels-last), batch 64", batched(forward, batch, 64), 64),
+        (f"incremental ({engine.blocks_on_crops} blocks on crops), batch 16",
+         lambda: [engine.logits(slice(rows.start + b, rows.start + b + 16)) for b in range(0, 64, 16)], 64),
+        (f"incremental ({engine.blocks_on_crops} blocks on crops), batch 64", lambda: engine.logits(rows), 64),
+    ]
+    print("  occlusion, ms per window (64 windows from the middle rows; best of runs):")
+    for label, run, count in cases:
+        run()
+        seconds = best_of(run, repeat)[0]
+        print(f"    {label:<58} {seconds * 1000 / count:8.2f}", flush=True)
+    with torch.no_grad():
+        reference = network(batch)[0]
+    incremental = engine.logits(rows)
+    print(f"    max |incremental - module| logit difference on these windows: "
+          f"{float((incremental - reference).abs().max()):.2e} (logits up to {float(reference.abs().max()):.2f})")
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, detail: bool) -> None:
+    from app.explain.engine import Explainer
+
+    network = load_network(name)
+    naive_model = LogitsOnly(copy.deepcopy(network)).eval()
+    x = preprocess(crop)
+    with torch.no_grad():
+        logits = naive_model(x)
+    target = int(logits.argmax())
+    start = time.perf_counter()
+    explainer = Explainer(network)
+    setup = time.perf_counter() - start
+    start = time.perf_counter()
+    inference_forward(explainer._network)  # what the engine builds on its first occlusion
+    fold = time.perf_counter() - start
+    # warm-up: one forward+backward each way (allocator, oneDNN primitive caches)
+    NAIVE["saliency"](naive_model, x, target)
+    explainer.explain(crop, target=target, methods=["saliency"])
+
+    t = pass_times(naive_model, x, target, repeat)
+    windows = len(occlusion_windows(112, 112, OCC_WINDOW, OCC_STRIDE))
+    per_bound = bounds(t, windows)
+    print(f"\n{name}: target {target} (logit {float(logits[0, target]):.3f}); engine setup {setup:.2f} s "
+          f"(+ {fold:.2f} s folding the inference copy on first occlusion)")
+    print(f"  pass times per image: fwd+bwd b=1 {t['fb1'] * 1000:.1f} ms, b=2 {t['fb2'] * 1000:.1f} ms, "
+          f"b=16 {t['fb16'] * 1000:.1f} ms; no-grad forward b=64 {t['f64'] * 1000:.2f} ms")
+    references = rule_references()
+    header = (f"  {'method':<22} {'naive s':>9} {'engine s':>9} {'ratio':>7} {'corr':>9} {'corr rules':>11} "
+              f"{'bound s':>9}")
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    naive_total = 0.0
+    for method in methods:
+        naive_s, naive_map = best_of(lambda method=method: NAIVE[method](naive_model, x, target), repeat)
+        engine_s, maps = best_of(lambda method=method: explainer.explain(crop, target=target, methods=[method]),
+                                 repeat)
+        naive_total += naive_s
+        ruled = ""
+        if method in references:
+            ruled = f"{corr(maps[method], references[method](naive_model, x, target)):11.6f}"
+        print(f"  {method:<22} {naive_s:9.3f} {engine_s:9.3f} {naive_s / engine_s:6.2f}x "
+              f"{corr(maps[method], naive_map):9.6f} {ruled:>11} {per_bound[method]:9.3f}", flush=True)
+    engine_s, _ = best_of(lambda: explainer.explain(crop, target=target, methods=methods), repeat)
+    print("  " + "-" * (len(header) - 2))
+    print(f"  {'panel':<22} {naive_total:9.3f} {engine_s:9.3f} {naive_total / engine_s:6.2f}x {'':>9} {'':>11} "
+          f"{panel_bound(per_bound, methods, t):9.3f}", flush=True)
+    if detail and "occlusion" in methods:
+        occlusion_detail(network, x, repeat)
+        start = time.perf_counter()
+        occlusion_map(inference_forward(network), x, target=target)
+        print(f"  occlusion_map alone (incremental, 484 windows, batch 64): {time.perf_counter() - start:.3f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="demo,iresnet50", help="comma-separated: demo, iresnet50")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per cell (the best is shown)")
+    parser.add_argument("--methods", default=",".join(METHOD_IDS), help="comma-separated method ids")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--no-detail", action="store_true", help="skip the occlusion per-window breakdown")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHOD_IDS))
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHOD_IDS)}")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="captum")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu_name()} x {os.cpu_count()}, "
+          f"load average {load:.2f} at start; best of {args.repeat} run(s) per cell")
+    crop = face_crop()
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        bench_model(name, methods, args.repeat, crop, detail=not args.no_detail)
+
+
+if __name__ == "__main__":
+    main()

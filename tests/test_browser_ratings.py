@@ -1,0 +1,226 @@
+"""Two raters complete a blinded rating study in a real browser, with the hotkeys, and the results page shows
+the means, intervals and alpha that the statistics module computes from the exported CSV.
+
+The server is the real `gestaltlens serve` (SQLite, inline jobs) from tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.explain.registry import METHODS
+from app.ratings import stats
+from app.synth.regions import REGION_IDS
+from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, PASSWORD, Server, first_run_setup
+
+METHOD_IDS = ["saliency", "gradcam", "occlusion"]
+RATERS = ("rater-one", "rater-two")
+# What each rater presses, per case, for the maps in the order they see them (Map A, B, C).
+KEYS = {
+    "rater-one": [["4", "2", "5"], ["3", "3", "1"]],
+    "rater-two": [["5", "2", "4"], ["3", "1", "1"]],
+}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path / "data")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield instance
+        instance.close()
+
+
+def watch(page, problems: list[str]) -> None:
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+
+def log_in(browser, server: Server, username: str, problems: list[str]):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    watch(page, problems)
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/cases$"))
+    return page
+
+
+def assert_blind(html: str, where: str) -> None:
+    lowered = html.lower()
+    for word in {*METHODS, *(info.label for info in METHODS.values())}:
+        assert word.lower() not in lowered, f"{where} names the method {word!r}"
+
+
+def wait_progress(page, rated: int, total: int) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#maps-rated")).to_have_text(str(rated), timeout=15_000)
+    expect(page.locator("#maps-total")).to_have_text(str(total))
+
+
+def rate_study(page, server: Server, study_id: str, username: str, keys: list[list[str]]) -> None:
+    page.goto(server.url + "/studies")
+    page.click(f"a[href='/studies/{study_id}/rate']")
+    page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/1$"))
+    assert "case 1 of 2 · 0/6 maps rated" in page.locator("#rating-progress").inner_text()
+    assert_blind(page.content(), f"case 1 for {username}")
+    # The first map has the focus; each score moves it to the next map.
+    assert page.evaluate("document.activeElement.id") == "map-A"
+    for key in keys[0]:
+        page.keyboard.press(key)
+    wait_progress(page, 3, 6)
+    # Regions are ticked with the mouse; the change is saved at once.
+    page.locator("#map-B input[name=regions][value=eyes]").check()
+    page.locator("#map-B .rate-status").filter(has_text="Saved").wait_for()
+    page.keyboard.press("n")
+    page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/2$"))
+    assert "case 2 of 2 · 3/6 maps rated" in page.locator("#rating-progress").inner_text()
+    assert_blind(page.content(), f"case 2 for {username}")
+    assert page.evaluate("document.activeElement.id") == "map-A"
+    for key in keys[1]:
+        page.keyboard.press(key)
+    wait_progress(page, 6, 6)
+    # Back to case 1: the ratings are there; re-score Map C by focusing it (append-only edit).
+    page.keyboard.press("p")
+    page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/1$"))
+    for label, key in zip("ABC", keys[0], strict=True):
+        assert page.locator(f"#map-{label} input[name=score][value='{key}']").is_checked()
+    assert page.locator("#map-B input[name=regions][value=eyes]").is_checked()
+    page.locator("#map-C h2").click()
+    assert page.evaluate("document.activeElement.id") == "map-C"
+    page.keyboard.press("3")
+    page.locator("#map-C .rate-status").filter(has_text="Saved").wait_for()
+    keys[0][2] = "3"  # what counts now
+    page.keyboard.press("n")
+    page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/2$"))
+    page.keyboard.press("n")  # past the last case: the study overview
+    page.wait_for_url(re.compile(rf"/studies/{study_id}$"))
+    assert "6/6 maps rated" in page.locator("#my-progress").inner_text()
+    assert_blind(page.content(), f"overview for {username}")
+
+
+def test_two_raters_complete_a_blinded_study_in_the_browser(server: Server, browser, tmp_path: Path) -> None:
+    from app.synth.generate import generate_one
+
+    problems: list[str] = []
+    admin = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    watch(admin, problems)
+    first_run_setup(admin, server)
+
+    # Two raters, added on the admin's users page.
+    for name in RATERS:
+        admin.goto(server.url + "/admin/users")
+        admin.fill("input[name=username]", name)
+        admin.fill("input[name=password]", PASSWORD)
+        admin.select_option("select[name=role]", "clinician")
+        admin.click("#users button[type=submit]")
+        admin.locator("#users td", has_text=name).first.wait_for()
+
+    # Two cases.
+    for i, cls in enumerate(["syn_b", "syn_d"]):
+        photo = tmp_path / f"face-{i}.jpg"
+        photo.write_bytes(generate_one(seed=8080 + i, class_id=cls, index=0, severity=1.0).jpeg)
+        admin.goto(server.url + "/cases/new")
+        admin.set_input_files("#photo-input", str(photo))
+        admin.fill("#pseudonym", f"R-{i + 1}")
+        admin.click("#upload-button")
+        admin.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+
+    # The study: both cases, three quick methods, both raters, blinded (the default).
+    admin.click("nav >> text=Studies")
+    admin.wait_for_url(re.compile(r"/studies$"))
+    admin.click("text=New study")
+    admin.wait_for_url(re.compile(r"/studies/new$"))
+    admin.fill("#study-name", "Browser pilot")
+    for box in admin.locator("input[name=cases]").all():
+        box.check()
+    for method in METHOD_IDS:
+        admin.check(f"input[name=methods][value={method}]")
+    for name in RATERS:
+        admin.check(f"input[name=raters][value={name}]")
+    assert admin.locator("input[name=blinded]").is_checked()
+    admin.click("#new-study button[type=submit]")
+    admin.wait_for_url(re.compile(r"/studies/[0-9a-f]{32}$"))
+    study_id = admin.url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 180
+    while True:
+        info = admin.request.get(f"{server.url}/api/v1/studies/{study_id}").json()
+        if info["maps"]["done"] == 6:
+            break
+        assert info["maps"]["failed"] == 0 and time.monotonic() < deadline, info
+        time.sleep(0.5)
+    case_position = {case_id: i + 1 for i, case_id in enumerate(info["case_ids"])}
+
+    # Both raters work through the study with the keyboard.
+    pressed = copy.deepcopy(KEYS)
+    for name in RATERS:
+        rate_study(log_in(browser, server, name, problems), server, study_id, name, pressed[name])
+
+    # The export holds exactly what was pressed (latest per rater and map), under the labels they saw.
+    exported = admin.request.get(f"{server.url}/api/v1/ratings.csv?study_id={study_id}")
+    assert exported.status == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text())))
+    assert len(rows) == 12
+    for row in rows:
+        keys = pressed[row["rater"]][case_position[row["case"]] - 1]
+        assert int(row["score"]) == int(keys["ABC".index(row["blinded_label"])]), row
+        assert row["blinded"] == "1" and row["method"] in METHOD_IDS
+    history = admin.request.get(f"{server.url}/api/v1/ratings.csv?study_id={study_id}&history=1")
+    assert len(list(csv.DictReader(io.StringIO(history.text())))) > 12  # the edits are kept
+
+    points = [stats.RatingPoint(r["rater"], r["explanation"], r["case"], r["method"], int(r["score"]),
+                                tuple(filter(None, r["regions"].split(";"))), r["context"] == "1") for r in rows]
+    expected = stats.summarise(points, methods=METHOD_IDS, regions=REGION_IDS)
+
+    # The results page shows those numbers.
+    admin.goto(f"{server.url}/studies/{study_id}/results")
+    for summary in expected.methods:
+        row = admin.locator(f"tr.method-row[data-method={summary.method}]")
+        mean = row.locator("td.mean")
+        assert float(mean.get_attribute("data-mean")) == pytest.approx(summary.mean.mean)
+        text = mean.inner_text()
+        assert f"{summary.mean.mean:.2f}" in text
+        if summary.mean.low is not None:
+            assert float(mean.get_attribute("data-low")) == pytest.approx(summary.mean.low)
+            assert float(mean.get_attribute("data-high")) == pytest.approx(summary.mean.high)
+            assert f"[{summary.mean.low:.2f}, {summary.mean.high:.2f}]" in text
+        alpha = row.locator("td.alpha")
+        assert alpha.get_attribute("data-raters") == str(summary.alpha.n_raters)
+        assert alpha.get_attribute("data-items") == str(summary.alpha.n_items)
+        if summary.alpha.value is None:
+            assert alpha.get_attribute("data-alpha") == ""
+        else:
+            assert float(alpha.get_attribute("data-alpha")) == pytest.approx(summary.alpha.value)
+            assert f"{summary.alpha.value:.3f}" in alpha.inner_text()
+        assert summary.n == 4
+        counts = row.locator(".dist-counts").inner_text()
+        assert counts == " · ".join(str(summary.distribution[s]) for s in range(1, 6))
+    whole = admin.locator("#study-alpha")
+    assert expected.alpha.value is not None
+    assert float(whole.get_attribute("data-alpha")) == pytest.approx(expected.alpha.value)
+    assert whole.get_attribute("data-raters") == "2" and whole.get_attribute("data-items") == "6"
+    assert f"{expected.alpha.value:.3f}" in whole.inner_text()
+
+    csp = [p for p in problems if "Content Security Policy" in p or "Refused" in p]
+    assert csp == [], csp
+    assert problems == [], problems
