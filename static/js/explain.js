@@ -48,7 +48,7 @@
   });
 
   document.addEventListener("click", function (event) {
-    if (event.target.closest("a")) { return; }
+    if (event.target.closest("a, .adhoc-rating")) { return; }
     const card = event.target.closest(".map-card");
     if (card && !event.target.closest("dialog")) { enlarge(card); }
   });
