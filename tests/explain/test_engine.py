@@ -19,7 +19,7 @@ from app.nets.preprocess import preprocess
 from tests.explain.conftest import smooth_crop
 from tests.explain.test_rules import hooks_and_leftovers
 
-FAST = {"integrated_gradients": {"steps": 8}, "smoothgrad": {"samples": 4}}
+FAST = {"integrated_gradients": {"steps": 8}, "smoothgrad": {"samples": 4}, "occlusion": {"window": 14, "stride": 14}}
 GRADIENT_METHODS = [m for m in DEFAULT_PANEL if m != "occlusion"]
 
 
@@ -48,8 +48,7 @@ def test_maps_are_float32_112_finite_and_nonzero(demo_explainer: Explainer, crop
 
 
 def test_occlusion_through_the_engine(demo_explainer: Explainer, crop: np.ndarray) -> None:
-    pytest.importorskip("app.explain.occlusion", reason="occlusion_map is integrated by the lead")
-    maps = demo_explainer.explain(crop, target=3, methods=["occlusion"], params={"occlusion": {"stride": 10}})
+    maps = demo_explainer.explain(crop, target=3, methods=["occlusion"], params=FAST)
     result = maps["occlusion"]
     assert result.dtype == np.float32 and result.shape == (112, 112) and np.isfinite(result).all()
     assert (result > 0).any() and (result < 0).any()
@@ -131,7 +130,7 @@ def test_shared_network_untouched(shared_network: IResNet, crop: np.ndarray) -> 
     explainer = Explainer(shared_network)
     assert hooks_and_leftovers(shared_network) == []
     seen_hooks: list[str] = []
-    explainer.explain(crop, target=3, methods=GRADIENT_METHODS, params=FAST,
+    explainer.explain(crop, target=3, methods=list(DEFAULT_PANEL), params=FAST,
                       on_map=lambda *_: seen_hooks.extend(hooks_and_leftovers(shared_network)))
 
     assert seen_hooks == []  # not even while the engine is running
