@@ -14,6 +14,22 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    # (Only on a connection we own: one handed over inside a caller's transaction is left as it is.)
+    sqlite = connection.dialect.name == "sqlite" and not connection.in_transaction()
+    if sqlite:
+        # Batch migrations rebuild SQLite tables (copy, DROP, rename); with foreign keys on, the DROP would
+        # cascade into every child table. SQLite ignores this pragma inside a transaction, hence the commit.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+    try:
+        _configure_and_run(connection)
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
+def _configure_and_run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

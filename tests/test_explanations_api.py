@@ -217,6 +217,8 @@ def test_inline_runner_requeues_interrupted_jobs_at_start_up(settings, face_jpeg
             listed = {e["method"]: e for e in client.get(f"/api/v1/cases/{case['id']}/explanations",
                                                          headers=alice.headers).json()}
             assert listed["saliency"]["status"] == "done"
+            # The failed job's map failed with it: no card polls a dead job forever.
+            assert listed["gradcam"]["status"] == "failed" and "interrupted" in listed["gradcam"]["error"]
             # The hopeless job's map is asked for again: it is not stuck behind the failed job.
             retry = client.post(f"/api/v1/cases/{case['id']}/explanations", json={"methods": ["gradcam"]},
                                 headers=alice.headers).json()
@@ -245,3 +247,53 @@ def test_case_page_panel_and_form(client: TestClient, alice: Account, face_jpeg:
     wait_for(client, alice, job_id)
     grid = client.get(f"/cases/{case['id']}/explanations/grid")
     assert grid.text.count("state-done") == 2 and "Download figure" in grid.text
+
+
+def test_the_case_owner_can_follow_a_job_someone_else_started(client: TestClient, alice: Account, bob: Account,
+                                                              admin: Account, face_jpeg: bytes) -> None:
+    case = upload(client, alice, face_jpeg).json()
+    body = client.post(f"/api/v1/cases/{case['id']}/explanations", json={"methods": ["saliency"]},
+                       headers=admin.headers).json()
+    assert client.get(f"/api/v1/jobs/{body['job_id']}", headers=alice.headers).status_code == 200
+    assert client.get(f"/api/v1/jobs/{body['job_id']}", headers=bob.headers).status_code == 404
+    wait_for(client, admin, body["job_id"])
+
+
+def test_a_stale_job_is_not_waited_on_forever(app, client: TestClient, alice: Account, face_jpeg: bytes) -> None:
+    """A job whose broker message was lost stays queued; after the stale limit, asking again makes a new job."""
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.jobs.service import STALE_AFTER
+
+    case = upload(client, alice, face_jpeg).json()
+    app.state.jobs.stop()  # nothing runs: the job stays queued, like one whose message was lost
+    url = f"/api/v1/cases/{case['id']}/explanations"
+    lost = client.post(url, json={"methods": ["saliency"]}, headers=alice.headers).json()
+    assert client.post(url, json={"methods": ["saliency"]}, headers=alice.headers).json()["job_id"] == lost["job_id"]
+    with app.state.sessions() as session:
+        session.get(Job, lost["job_id"]).updated_at = utcnow() - STALE_AFTER - timedelta(seconds=1)
+        session.commit()
+    again = client.post(url, json={"methods": ["saliency"]}, headers=alice.headers).json()
+    assert again["job_id"] not in (None, lost["job_id"])
+    assert again["explanations"][0]["id"] == lost["explanations"][0]["id"]  # the same map row, a new job
+
+
+def test_an_unreachable_broker_fails_the_job_and_says_so(settings, face_jpeg: bytes) -> None:
+    from tests.conftest import make_account
+
+    broken = settings.model_copy(update={"job_runner": "celery", "broker_url": "redis://127.0.0.1:9/0"})
+    application = create_app(broken)
+    alice = make_account(application, "alice", "clinician")
+    try:
+        with TestClient(application) as client:
+            case = upload(client, alice, face_jpeg).json()
+            response = client.post(f"/api/v1/cases/{case['id']}/explanations", json={"methods": ["saliency"]},
+                                   headers=alice.headers)
+            assert response.status_code == 503 and response.json()["code"] == "queue_unavailable"
+            listed = client.get(f"/api/v1/cases/{case['id']}/explanations", headers=alice.headers).json()
+            assert listed[0]["status"] == "failed" and "unreachable" in listed[0]["error"]
+            job = client.get(f"/api/v1/jobs/{listed[0]['job_id']}", headers=alice.headers).json()
+            assert job["state"] == "failed"
+    finally:
+        application.state.engine.dispose()

@@ -154,7 +154,7 @@ def list_cases(
     db: DbSession,
     filters: Filters,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> CaseList:
     items, total = service.list_cases(db, user=user, limit=limit, offset=offset, filters=filters)
     ids = [c.id for c in items]

@@ -84,8 +84,8 @@ def _confirm(request: Request, db: Session, *, user: User, case: Case, body: Dia
         row, added = service.confirm_free_text(db, case=case, user=user, name=name, omim=body.omim)
     if added:
         audit.record(db, action="diagnose", user=user, case_id=case.id, ip=client_ip(request),
-                     detail={"source": row.source, "syndrome_id": row.syndrome_id, "name": row.name,
-                             "omim": row.omim})
+                     # not the diagnosis itself: audit rows outlive an erased case, health data must not
+                     detail={"source": row.source})
     db.commit()
     return row
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,12 +63,12 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
     try:
         methods = service.check_methods(body.methods)
         params = service.checked_params(methods, body.params)
-        run = _ranked_run(request, db, case, model) if body.target is None else None
-        target = service.resolve_target(model, body.target, run)
     except service.ExplainRequestError as exc:
         raise ApiError(422, exc.code, exc.detail) from exc
     for attempt in range(2):  # a concurrent identical request may insert the same cache key first
         try:
+            run = _ranked_run(request, db, case, model) if body.target is None else None
+            target = service.resolve_target(model, body.target, run)
             job_id, rows, job = service.request_explanations(
                 db, case=case, user=user, model=model, methods=methods, target=target, params=params)
             audit.record(db, action="explain", user=user, case_id=case.id, ip=client_ip(request),
@@ -75,13 +76,25 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
                                  "job": job.id if job else None})
             db.commit()
             break
+        except service.ExplainRequestError as exc:
+            db.rollback()
+            raise ApiError(422, exc.code, exc.detail) from exc
         except IntegrityError:
             db.rollback()
             if attempt:
                 raise
     if job is not None:
-        request.app.state.jobs.submit(job.id)
+        submit_or_fail(request, job.id)
     return job_id, rows
+
+
+def submit_or_fail(request: Request, job_id: str) -> None:
+    """Hand a committed job to the runner; if the broker is unreachable, fail it (and its maps) and say so."""
+    try:
+        request.app.state.jobs.submit(job_id)
+    except Exception as exc:  # kombu/redis raise many types; any of them means the job will never run
+        job_service.finish(request.app.state.sessions, job_id, error=f"the job queue is unreachable: {exc}")
+        raise ApiError(503, "queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
 
 
 @api.post("/api/v1/cases/{case_id}/explanations", status_code=202, summary="Compute attribution maps (a job)")
@@ -225,4 +238,5 @@ def job_progress(job_id: str, request: Request, user: CurrentUser, db: DbSession
     job = job_service.get_job_for(db, job_id=job_id, user=user)
     if job is None:
         raise NotFound("job")
-    return render(request, "explanations/_progress.html", {"job": job})
+    target = db.scalar(select(Explanation.target_id).where(Explanation.job_id == job.id).limit(1))
+    return render(request, "explanations/_progress.html", {"job": job, "target": {"id": target} if target else None})

@@ -24,7 +24,7 @@ from app.cases.models import Case
 from app.explain.registry import DEFAULT_PANEL, METHODS, method_info, normalise_params
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
-from app.jobs.models import FAILED, FINISHED, QUEUED, RUNNING, Job
+from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.nets.card import Label
 from app.nets.registry import LoadedModel
 from app.predictions.models import PredictionRun
@@ -100,12 +100,11 @@ def checked_params(methods: Sequence[str], params: Mapping[str, Any] | None) -> 
     return out
 
 
-def _stuck(session: Session, row: Explanation) -> bool:
-    """A queued/running row whose job has finished (or vanished) will never be computed: ask again."""
+def is_stuck(session: Session, row: Explanation) -> bool:
+    """A queued/running row whose job is finished, gone or stale will never be computed: ask again."""
     if row.state not in (QUEUED, RUNNING):
         return False
-    job = session.get(Job, row.job_id) if row.job_id else None
-    return job is None or job.state in FINISHED
+    return job_service.is_lost(session.get(Job, row.job_id) if row.job_id else None)
 
 
 def request_explanations(
@@ -140,7 +139,7 @@ def request_explanations(
             )
             session.add(row)
             pending.append(row)
-        elif row.state == FAILED or _stuck(session, row):
+        elif row.state == FAILED or is_stuck(session, row):
             row.state, row.error, row.requested_by = QUEUED, None, user.id
             pending.append(row)
         rows.append(row)

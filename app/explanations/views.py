@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import Request
@@ -37,7 +38,10 @@ class NothingToShow(LookupError):
 
 
 def _scale(row: Explanation, values: np.ndarray) -> render.MapScale:
-    return render.map_scale(values, signed=METHODS[row.method].signed)
+    info = METHODS.get(row.method)
+    # A stored map of a method this version no longer offers: its sign decides the colours.
+    signed = info.signed if info else bool(values.min() < 0)
+    return render.map_scale(values, signed=signed)
 
 
 def map_png(store: PhotoStore, case: Case, row: Explanation, *, view: str, space: str, opacity: float) -> bytes:
@@ -97,7 +101,7 @@ def _latest_per_method(db: Session, *, case_id: str, model: LoadedModel, target:
         Explanation.case_id == case_id, Explanation.model_id == model.card.id,
         Explanation.model_version == model.card.version, Explanation.target_id == target,
     ).order_by(Explanation.created_at.asc()))
-    return {row.method: row for row in rows}  # the newest request per method wins
+    return {row.method: row for row in rows if row.method in METHODS}  # the newest request per method wins
 
 
 def _default_target(db: Session, case_id: str, model: LoadedModel) -> str | None:
@@ -146,8 +150,8 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
     job = db.get(Job, job_id) if job_id else None
     ctx["job"] = job if job is not None and job.state not in FINISHED else None
     if any(row.state == "done" for row in chosen):
-        ctx["figure_url"] = (f"/api/v1/cases/{case.id}/explanations/figure.png?target={target}"
-                             f"&methods={','.join(row.method for row in chosen)}")
+        query = urlencode({"target": target, "methods": ",".join(row.method for row in chosen)})
+        ctx["figure_url"] = f"/api/v1/cases/{case.id}/explanations/figure.png?{query}"
     return ctx
 
 

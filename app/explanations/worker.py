@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.cases.models import Case
 from app.db import utcnow
@@ -44,7 +45,14 @@ def _fail_rows(context: WorkerContext, ids: list[str], error: str) -> None:
         session.commit()
 
 
-@handler("explain")
+def fail_job_rows(session: Session, job: Job) -> None:
+    """However an explain job fails, its unfinished maps fail with it (and can be asked for again)."""
+    for row in session.scalars(select(Explanation).where(Explanation.job_id == job.id,
+                                                        Explanation.state.in_((QUEUED, RUNNING)))):
+        row.state, row.error, row.finished_at = FAILED, job.error or "the job failed", utcnow()
+
+
+@handler("explain", on_failure=fail_job_rows)
 def run_explain(job: Job, context: WorkerContext) -> None:
     with context.sessions() as session:
         rows = list(session.scalars(select(Explanation).where(
@@ -99,21 +107,24 @@ def run_explain(job: Job, context: WorkerContext) -> None:
     except Exception as exc:
         _fail_rows(context, ids, str(exc) or type(exc).__name__)
         raise
+    _fail_rows(context, ids, "the engine returned no map for this method")  # only rows still not done
 
 
 def _store_map(context: WorkerContext, case_id: str, row_id: str, values: np.ndarray, elapsed_ms: float) -> None:
     values = np.asarray(values, dtype=np.float32)
     if values.shape != (112, 112) or not np.isfinite(values).all():
         raise RuntimeError(f"explainer returned a map of shape {values.shape} with non-finite values")
-    with context.sessions() as session:
-        row = session.get(Explanation, row_id)
-        if row is None or session.get(Case, case_id) is None:
-            return  # the case was erased while the job ran: write nothing
-        row.map_path = context.photo_store.write(case_id, f"maps/{row_id}.npy", npy_bytes(values))
-        row.stats = map_stats(values, signed=METHODS[row.method].signed)
-        row.duration_ms = round(elapsed_ms, 1)
-        row.state, row.error, row.finished_at = DONE, None, utcnow()
-        session.commit()
-    with context.sessions() as session:  # erased between the write and the commit: take the file back out
-        if session.get(Case, case_id) is None:
-            context.photo_store.remove_case(case_id)
+    try:
+        with context.sessions() as session:
+            row = session.get(Explanation, row_id)
+            if row is None or session.get(Case, case_id) is None:
+                return  # the case was erased while the job ran: write nothing
+            row.map_path = context.photo_store.write(case_id, f"maps/{row_id}.npy", npy_bytes(values))
+            row.stats = map_stats(values, signed=METHODS[row.method].signed)
+            row.duration_ms = round(elapsed_ms, 1)
+            row.state, row.error, row.finished_at = DONE, None, utcnow()
+            session.commit()
+    finally:
+        with context.sessions() as session:  # erased between the check and the commit: take the file back out
+            if session.get(Case, case_id) is None:
+                context.photo_store.remove_case(case_id)

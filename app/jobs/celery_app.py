@@ -58,6 +58,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         task_ignore_result=True,
         task_default_queue=settings.job_queue,
+        # A web request publishing a job must not hang on a dead broker: retry briefly, then fail the job.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
     )
 
     @celery.task(name=RUN_JOB_TASK)

@@ -5,18 +5,13 @@ from __future__ import annotations
 import logging
 
 from app.jobs import service
-from app.jobs.registry import HANDLERS, WorkerContext
+from app.jobs.registry import HANDLERS, WorkerContext, load_handlers
 
 log = logging.getLogger("gestaltlens.jobs")
 
 
-def _load_handlers() -> None:
-    # Imported here, not at module level: the handlers import domain code that imports app.jobs.
-    import app.explanations.worker  # noqa: F401  (registers the "explain" kind)
-
-
 def run_job(job_id: str, context: WorkerContext) -> None:
-    _load_handlers()
+    load_handlers()
     job = service.claim(context.sessions, job_id)
     if job is None:
         log.info("job %s is not queued (finished, cancelled with its case, or taken); skipped", job_id)

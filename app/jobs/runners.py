@@ -38,8 +38,10 @@ class InlineRunner:
         self.context = context
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
+        self._stopping.clear()
         with self.context.sessions() as session:
             pending = service.recover_interrupted(session)
         for job_id in pending:
@@ -53,12 +55,13 @@ class InlineRunner:
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is None:
             return
+        self._stopping.set()  # jobs still queued stay queued (no attempt used) and run after the restart
         self._queue.put(None)
         self._thread.join(timeout)
         self._thread = None
 
     def _loop(self) -> None:
-        while (job_id := self._queue.get()) is not None:
+        while (job_id := self._queue.get()) is not None and not self._stopping.is_set():
             try:
                 run_job(job_id, self.context)
             except Exception:  # a broken database connection must not kill the thread

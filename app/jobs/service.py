@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.models import User
 from app.db import utcnow
-from app.jobs.models import DONE, FAILED, QUEUED, RUNNING, Job
+from app.jobs.models import DONE, FAILED, FINISHED, QUEUED, RUNNING, Job
+from app.jobs.registry import FAILURE_HOOKS, load_handlers
 
 log = logging.getLogger("gestaltlens.jobs")
 
@@ -34,11 +36,28 @@ def create_job(session: Session, *, kind: str, payload: dict[str, Any], owner: U
 
 
 def get_job_for(session: Session, *, job_id: str, user: User) -> Job | None:
-    """The job if this user may see it (its owner, or an admin); None otherwise (the API answers 404)."""
+    """The job if this user may see it: its owner, an admin, or the owner of the case it works on (whose page
+    polls it, whoever asked for the maps). None otherwise: the API answers 404."""
+    from app.cases.models import Case
+
     job = session.get(Job, job_id)
-    if job is None or (user.role != "admin" and job.owner_id != user.id):
-        return None
-    return job
+    if job is None or user.role == "admin" or job.owner_id == user.id:
+        return job
+    case = session.get(Case, job.case_id) if job.case_id else None
+    return job if case is not None and case.owner_id == user.id else None
+
+
+#: A queued job nobody has claimed for this long, or a running one whose progress has not moved, is
+#: presumed lost (a broker restart dropped its message, its worker died without re-delivery): asking for
+#: the same work again creates a new job instead of waiting on it forever.
+STALE_AFTER = timedelta(minutes=30)
+
+
+def is_lost(job: Job | None) -> bool:
+    """True when nothing will ever finish this job: it is gone, finished, or stale."""
+    if job is None or job.state in FINISHED:
+        return True
+    return job.updated_at < utcnow() - STALE_AFTER
 
 
 def job_out(job: Job) -> dict[str, Any]:
@@ -86,6 +105,10 @@ def _finish(session: Session, job: Job, state: str, error: str | None) -> None:
     job.state = state
     job.error = error
     job.finished_at = job.updated_at = utcnow()
+    if state == FAILED:
+        load_handlers()
+        if (hook := FAILURE_HOOKS.get(job.kind)) is not None:
+            hook(session, job)
     if state == DONE:
         job.progress = 1.0
     session.commit()
@@ -120,10 +143,13 @@ def progress_writer(sessions: sessionmaker[Session], job_id: str) -> Callable[[f
 def recover_interrupted(session: Session) -> list[str]:
     """Start-up of the inline runner: jobs it left ``running`` when its process died go back in the queue
     (or fail once they have used their attempts). Returns every queued job id, oldest first."""
+    load_handlers()
     for job in session.scalars(select(Job).where(Job.state == RUNNING)):
         if job.attempts >= MAX_ATTEMPTS:
             job.state, job.error = FAILED, f"interrupted {job.attempts} times; not retried"
             job.finished_at = utcnow()
+            if (hook := FAILURE_HOOKS.get(job.kind)) is not None:
+                hook(session, job)
         else:
             job.state, job.error = QUEUED, None
             log.warning("job %s was interrupted while running; queued again", job.id)
