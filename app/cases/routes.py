@@ -22,6 +22,7 @@ from app.diagnoses.views import diagnosis_context
 from app.predictions.models import PredictionRun
 from app.predictions.service import latest_run, rank_crop, store_run
 from app.predictions.serving import latest_runs, model_problem, served_model, served_version
+from app.ratings.service import case_in_study
 from app.settings import Settings
 from app.vision.errors import IntakeError
 from app.vision.pipeline import process_photo
@@ -180,6 +181,10 @@ def get_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -
 @api.delete("/{case_id}", status_code=204, summary="Erase a case, its photo and crop")
 def delete_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = service.get_case(db, user=user, case_id=case_id)
+    if case_in_study(db, case.id):
+        # Erasing it would silently remove every rater's ratings of it from the study's results.
+        raise ApiError(409, "case_in_study", "This case is part of a rating study; an admin must remove the study "
+                       "before the case can be erased.")
     service.delete_case(db, case=case)
     audit.record(db, action="delete", user=user, case_id=case_id, ip=client_ip(request))
     db.commit()

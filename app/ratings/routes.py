@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,7 @@ from app.explanations import views as explanation_views
 from app.explanations.models import Explanation
 from app.nets.registry import LoadedModel
 from app.predictions.provider import ModelUnavailable
-from app.predictions.serving import provider
+from app.predictions.serving import provider, served_model
 from app.ratings import history as _history  # noqa: F401  (adds the ratings to the case history)
 from app.ratings import service, views
 from app.ratings.models import TOP1, RatingStudy
@@ -31,6 +31,13 @@ api = APIRouter(tags=["ratings"])
 pages = APIRouter(include_in_schema=False)
 
 NO_STORE = {"Cache-Control": "private, no-store"}
+MAX_POSITION = 100_000  # far above service.MAX_CASES; bounds the path before it reaches the database
+
+# A study's maps are addressed, on every page and in every answer a rater gets, by the case's position in the
+# study and the label this rater sees: never by explanation id (global, and named with its method elsewhere).
+Position = Annotated[int, Path(ge=1, le=MAX_POSITION, description="the case's position in the study (1-based)")]
+Label = Annotated[str, Path(min_length=1, max_length=2, pattern="^[A-Z]{1,2}$",
+                            description="the map's label as this rater sees it (A, B, C…)")]
 
 
 class RatingBody(BaseModel):
@@ -41,7 +48,20 @@ class RatingBody(BaseModel):
                                      description="region ids of the vocabulary the map highlights")
     context: StrictBool = Field(default=False, description="the map relies on non-facial context")
     comment: str | None = Field(default=None, max_length=service.MAX_COMMENT)
-    study_id: str | None = Field(default=None, max_length=32, description="null: an ad-hoc rating")
+    study_id: str | None = Field(default=None, max_length=32, description="null: an ad-hoc rating; a study "
+                                 "given here must be unblinded (blinded studies are rated by map label)")
+
+
+class StudyRatingBody(BaseModel):
+    """A rating in a study, of the map addressed by the URL (case position and label)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: StrictInt = Field(ge=1, le=5, description="clinical plausibility, 1 (not at all) to 5 (fully)")
+    regions: list[StrictStr] = Field(default_factory=list, max_length=40,
+                                     description="region ids of the vocabulary the map highlights")
+    context: StrictBool = Field(default=False, description="the map relies on non-facial context")
+    comment: str | None = Field(default=None, max_length=service.MAX_COMMENT)
 
 
 class StudyBody(BaseModel):
@@ -75,13 +95,33 @@ def _submit(request: Request, jobs: list[Any]) -> None:
         request.app.state.jobs.submit(job.id)
 
 
+def _served(request: Request) -> service.ModelKey | None:
+    """The served model's (id, version), or None when none can be loaded (nothing is then "unavailable")."""
+    model = served_model(request)
+    return (model.card.id, model.card.version) if model else None
+
+
 # --- the contract: ratings, summary, CSV ------------------------------------------------------------------
 
 
-def _save_rating(db: Session, user: User, explanation_id: str, body: RatingBody) -> tuple[dict[str, Any], bool]:
+def _rating_answer(db: Session, user: User, study: RatingStudy | None, rating: Any, case_id: str) -> dict[str, Any]:
+    out = service.rating_out(rating, reveal_method=not rating.blinded)
+    if study is not None:
+        prog = service.progress(db, study=study, rater_id=user.id)
+        out["progress"] = {**prog.to_dict(), "case_rated": prog.per_case.get(case_id, 0),
+                           "case_total": prog.case_total(case_id)}
+    return out
+
+
+def _save_rating(db: Session, user: User, explanation_id: str, body: RatingBody) -> dict[str, Any]:
     study = None
     if body.study_id is not None:
         study = service.get_study(db, study_id=body.study_id, user=user)
+        service.require_rater(db, study=study, user=user)
+        if study.blinded:
+            raise service.RatingError(
+                "blinded_study", "Maps of a blinded study are rated by case position and label: "
+                f"POST /api/v1/studies/{study.id}/cases/{{position}}/maps/{{label}}/ratings.")
         _, row = service.study_map(db, study_id=study.id, explanation_id=explanation_id)
     else:
         row = explanation_service.get_explanation_for(db, explanation_id=explanation_id, user=user)
@@ -90,19 +130,26 @@ def _save_rating(db: Session, user: User, explanation_id: str, body: RatingBody)
     rating = service.add_rating(db, explanation=row, rater=user, score=body.score, regions=body.regions,
                                 context=body.context, comment=body.comment, study=study)
     db.commit()
-    reveal = not rating.blinded
-    out = service.rating_out(rating, reveal_method=reveal)
-    if study is not None:
-        prog = service.progress(db, study=study, rater_id=user.id)
-        out["progress"] = {**prog.to_dict(), "case_rated": prog.per_case.get(row.case_id, 0),
-                           "case_total": prog.maps_per_case}
-    return out, reveal
+    return _rating_answer(db, user, study, rating, row.case_id)
 
 
 @api.post("/api/v1/explanations/{explanation_id}/ratings", status_code=201, summary="Rate a map (append-only)")
 def rate_map(explanation_id: str, body: RatingBody, user: CurrentUser, db: DbSession) -> JSONResponse:
-    out, _ = _save_rating(db, user, explanation_id, body)
-    return JSONResponse(out, status_code=201, headers=NO_STORE)
+    return JSONResponse(_save_rating(db, user, explanation_id, body), status_code=201, headers=NO_STORE)
+
+
+@api.post("/api/v1/studies/{study_id}/cases/{position}/maps/{label}/ratings", status_code=201,
+          summary="Rate a study map by case position and label (append-only; blinded or not)")
+def rate_study_map(study_id: str, position: Position, label: Label, body: StudyRatingBody, user: CurrentUser,
+                   db: DbSession) -> JSONResponse:
+    study = service.get_study(db, study_id=study_id, user=user)
+    service.require_rater(db, study=study, user=user)
+    study_case, _, row = service.labelled_map(db, study=study, rater_id=user.id, position=position, label=label)
+    rating = service.add_rating(db, explanation=row, rater=user, score=body.score, regions=body.regions,
+                                context=body.context, comment=body.comment, study=study)
+    db.commit()
+    return JSONResponse(_rating_answer(db, user, study, rating, study_case.case_id), status_code=201,
+                        headers=NO_STORE)
 
 
 @api.get("/api/v1/ratings/summary", summary="Per-method rating statistics of a study (or of ad-hoc ratings)")
@@ -160,24 +207,25 @@ def _create_study(request: Request, db: Session, admin: User, body: service.Stud
     return study
 
 
-def study_out(db: Session, study: RatingStudy, user: User) -> dict[str, Any]:
+def study_out(db: Session, study: RatingStudy, user: User, served: service.ModelKey | None = None) -> dict[str, Any]:
     cases = service.study_cases(db, study_id=study.id)
+    states = service.map_states(db, study_id=study.id, served=served)
     out: dict[str, Any] = {
         "id": study.id, "name": study.name, "target_rule": study.target_rule, "blinded": study.blinded,
         "closed": study.is_closed, "created_at": study.created_at.isoformat(), "cases": len(cases),
-        "maps": service.map_states(db, study_id=study.id),
+        "maps": states.to_dict(),
     }
     if service.is_member(db, study_id=study.id, user_id=user.id):
-        out["progress"] = service.progress(db, study=study, rater_id=user.id).to_dict()
+        out["progress"] = service.progress(db, study=study, rater_id=user.id, states=states).to_dict()
     if user.is_admin:
         out["methods"] = service.study_methods(db, study_id=study.id)
         out["case_ids"] = [c.case_id for c in cases]
-        out["raters"] = [{"username": r.user.username, **service.progress(db, study=study,
-                                                                           rater_id=r.user_id).to_dict()}
+        out["raters"] = [{"username": r.user.username, **service.progress(db, study=study, rater_id=r.user_id,
+                                                                           states=states).to_dict()}
                          for r in service.study_raters(db, study_id=study.id)]
-        jobs = {row.job_id for _, row in service.study_maps(db, study_id=study.id)
-                if row.job_id and row.state in ("queued", "running")}
-        out["jobs"] = sorted(jobs)
+        out["jobs"] = sorted(states.pending_jobs)
+        out["problems"] = service.problem_maps(db, study=study, states=states, served=served)
+        out["warnings"] = service.blinding_warnings(db, study=study)
     return out
 
 
@@ -186,34 +234,45 @@ def create_study(body: StudyBody, request: Request, admin: AdminUser, db: DbSess
     request_ = service.StudyRequest(name=body.name, case_ids=body.cases, methods=body.methods,
                                     target_rule=body.target_rule, raters=body.raters, blinded=body.blinded)
     study = _create_study(request, db, admin, request_)
-    return JSONResponse(study_out(db, study, admin), status_code=201)
+    return JSONResponse(study_out(db, study, admin, _served(request)), status_code=201)
 
 
 @api.get("/api/v1/studies", summary="Studies you rate in (admins: all)")
-def list_studies(user: CurrentUser, db: DbSession) -> list[dict[str, Any]]:
-    return [study_out(db, study, user) for study in service.studies_for(db, user=user)]
+def list_studies(request: Request, user: CurrentUser, db: DbSession) -> list[dict[str, Any]]:
+    served = _served(request)
+    return [study_out(db, study, user, served) for study in service.studies_for(db, user=user)]
 
 
 @api.get("/api/v1/studies/{study_id}", summary="One study")
-def get_study(study_id: str, user: CurrentUser, db: DbSession) -> dict[str, Any]:
-    return study_out(db, service.get_study(db, study_id=study_id, user=user), user)
+def get_study(study_id: str, request: Request, user: CurrentUser, db: DbSession) -> dict[str, Any]:
+    return study_out(db, service.get_study(db, study_id=study_id, user=user), user, _served(request))
+
+
+@api.post("/api/v1/studies/{study_id}/retry", summary="Ask again for a study's failed maps (admins)")
+def retry_maps_api(study_id: str, request: Request, admin: AdminUser, db: DbSession) -> JSONResponse:
+    study = service.get_study(db, study_id=study_id, user=admin)
+    result = _retry(request, db, admin, study)
+    return JSONResponse({"jobs": [job.id for job in result.jobs], "asked": result.asked,
+                         "unavailable": len(result.unavailable)}, status_code=202)
 
 
 @api.get("/api/v1/studies/{study_id}/cases/{position}", summary="A rater's view of one case (maps by label)")
-def study_case(study_id: str, position: int, user: CurrentUser, db: DbSession) -> dict[str, Any]:
+def study_case(study_id: str, position: Position, user: CurrentUser, db: DbSession) -> dict[str, Any]:
     study = service.get_study(db, study_id=study_id, user=user)
     service.require_rater(db, study=study, user=user)
     ctx = views.case_context(db, study, user, position)
     db.commit()  # an order drawn on first view is stored
     maps = []
     for item in ctx["items"]:
-        entry = {"label": item["label"], "explanation_id": item["explanation_id"], "status": item["state"],
-                 "heat_png": item["heat_url"], "rated": item["rating"] is not None}
+        entry = {"label": item["label"], "status": item["state"], "heat_png": item["heat_url"],
+                 "rate_url": item["rate_url"], "rated": item["rating"] is not None}
         if not study.blinded:
             entry["method"] = item["method_label"]
+            entry["explanation_id"] = item["explanation_id"]
         maps.append(entry)
-    return {"position": position, "cases": ctx["n_cases"], "target": ctx["target_name"], "maps": maps,
-            "progress": ctx["progress"].to_dict()}
+    return {"position": position, "index": ctx["ordinal"], "cases": ctx["n_cases"],
+            "previous": ctx["prev_position"], "next": ctx["next_position"], "target": ctx["target_name"],
+            "maps": maps, "progress": ctx["progress"].to_dict()}
 
 
 def _study_case_row(db: Session, user: User, study_id: str, position: int) -> Case:
@@ -227,29 +286,35 @@ def _study_case_row(db: Session, user: User, study_id: str, position: int) -> Ca
 
 @api.get("/api/v1/studies/{study_id}/cases/{position}/aligned.png", response_class=Response,
          summary="The aligned crop of a study case")
-def study_case_aligned(study_id: str, position: int, request: Request, user: CurrentUser, db: DbSession) -> Response:
+def study_case_aligned(study_id: str, position: Position, request: Request, user: CurrentUser,
+                       db: DbSession) -> Response:
     case = _study_case_row(db, user, study_id, position)
     return Response(request.app.state.photo_store.read(case.aligned_path), media_type="image/png", headers=NO_STORE)
 
 
 @api.get("/api/v1/studies/{study_id}/cases/{position}/photo", response_class=Response,
          summary="The de-identified photo of a study case")
-def study_case_photo(study_id: str, position: int, request: Request, user: CurrentUser, db: DbSession) -> Response:
+def study_case_photo(study_id: str, position: Position, request: Request, user: CurrentUser,
+                     db: DbSession) -> Response:
     case = _study_case_row(db, user, study_id, position)
     return Response(request.app.state.photo_store.read(case.photo_path), media_type=case.photo_media_type,
                     headers=NO_STORE)
 
 
-@api.get("/api/v1/studies/{study_id}/maps/{explanation_id}/heat.png", response_class=Response,
-         summary="A study map's heat layer on the crop (addressed by explanation id only)")
-def study_map_png(study_id: str, explanation_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+@api.get("/api/v1/studies/{study_id}/cases/{position}/maps/{label}/heat.png", response_class=Response,
+         summary="A study map's heat layer on the crop, by case position and the label this rater sees")
+def study_map_png(study_id: str, position: Position, label: Label, request: Request, user: CurrentUser,
+                  db: DbSession) -> Response:
     study = service.get_study(db, study_id=study_id, user=user)
-    _, row = service.study_map(db, study_id=study.id, explanation_id=explanation_id)
+    service.require_rater(db, study=study, user=user)
+    _, _, row = service.labelled_map(db, study=study, rater_id=user.id, position=position, label=label)
+    db.commit()  # an order drawn on first use is stored
     if row.state != "done" or not row.map_path:
         raise ApiError(409, "not_ready", "This map is not computed yet.")
     case = db.get(Case, row.case_id)
     png = explanation_views.map_png(request.app.state.photo_store, case, row, view="heat", space="crop", opacity=1.0)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    # The URL names a label, which means another map for another rater: never kept by a shared browser cache.
+    return Response(png, media_type="image/png", headers=NO_STORE)
 
 
 # --- studies: pages ---------------------------------------------------------------------------------------
@@ -298,7 +363,7 @@ def new_study_submit(
 @pages.get("/studies/{study_id}")
 def study_page(study_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     study = service.get_study(db, study_id=study_id, user=user)
-    return render(request, "studies/detail.html", views.study_context(db, study, user))
+    return render(request, "studies/detail.html", views.study_context(db, study, user, served=_served(request)))
 
 
 @pages.post("/studies/{study_id}/close")
@@ -309,12 +374,28 @@ def close_study(study_id: str, request: Request, admin: AdminUser, db: DbSession
     return Response(status_code=204, headers={"HX-Redirect": f"/studies/{study.id}/results"})
 
 
+def _retry(request: Request, db: Session, admin: User, study: RatingStudy) -> service.Retry:
+    try:
+        result = service.retry_maps(db, study=study, user=admin, model=_model_or_503(request))
+    except ApiError:
+        db.rollback()
+        raise
+    audit.record(db, action="study_retry", user=admin, ip=client_ip(request),
+                 detail={"study": study.id, "asked": result.asked, "jobs": [job.id for job in result.jobs],
+                         "unavailable": len(result.unavailable)})
+    db.commit()
+    _submit(request, result.jobs)
+    return result
+
+
 @pages.post("/studies/{study_id}/retry")
 def retry_maps(study_id: str, request: Request, admin: AdminUser, db: DbSession) -> Response:
     study = service.get_study(db, study_id=study_id, user=admin)
-    jobs = service.retry_maps(db, study=study, user=admin, model=_model_or_503(request))
-    db.commit()
-    _submit(request, jobs)
+    try:
+        _retry(request, db, admin, study)
+    except service.RatingError as exc:  # nothing could be asked again: say why, on the study page
+        ctx = views.study_context(db, study, admin, served=_served(request), retry_error=exc.detail)
+        return render(request, "studies/detail.html", ctx, exc.status_code)
     return Response(status_code=204, headers={"HX-Redirect": f"/studies/{study.id}"})
 
 
@@ -330,7 +411,7 @@ def resume(study_id: str, user: CurrentUser, db: DbSession) -> Response:
 
 
 @pages.get("/studies/{study_id}/cases/{position}")
-def rate_case_page(study_id: str, position: int, request: Request, user: CurrentUser, db: DbSession) -> Response:
+def rate_case_page(study_id: str, position: Position, request: Request, user: CurrentUser, db: DbSession) -> Response:
     study = service.get_study(db, study_id=study_id, user=user)
     service.require_rater(db, study=study, user=user)
     ctx = views.case_context(db, study, user, position)
@@ -338,12 +419,12 @@ def rate_case_page(study_id: str, position: int, request: Request, user: Current
     return render(request, "studies/rate.html", ctx)
 
 
-@pages.get("/studies/{study_id}/maps/{explanation_id}")
-def rate_map_partial(study_id: str, explanation_id: str, request: Request, user: CurrentUser,
+@pages.get("/studies/{study_id}/cases/{position}/maps/{label}")
+def rate_map_partial(study_id: str, position: Position, label: Label, request: Request, user: CurrentUser,
                      db: DbSession) -> Response:
     study = service.get_study(db, study_id=study_id, user=user)
     service.require_rater(db, study=study, user=user)
-    ctx = views.map_item_context(db, study, user, explanation_id)
+    ctx = views.map_item_context(db, study, user, position, label)
     db.commit()
     return render(request, "studies/_map.html", ctx)
 

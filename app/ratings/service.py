@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -33,7 +33,9 @@ from app.db import utcnow
 from app.explain.registry import METHODS
 from app.explanations import service as explanation_service
 from app.explanations.models import Explanation
-from app.jobs.models import FAILED, FINISHED, QUEUED, RUNNING, Job
+from app.explanations.service import is_stuck
+from app.jobs import service as job_service
+from app.jobs.models import DONE, FAILED, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
 from app.predictions.service import decode_png, latest_run, rank_crop, store_run
 from app.ratings import stats
@@ -176,50 +178,227 @@ def study_map(session: Session, *, study_id: str, explanation_id: str) -> tuple[
     return pin, row
 
 
-def map_states(session: Session, *, study_id: str) -> dict[str, int]:
-    counts = dict.fromkeys(("queued", "running", "done", "failed"), 0)
-    for _, row in study_maps(session, study_id=study_id):
-        counts[row.state] = counts.get(row.state, 0) + 1
-    return counts
+def labelled_map(session: Session, *, study: RatingStudy, rater_id: int, position: int,
+                 label: str) -> tuple[StudyCase, StudyMap, Explanation]:
+    """A map as one rater addresses it: by the case's position in the study and the label *this rater* sees.
+
+    Blinded pages never carry explanation ids (the same row shows up, with its method, on the case page, in
+    other studies and in exports); the label resolves to a map only through the rater's stored order.
+    """
+    study_case = study_case_at(session, study_id=study.id, position=position)
+    order = item_order(session, study=study, rater_id=rater_id, case_id=study_case.case_id)
+    method = next((m for i, m in enumerate(order) if map_label(i) == label), None)
+    pin = session.scalar(select(StudyMap).where(StudyMap.study_id == study.id,
+                                                StudyMap.case_id == study_case.case_id,
+                                                StudyMap.method == method)) if method else None
+    row = session.get(Explanation, pin.explanation_id) if pin else None
+    if pin is None or row is None:
+        raise NotFound("map in this study")
+    return study_case, pin, row
+
+
+def case_in_study(session: Session, case_id: str) -> bool:
+    """True when the case belongs to any rating study, open or closed.
+
+    Deleting such a case would take its maps and every rater's ratings of them with it (the foreign keys
+    cascade), silently changing a study's published results: the cases domain refuses the deletion.
+    """
+    return bool(session.scalar(select(exists().where(StudyCase.case_id == case_id))))
+
+
+# --- map states and progress ------------------------------------------------------------------------------
+
+ModelKey = tuple[str, str]  # (model id, model version) of the served model
+
+
+@dataclass
+class MapStates:
+    """How far a study's maps are, counted by a grouped query (no row of the study is loaded).
+
+    ``failed`` maps can be asked again; ``unavailable`` ones failed (or their job ended without them) and are
+    pinned to a model other than the served one, so they cannot be recomputed. Queued or running maps whose
+    job is lost count as failed (or unavailable), never as pending: they would never finish.
+    """
+
+    queued: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    unavailable: int = 0
+    done_per_case: dict[str, int] = field(default_factory=dict)
+    pending_cases: set[str] = field(default_factory=set)
+    pending_jobs: set[str] = field(default_factory=set)
+    lost_jobs: set[str] = field(default_factory=set)
+
+    @property
+    def pending(self) -> int:
+        return self.queued + self.running
+
+    @property
+    def problems(self) -> int:
+        return self.failed + self.unavailable
+
+    def to_dict(self) -> dict[str, int]:
+        return {"queued": self.queued, "running": self.running, "done": self.done, "failed": self.failed,
+                "unavailable": self.unavailable}
+
+
+def map_states(session: Session, *, study_id: str, served: ModelKey | None = None) -> MapStates:
+    """Counts of the study's maps by state. ``served`` (the served model) tells failed maps that can be
+    recomputed from unavailable ones; without it (no model loaded) every failed map counts as failed."""
+    rows = session.execute(
+        select(StudyMap.case_id, Explanation.state, Explanation.model_id, Explanation.model_version,
+               Explanation.job_id, func.count())
+        .join(Explanation, Explanation.id == StudyMap.explanation_id)
+        .where(StudyMap.study_id == study_id)
+        .group_by(StudyMap.case_id, Explanation.state, Explanation.model_id, Explanation.model_version,
+                  Explanation.job_id)
+    )
+    states = MapStates()
+    lost: dict[str | None, bool] = {None: True}
+    for case_id, state, model_id, model_version, job_id, count in rows:
+        count = int(count)
+        if state == DONE:
+            states.done += count
+            states.done_per_case[case_id] = states.done_per_case.get(case_id, 0) + count
+            continue
+        if state in (QUEUED, RUNNING):
+            if job_id not in lost:
+                lost[job_id] = job_service.is_lost(session.get(Job, job_id))
+            if not lost[job_id]:
+                states.pending_cases.add(case_id)
+                states.pending_jobs.add(job_id)
+                if state == QUEUED:
+                    states.queued += count
+                else:
+                    states.running += count
+                continue
+            if job_id is not None:
+                states.lost_jobs.add(job_id)
+        if served is not None and (model_id, model_version) != served:
+            states.unavailable += count
+        else:
+            states.failed += count
+    return states
 
 
 @dataclass
 class Progress:
-    rated: int  # maps of the study this rater has rated at least once
-    total: int
+    rated: int  # maps of the study this rater has rated at least once (computed maps only)
+    total: int  # maps that can be rated: computed ones; failed and unavailable maps do not count
+    pending: int = 0  # maps still being computed: once done they count too
     per_case: dict[str, int] = field(default_factory=dict)  # case id → maps rated
-    maps_per_case: int = 0
-    cases: int = 0
+    done_per_case: dict[str, int] = field(default_factory=dict)  # case id → maps that can be rated
+    pending_cases: set[str] = field(default_factory=set)
 
     @property
     def complete(self) -> bool:
-        return self.total > 0 and self.rated >= self.total
+        return self.total > 0 and self.rated >= self.total and self.pending == 0
+
+    def case_total(self, case_id: str) -> int:
+        return self.done_per_case.get(case_id, 0)
+
+    def first_open(self, cases: Sequence[StudyCase]) -> StudyCase | None:
+        """The first case with a computed map this rater has not rated; else the first still being computed."""
+        for case in cases:
+            if self.per_case.get(case.case_id, 0) < self.done_per_case.get(case.case_id, 0):
+                return case
+        return next((case for case in cases if case.case_id in self.pending_cases), None)
 
     def first_open_position(self, cases: Sequence[StudyCase]) -> int | None:
-        for case in cases:
-            if self.per_case.get(case.case_id, 0) < self.maps_per_case:
-                return case.position
-        return None
+        case = self.first_open(cases)
+        return case.position if case else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rated": self.rated, "total": self.total, "complete": self.complete}
+        return {"rated": self.rated, "total": self.total, "pending": self.pending, "complete": self.complete}
 
 
-def progress(session: Session, *, study: RatingStudy, rater_id: int) -> Progress:
-    total = session.scalar(select(func.count()).select_from(StudyMap).where(StudyMap.study_id == study.id)) or 0
-    n_cases = session.scalar(select(func.count()).select_from(StudyCase).where(StudyCase.study_id == study.id)) or 0
+def progress(session: Session, *, study: RatingStudy, rater_id: int, states: MapStates | None = None) -> Progress:
+    states = states if states is not None else map_states(session, study_id=study.id)
     rated = session.execute(
         select(Rating.case_id, func.count(func.distinct(Rating.explanation_id)))
-        .where(Rating.study_id == study.id, Rating.rater_id == rater_id).group_by(Rating.case_id)
+        .join(StudyMap, and_(StudyMap.study_id == Rating.study_id, StudyMap.explanation_id == Rating.explanation_id))
+        .join(Explanation, Explanation.id == Rating.explanation_id)
+        .where(Rating.study_id == study.id, Rating.rater_id == rater_id, Explanation.state == DONE)
+        .group_by(Rating.case_id)
     )
     per_case = {case_id: int(count) for case_id, count in rated}
-    return Progress(rated=sum(per_case.values()), total=total, per_case=per_case,
-                    maps_per_case=(total // n_cases) if n_cases else 0, cases=n_cases)
+    return Progress(rated=sum(per_case.values()), total=states.done, pending=states.pending, per_case=per_case,
+                    done_per_case=dict(states.done_per_case), pending_cases=set(states.pending_cases))
 
 
-def is_complete(session: Session, *, study: RatingStudy) -> bool:
+def is_complete(session: Session, *, study: RatingStudy, states: MapStates | None = None) -> bool:
+    states = states if states is not None else map_states(session, study_id=study.id)
     raters = study_raters(session, study_id=study.id)
-    return bool(raters) and all(progress(session, study=study, rater_id=r.user_id).complete for r in raters)
+    return bool(raters) and all(progress(session, study=study, rater_id=r.user_id, states=states).complete
+                                for r in raters)
+
+
+def case_label(case: Case | None, case_id: str) -> str:
+    return (case.pseudonym if case and case.pseudonym else None) or case_id[:8]
+
+
+def problem_maps(session: Session, *, study: RatingStudy, states: MapStates,
+                 served: ModelKey | None) -> list[dict[str, Any]]:
+    """The study's maps that cannot be rated (failed, lost, or pinned to another model), for admins only:
+    they name the method. Only those rows are loaded."""
+    if not states.problems:
+        return []
+    lost = or_(Explanation.job_id.is_(None), Explanation.job_id.in_(sorted(states.lost_jobs)))
+    rows = session.execute(
+        select(StudyCase, Explanation, Case)
+        .join(StudyMap, and_(StudyMap.study_id == StudyCase.study_id, StudyMap.case_id == StudyCase.case_id))
+        .join(Explanation, Explanation.id == StudyMap.explanation_id)
+        .outerjoin(Case, Case.id == StudyCase.case_id)
+        .where(StudyCase.study_id == study.id,
+               or_(Explanation.state == FAILED, and_(Explanation.state.in_((QUEUED, RUNNING)), lost)))
+        .order_by(StudyCase.position, StudyMap.method)
+    )
+    ordinals = {c.position: i for i, c in enumerate(study_cases(session, study_id=study.id), start=1)}
+    out = []
+    for study_case, row, case in rows:
+        if row.state != FAILED and not is_stuck(session, row):
+            continue
+        info = METHODS.get(row.method)
+        recomputable = served is None or (row.model_id, row.model_version) == served
+        out.append({
+            "position": study_case.position, "ordinal": ordinals.get(study_case.position),
+            "case": case_label(case, study_case.case_id), "method": row.method,
+            "method_label": info.label if info else row.method, "model": row.model_tag,
+            "state": "failed" if row.state == FAILED else "lost",
+            "error": row.error, "recomputable": recomputable,
+        })
+    return out
+
+
+def blinding_warnings(session: Session, *, study: RatingStudy) -> list[str]:
+    """Raters who can see a study case's maps *with* their method names elsewhere (admins see every case
+    page; owners see their own): their ratings of those cases are not blind. For the admin's eyes."""
+    if not study.blinded:
+        return []
+    warnings = []
+    raters = study_raters(session, study_id=study.id)
+    for rater in raters:
+        if rater.user.is_admin:
+            warnings.append(f"{rater.user.username} is an admin: admins can open every case page, where these "
+                            "maps are shown with their method names.")
+    owned = session.execute(
+        select(User.username, StudyCase.position, StudyCase.case_id, Case.pseudonym)
+        .join(StudyRater, StudyRater.user_id == User.id)
+        .join(StudyCase, StudyCase.study_id == StudyRater.study_id)
+        .join(Case, and_(Case.id == StudyCase.case_id, Case.owner_id == User.id))
+        .where(StudyRater.study_id == study.id, User.role != "admin")
+        .order_by(User.username, StudyCase.position)
+    )
+    by_rater: dict[str, list[str]] = defaultdict(list)
+    for username, _, case_id, pseudonym in owned:
+        by_rater[username].append(pseudonym or case_id[:8])
+    for username, labels in by_rater.items():
+        cases = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
+        warnings.append(f"{username} owns {len(labels)} case{'' if len(labels) == 1 else 's'} of this study "
+                        f"({cases}): on their case page the same maps are shown with their method names, so "
+                        "their ratings of these cases are not blind.")
+    return warnings
 
 
 # --- creating studies -------------------------------------------------------------------------------------
@@ -351,25 +530,34 @@ def create_study(session: Session, *, admin: User, body: StudyRequest, model: Lo
     return study, jobs
 
 
-def _stuck(session: Session, row: Explanation) -> bool:
-    if row.state not in (QUEUED, RUNNING):
-        return False
-    job = session.get(Job, row.job_id) if row.job_id else None
-    return job is None or job.state in FINISHED
+@dataclass
+class Retry:
+    jobs: list[Job]
+    asked: int  # maps asked again
+    unavailable: list[Explanation]  # failed maps pinned to another model: cannot be recomputed
 
 
-def retry_maps(session: Session, *, study: RatingStudy, user: User, model: LoadedModel) -> list[Job]:
+def retry_maps(session: Session, *, study: RatingStudy, user: User, model: LoadedModel) -> Retry:
     """Ask again for the study's maps that failed (or whose job ended without them), case by case.
 
     Only maps of the served model version can be recomputed; the rows stay the same (the cache key holds).
+    Maps pinned to another model version are returned as ``unavailable``; when they are all there is, nothing
+    can be done and the admin is told so (409) instead of a silent success.
     """
-    failed: dict[str, list[Explanation]] = defaultdict(list)
+    retry: dict[str, list[Explanation]] = defaultdict(list)
+    unavailable: list[Explanation] = []
+    served = (model.card.id, model.card.version)
     for _, row in study_maps(session, study_id=study.id):
-        if (row.state == FAILED or _stuck(session, row)) and (row.model_id, row.model_version) == (
-                model.card.id, model.card.version):
-            failed[row.case_id].append(row)
+        if row.state == FAILED or is_stuck(session, row):
+            if (row.model_id, row.model_version) == served:
+                retry[row.case_id].append(row)
+            else:
+                unavailable.append(row)
+    if unavailable and not retry:
+        raise RatingError("maps_unavailable", unavailable_detail(session, study=study, rows=unavailable,
+                                                                 model=model), status_code=409)
     jobs = []
-    for case_id, rows in failed.items():
+    for case_id, rows in retry.items():
         case = session.get(Case, case_id)
         if case is None:
             continue
@@ -380,7 +568,22 @@ def retry_maps(session: Session, *, study: RatingStudy, user: User, model: Loade
             session, case=case, user=user, model=model, methods=methods, target=target, params=params)
         if job is not None:
             jobs.append(job)
-    return jobs
+    return Retry(jobs=jobs, asked=sum(len(rows) for rows in retry.values()), unavailable=unavailable)
+
+
+def unavailable_detail(session: Session, *, study: RatingStudy, rows: Sequence[Explanation],
+                       model: LoadedModel) -> str:
+    positions = {c.case_id: c for c in study_cases(session, study_id=study.id)}
+    names = []
+    for row in sorted(rows, key=lambda r: (positions[r.case_id].position if r.case_id in positions else 0,
+                                           r.method)):
+        info = METHODS.get(row.method)
+        names.append(f"case {case_label(session.get(Case, row.case_id), row.case_id)}: "
+                     f"{info.label if info else row.method} ({row.model_tag})")
+    listed = "; ".join(names[:20]) + (f"; and {len(names) - 20} more" if len(names) > 20 else "")
+    return (f"{len(rows)} map{'' if len(rows) == 1 else 's'} cannot be recomputed: "
+            f"{'it is' if len(rows) == 1 else 'they are'} pinned to another model version than the served "
+            f"one ({model.card.id}@{model.card.version}). They stay out of every rater's progress. {listed}.")
 
 
 def close_study(session: Session, *, study: RatingStudy, user: User, ip: str | None = None) -> None:
@@ -470,9 +673,10 @@ def all_ratings(session: Session, *, study_id: str | None, rater_id: int | None 
 
 
 def rating_out(rating: Rating, *, reveal_method: bool) -> dict[str, Any]:
+    """A rating as JSON. Without ``reveal_method`` (a blinded study) neither the method nor the explanation id
+    is given: the id is global (case page, other studies, exports) and would name the method."""
     out: dict[str, Any] = {
         "id": rating.id,
-        "explanation_id": rating.explanation_id,
         "case_id": rating.case_id,
         "study_id": rating.study_id,
         "rater": rating.rater.username,
@@ -486,6 +690,7 @@ def rating_out(rating: Rating, *, reveal_method: bool) -> dict[str, Any]:
         "created_at": rating.created_at.isoformat(),
     }
     if reveal_method:
+        out["explanation_id"] = rating.explanation_id
         out["method"] = rating.method
     return out
 

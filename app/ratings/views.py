@@ -35,9 +35,10 @@ def method_label(method: str) -> str:
     return info.label if info else method
 
 
-def study_row(session: Session, study: RatingStudy, user: User) -> dict[str, Any]:
+def study_row(session: Session, study: RatingStudy, user: User,
+              states: service.MapStates | None = None) -> dict[str, Any]:
     member = service.is_member(session, study_id=study.id, user_id=user.id)
-    mine = service.progress(session, study=study, rater_id=user.id) if member else None
+    mine = service.progress(session, study=study, rater_id=user.id, states=states) if member else None
     return {
         "id": study.id,
         "name": study.name,
@@ -50,27 +51,36 @@ def study_row(session: Session, study: RatingStudy, user: User) -> dict[str, Any
     }
 
 
-def study_context(session: Session, study: RatingStudy, user: User) -> dict[str, Any]:
-    """The overview: the rater's own progress; for admins also methods, maps and every rater's progress."""
+def study_context(session: Session, study: RatingStudy, user: User, *, served: service.ModelKey | None = None,
+                  retry_error: str | None = None) -> dict[str, Any]:
+    """The overview: the rater's own progress; for admins also methods, maps, problems, warnings and every
+    rater's progress."""
     cases = service.study_cases(session, study_id=study.id)
+    states = service.map_states(session, study_id=study.id, served=served)
     ctx: dict[str, Any] = {
-        "study": study_row(session, study, user),
+        "study": study_row(session, study, user, states),
         "target_rule": service.TARGET_RULE_LABELS.get(study.target_rule, study.target_rule),
         "n_cases": len(cases),
-        "maps": service.map_states(session, study_id=study.id),
+        "maps": states,
         "admin": user.is_admin,
         "methods": None,
         "raters": None,
+        "problems": [],
+        "warnings": [],
+        "retry_error": retry_error,
     }
     mine = ctx["study"]["progress"]
     if mine is not None:
-        ctx["resume_position"] = mine.first_open_position(cases)
+        resume = mine.first_open(cases)
+        ctx["resume_ordinal"] = cases.index(resume) + 1 if resume else None
     if user.is_admin:
         ctx["methods"] = [method_label(m) for m in service.study_methods(session, study_id=study.id)]
-        ctx["raters"] = [{"username": r.user.username, "progress": service.progress(session, study=study,
-                                                                                    rater_id=r.user_id)}
+        ctx["raters"] = [{"username": r.user.username,
+                          "progress": service.progress(session, study=study, rater_id=r.user_id, states=states)}
                          for r in service.study_raters(session, study_id=study.id)]
-        ctx["complete"] = service.is_complete(session, study=study)
+        ctx["complete"] = bool(ctx["raters"]) and all(r["progress"].complete for r in ctx["raters"])
+        ctx["problems"] = service.problem_maps(session, study=study, states=states, served=served)
+        ctx["warnings"] = service.blinding_warnings(session, study=study)
     return ctx
 
 
@@ -83,70 +93,83 @@ def _rating_view(rating: Rating | None) -> dict[str, Any] | None:
 
 def map_item(study: RatingStudy, pin: StudyMap, row: Explanation, *, label: str, position: int,
              rating: Rating | None) -> dict[str, Any]:
-    """One map on the rating page. In a blinded study: the label only."""
-    base = f"/api/v1/studies/{study.id}"
+    """One map on the rating page, addressed by (case position, label): never by its explanation id, which is
+    global and would name the method elsewhere. In a blinded study: the label only."""
+    partial = f"/studies/{study.id}/cases/{position}/maps/{label}"
+    api = f"/api/v1/studies/{study.id}/cases/{position}/maps/{label}"
     item = {
         "label": label,
-        "explanation_id": row.id,
         "state": row.state,
         "pending": row.state in (QUEUED, RUNNING),
         "failed": row.state == "failed",
-        "heat_url": f"{base}/maps/{row.id}/heat.png",
-        "aligned_url": f"{base}/cases/{position}/aligned.png",
+        "partial_url": partial,
+        "heat_url": f"{api}/heat.png",
+        "rate_url": f"{api}/ratings",
+        "aligned_url": f"/api/v1/studies/{study.id}/cases/{position}/aligned.png",
         "rating": _rating_view(rating),
         "blinded": study.blinded,
         "method_label": None,
+        "explanation_id": None,
         "error": None,
         "closed": study.is_closed,
         "study_id": study.id,
     }
     if not study.blinded:
         item["method_label"] = method_label(pin.method)
+        item["explanation_id"] = row.id
         item["error"] = row.error
     return item
 
 
 def case_context(session: Session, study: RatingStudy, user: User, position: int) -> dict[str, Any]:
-    """The rating page of one case for one rater: maps in the rater's stored order, with their ratings."""
+    """The rating page of one case for one rater: maps in the rater's stored order, with their ratings.
+
+    "Case i of n" and previous / next follow the study's cases in order, not arithmetic on positions: a
+    position may be missing (a case removed from the study) without breaking the navigation.
+    """
     study_case = service.study_case_at(session, study_id=study.id, position=position)
     cases = service.study_cases(session, study_id=study.id)
+    index = next(i for i, c in enumerate(cases) if c.position == position)
     order = service.item_order(session, study=study, rater_id=user.id, case_id=study_case.case_id)
     maps = {pin.method: (pin, row) for pin, row in service.study_maps(session, study_id=study.id,
                                                                       case_id=study_case.case_id)}
     mine = {r.explanation_id: r for r in service.latest_ratings(
         session, study_id=study.id, rater_id=user.id, explanation_ids=[row.id for _, row in maps.values()])}
     items = []
-    for index, method in enumerate(order):
+    for i, method in enumerate(order):
         if method in maps:
             pin, row = maps[method]
-            items.append(map_item(study, pin, row, label=service.map_label(index), position=position,
+            items.append(map_item(study, pin, row, label=service.map_label(i), position=position,
                                   rating=mine.get(row.id)))
     prog = service.progress(session, study=study, rater_id=user.id)
     n = len(cases)
+    prev_case = cases[index - 1] if index > 0 else None
+    next_case = cases[index + 1] if index + 1 < n else None
+    base = f"/studies/{study.id}"
     return {
         "study": {"id": study.id, "name": study.name, "blinded": study.blinded, "closed": study.is_closed},
         "position": position,
+        "ordinal": index + 1,
         "n_cases": n,
+        "prev_position": prev_case.position if prev_case else None,
+        "next_position": next_case.position if next_case else None,
         "target_name": study_case.target_name,
         "items": items,
         "regions": regions_view(),
         "progress": prog,
         "case_rated": sum(1 for item in items if item["rating"] is not None),
-        "prev_url": f"/studies/{study.id}/cases/{position - 1}" if position > 1 else None,
-        "next_url": f"/studies/{study.id}/cases/{position + 1}" if position < n else f"/studies/{study.id}",
-        "last": position >= n,
+        "prev_url": f"{base}/cases/{prev_case.position}" if prev_case else None,
+        "next_url": f"{base}/cases/{next_case.position}" if next_case else base,
+        "last": next_case is None,
         "aligned_url": f"/api/v1/studies/{study.id}/cases/{position}/aligned.png",
         "photo_url": f"/api/v1/studies/{study.id}/cases/{position}/photo",
     }
 
 
-def map_item_context(session: Session, study: RatingStudy, user: User, explanation_id: str) -> dict[str, Any]:
-    pin, row = service.study_map(session, study_id=study.id, explanation_id=explanation_id)
-    order = service.item_order(session, study=study, rater_id=user.id, case_id=pin.case_id)
-    position = next(c.position for c in service.study_cases(session, study_id=study.id) if c.case_id == pin.case_id)
+def map_item_context(session: Session, study: RatingStudy, user: User, position: int, label: str) -> dict[str, Any]:
+    _, pin, row = service.labelled_map(session, study=study, rater_id=user.id, position=position, label=label)
     mine = service.latest_ratings(session, study_id=study.id, rater_id=user.id, explanation_ids=[row.id])
-    item = map_item(study, pin, row, label=service.map_label(order.index(pin.method)), position=position,
-                    rating=mine[-1] if mine else None)
+    item = map_item(study, pin, row, label=label, position=position, rating=mine[-1] if mine else None)
     return {"item": item, "regions": regions_view()}
 
 

@@ -1,4 +1,5 @@
-// Rating pages: ratings are saved by htmx as JSON (the "rating-json" extension builds the contract's body),
+// Rating pages: ratings are saved by htmx as JSON (the "rating-json" extension builds the body; the form posts
+// to the study map's own URL, by case position and label),
 // hotkeys 1–5 score the focused map and n / p go to the next / previous case, progress updates after each save.
 (function () {
   "use strict";
@@ -15,17 +16,14 @@
     const score = form.querySelector('input[name="score"]:checked');
     const context = form.querySelector('input[name="context"]:checked');
     const comment = form.querySelector('textarea[name="comment"]');
-    const study = form.querySelector('input[name="study_id"]');
     const regions = Array.prototype.map.call(form.querySelectorAll('input[name="regions"]:checked'),
       function (box) { return box.value; });
-    const body = {
+    return {
       score: score ? parseInt(score.value, 10) : null,
       regions: regions,
       context: context !== null && context.value === "yes",
       comment: comment && comment.value.trim() ? comment.value : null
     };
-    if (study && study.value) { body.study_id = study.value; }
-    return body;
   }
 
   function setStatus(form, text, isError) {
@@ -52,23 +50,72 @@
 
   function isRateForm(el) { return el && el.classList && el.classList.contains("rate-form"); }
 
+  // Saves owed, per form: every change that will be sent bumps `changes`; a request carries the count it was
+  // built with (its body is read from the form when it is sent), and its answer settles up to that count.
+  // A change that hx-sync "queue last" holds back behind a request in flight, or folds into a later one, is
+  // therefore still owed until the request that carries it has answered: n / p wait for that.
+  const owed = new Map();
+
+  function state(form) {
+    let entry = owed.get(form);
+    if (!entry) { entry = { changes: 0, settled: 0, failed: false }; owed.set(form, entry); }
+    return entry;
+  }
+
+  function hasScore(form) { return form.querySelector('input[name="score"]:checked') !== null; }
+
+  // Capture phase: counted before htmx (listening on the form) can start the request for this change.
+  document.addEventListener("change", function (event) {
+    const form = event.target && event.target.closest ? event.target.closest(".rate-form") : null;
+    if (isRateForm(form) && hasScore(form)) { state(form).changes += 1; }
+  }, true);
+
+  function settle(event, ok) {
+    const form = event.detail.elt;
+    const xhr = event.detail.xhr;
+    if (!isRateForm(form) || !xhr || xhr.glCarries === undefined) { return; }
+    const entry = state(form);
+    entry.settled = Math.max(entry.settled, xhr.glCarries);
+    entry.failed = !ok;
+    xhr.glCarries = undefined;  // settle once, whichever of the events below comes first
+  }
+
+  function unsaved() {
+    let waiting = false;
+    let failed = false;
+    owed.forEach(function (entry, form) {
+      if (!document.body.contains(form)) { return; }
+      if (entry.settled < entry.changes) { waiting = true; }
+      if (entry.failed) { failed = true; }
+    });
+    return { waiting: waiting, failed: failed };
+  }
+
   // Nothing is saved before a score is chosen: regions ticked first wait for it.
   document.addEventListener("htmx:confirm", function (event) {
     const form = event.detail.elt;
-    if (isRateForm(form) && !form.querySelector('input[name="score"]:checked')) {
+    if (isRateForm(form) && !hasScore(form)) {
       event.preventDefault();
       setStatus(form, "Choose a score (1–5) to save this map.");
     }
   });
 
   document.addEventListener("htmx:beforeRequest", function (event) {
-    if (isRateForm(event.detail.elt)) { setStatus(event.detail.elt, "Saving…"); }
+    const form = event.detail.elt;
+    if (!isRateForm(form)) { return; }
+    event.detail.xhr.glCarries = state(form).changes;
+    setStatus(form, "Saving…");
+  });
+
+  ["htmx:sendError", "htmx:timeout", "htmx:sendAbort"].forEach(function (name) {
+    document.addEventListener(name, function (event) { settle(event, false); });
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
     const form = event.detail.elt;
     if (!isRateForm(form)) { return; }
     const xhr = event.detail.xhr;
+    settle(event, event.detail.successful);
     if (!event.detail.successful) {
       setStatus(form, "Not saved: " + (window.GestaltLens ? window.GestaltLens.errorDetail(xhr) : "HTTP " + xhr.status), true);
       return;
@@ -108,13 +155,25 @@
     return true;
   }
 
-  // Leave the page only when no save is in flight (or queued right behind one).
+  // Leave the page only once every change has been saved: none in flight, none queued behind one. If a save
+  // failed (its map says "Not saved: …") or takes too long, stay and say so; pressing the key again leaves.
+  let leaving = false;
+  let warned = false;
+
   function whenSaved(then) {
-    let idle = 0;
+    if (leaving) { return; }
+    if (warned) { then(); return; }
+    leaving = true;
     const started = Date.now();
     (function check() {
-      idle = document.querySelector(".rate-form.htmx-request") ? 0 : idle + 1;
-      if (idle >= 2 || Date.now() - started > 10000) { then(); } else { setTimeout(check, 60); }
+      const now = unsaved();
+      if (!now.waiting && !now.failed) { then(); return; }
+      if (now.waiting && Date.now() - started < 15000) { setTimeout(check, 50); return; }
+      leaving = false;
+      warned = true;
+      const message = now.waiting ? "A rating is still being saved. Press the key again to leave anyway."
+        : "A rating was not saved (see the map marked “Not saved”). Press the key again to leave anyway.";
+      if (window.GestaltLens) { window.GestaltLens.toast(message); }
     })();
   }
 
