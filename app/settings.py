@@ -6,6 +6,7 @@ fresh install run with no configuration at all; deployments override through the
 
 from __future__ import annotations
 
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     session_hours: int = 12
     login_max_failures: int = 5
     login_lockout_minutes: int = 15
+    # Where explanation workers run the attribution engine: "auto" (CUDA when this process sees a GPU, else the
+    # CPU), "cpu", "cuda" or "cuda:N". Checked for form here; app.explain.engine.resolve_device checks the GPU.
+    device: str = "auto"
 
     @field_validator("job_runner")
     @classmethod
@@ -43,6 +47,15 @@ class Settings(BaseSettings):
         if value not in {"inline", "celery"}:
             raise ValueError("GESTALTLENS_JOB_RUNNER must be 'inline' or 'celery'")
         return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        device = value.strip().lower()
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is None:
+            raise ValueError(f"GESTALTLENS_DEVICE must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index); "
+                             f"got {value!r}")
+        return device
 
     @property
     def max_upload_bytes(self) -> int:

@@ -15,14 +15,23 @@ Why an engine rather than calling Captum per method:
   maps while integrated gradients and occlusion are still running; ``on_progress`` gets the overall fraction
   weighted by each pass's rough cost.
 
+* **Device.** The private copy lives on the explainer's device (``"cpu"``, ``"cuda"`` / ``"cuda:N"``, or
+  ``"auto"``: see :func:`resolve_device`); inputs are moved there and every tensor the methods create is created
+  on the input's device, so a worker with a GPU runs the whole panel on it. Maps always come back as CPU float32
+  numpy arrays. On CUDA the convolutions and matrix products run in full float32 (cuDNN and cuBLAS would
+  otherwise use TF32 for convolutions, a 10-bit mantissa: occlusion differences and the completeness of
+  integrated gradients and DeepLIFT are small differences of large logits); ``allow_tf32=True`` opts back in.
+
 The target is the pre-softmax logit ``network(x)[0][:, target]`` of the classifier head.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,11 +44,86 @@ from app.explain.registry import get_method, normalise_params
 from app.nets.iresnet import INPUT_SIZE, IResNet
 from app.nets.preprocess import preprocess
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Explainer", "LogitsOnly", "prepare_input"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Explainer", "LogitsOnly", "prepare_input", "resolve_device"]
 
 #: Images per forward/backward in IG and SmoothGrad: large enough to amortise per-call overhead, small
 #: enough that an iResNet-100 backward stays well under a gigabyte or two of activations on CPU.
 DEFAULT_BATCH_SIZE = 16
+
+
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(\d+))?")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device a setting names: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``
+    or ``"cuda:N"`` (case and surrounding blanks ignored), or a ``torch.device`` of type cpu or cuda.
+
+    Raises ValueError for anything else, and for a CUDA device this process cannot use (no CUDA build or no
+    GPU, or an index beyond the GPUs present), saying which.
+    """
+    if isinstance(device, torch.device):
+        if device.type not in {"cpu", "cuda"}:
+            raise ValueError(f"device must be a cpu or cuda device; got {device}")
+        spec = str(device)
+    elif isinstance(device, str):
+        spec = device.strip().lower()
+    else:
+        raise ValueError(f"device must be a string or a torch.device; got {type(device).__name__}")
+    match = _DEVICE_PATTERN.fullmatch(spec)
+    if match is None:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index); got {device!r}")
+    if spec == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f"device {spec!r} was asked for, but CUDA is not available to this process "
+                         f"(torch {torch.__version__}, {build}); use 'cpu' or 'auto'")
+    if match.group(1) is not None:
+        index, count = int(match.group(1)), torch.cuda.device_count()
+        if index >= count:
+            raise ValueError(f"device {spec!r} was asked for, but this machine has {count} CUDA device(s)")
+        return torch.device("cuda", index)
+    return torch.device("cuda")
+
+
+# cuDNN convolutions use TF32 unless told otherwise (cuBLAS matmuls follow torch.set_float32_matmul_precision).
+# The switches are process-wide, so explainers running at once share one "full float32" section: the first to
+# enter saves the caller's settings, the last to leave restores them. torch ≥ 2.9 has per-operation
+# ``fp32_precision`` switches (and refuses to read the legacy ``allow_tf32`` once they disagree); older torch
+# only has ``allow_tf32``.
+_PRECISION_LOCK = threading.Lock()
+_precision_users = 0
+_saved_precision: tuple[Any, Any] = (None, None)
+
+
+def _fp32_switches() -> tuple[Any, Any, str, Any]:
+    """(conv switch holder, matmul switch holder, attribute name, full-float32 value) for this torch."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv, torch.backends.cuda.matmul, "fp32_precision", "ieee"
+    return torch.backends.cudnn, torch.backends.cuda.matmul, "allow_tf32", False
+
+
+@contextlib.contextmanager
+def _full_float32_cuda() -> Iterator[None]:
+    global _precision_users, _saved_precision
+    conv, matmul, name, full = _fp32_switches()
+    with _PRECISION_LOCK:
+        if _precision_users == 0:
+            _saved_precision = (getattr(conv, name), getattr(matmul, name))
+            setattr(conv, name, full)
+            setattr(matmul, name, full)
+        _precision_users += 1
+    try:
+        yield
+    finally:
+        with _PRECISION_LOCK:
+            _precision_users -= 1
+            if _precision_users == 0:
+                setattr(conv, name, _saved_precision[0])
+                setattr(matmul, name, _saved_precision[1])
 
 
 class LogitsOnly(nn.Module):
@@ -53,10 +137,10 @@ class LogitsOnly(nn.Module):
         return self.network(x)[0]
 
 
-def prepare_input(crop: np.ndarray | Tensor) -> Tensor:
-    """uint8 (112, 112, 3) RGB crop, or an already preprocessed (1, 3, 112, 112) tensor → float32 input."""
+def prepare_input(crop: np.ndarray | Tensor, device: str | torch.device = "cpu") -> Tensor:
+    """uint8 (112, 112, 3) RGB crop, or a preprocessed (1, 3, 112, 112) tensor → float32 input on ``device``."""
     if isinstance(crop, np.ndarray):
-        return preprocess(crop)
+        return preprocess(crop).to(device)
     if not isinstance(crop, Tensor):
         raise ValueError(f"crop must be a uint8 numpy array or a tensor; got {type(crop).__name__}")
     if crop.shape != (1, 3, INPUT_SIZE, INPUT_SIZE) or not crop.is_floating_point():
@@ -64,10 +148,10 @@ def prepare_input(crop: np.ndarray | Tensor) -> Tensor:
             f"a tensor crop must be a preprocessed float (1, 3, {INPUT_SIZE}, {INPUT_SIZE}) batch; "
             f"got {crop.dtype} {tuple(crop.shape)}"
         )
-    x = crop.detach().to(device="cpu", dtype=torch.float32).clone().contiguous()
+    x = crop.detach().to(dtype=torch.float32).clone().contiguous()
     if not torch.isfinite(x).all():
         raise ValueError("the crop tensor has non-finite values")
-    return x
+    return x.to(device)
 
 
 def _check_target(target: Any, num_classes: int) -> int:
@@ -95,13 +179,19 @@ def _plan(methods: Sequence[str], params: dict[str, dict[str, Any]]) -> list[tup
 
 
 class Explainer:
-    """Owns a private eval-mode copy of the network and a lock, so hooks never leak between requests."""
+    """Owns a private eval-mode copy of the network and a lock, so hooks never leak between requests.
+
+    ``device`` (see :func:`resolve_device`; ``"auto"`` allowed) is where the copy lives and every pass runs.
+    ``allow_tf32`` (CUDA only) lets convolutions and matrix products use TF32; off, they run in full float32.
+    """
 
     def __init__(self, network: IResNet, *, gradcam_layer: str = "layer4",
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device = "cpu",
+                 allow_tf32: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        network_copy = copy.deepcopy(network).eval()
+        self.device = resolve_device(device)
+        network_copy = copy.deepcopy(network).to(self.device).eval()
         # Only input (and layer) gradients are ever taken: frozen weights keep autograd from tracking them at all
         # (≈5 % per pass on iResNet-50) and keep .grad from ever being written.
         network_copy.requires_grad_(False)
@@ -116,6 +206,7 @@ class Explainer:
         self._batch_size = batch_size
         self._inference: Callable[[Tensor], Tensor] | None = None
         self._lock = threading.Lock()
+        self._full_float32 = self.device.type == "cuda" and not allow_tf32
         self.gradcam_layer = gradcam_layer
 
     @property
@@ -163,8 +254,9 @@ class Explainer:
 
         results: dict[str, np.ndarray] = {}
         # inference_mode(False)/enable_grad: a caller inside no_grad or inference_mode must still get gradients.
-        with self._lock, torch.inference_mode(False), torch.enable_grad():
-            x = prepare_input(crop)
+        precision = _full_float32_cuda() if self._full_float32 else contextlib.nullcontext()
+        with self._lock, precision, torch.inference_mode(False), torch.enable_grad():
+            x = prepare_input(crop, self.device)
             ctx = Context(model=self._model, layer=self._layer, x=x, target=target, batch_size=self._batch_size,
                           inference=self._inference_forward, costs=costs, on_progress=on_progress)
             ctx.report(0.0)

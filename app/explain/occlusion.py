@@ -32,6 +32,10 @@ width 0.25) about 7 ms as Captum runs it (module, batch 1), 5-6 ms batched (chan
 freezing and ``optimize_for_inference`` change little at full resolution), 1.2-1.4 ms incremental;
 iResNet-50 133 ms, 112 ms and 77 ms. Later stages, whose feature maps an occluder changes everywhere, set the
 floor (layer3 and layer4 hold about two thirds of iResNet-50's multiply-adds).
+
+Devices: an :class:`InferenceForward` lives on the device of the network it was folded from, moves its inputs
+there, and the incremental path keeps its window geometry (index tensors) on that device too, so a CUDA copy
+runs without host round trips until the per-batch logit differences come back; the map is always CPU numpy.
 """
 
 from __future__ import annotations
@@ -182,6 +186,7 @@ class InferenceForward:
             self.linear_bias = (a @ (w1 @ t2 + b1) + wh @ shift3 + bh).float().contiguous()
         self.num_classes = int(network.head.out_features)
         self.input_channels = int(network.conv1.in_channels)
+        self.device = self.linear_weight.device
 
     def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.prelu(self.stem(x), self.stem_prelu)
@@ -197,7 +202,7 @@ class InferenceForward:
             raise ValueError(f"expected a (N, {self.input_channels}, {INPUT_SIZE}, {INPUT_SIZE}) batch, "
                              f"got {tuple(x.shape)}")
         with torch.inference_mode():
-            x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
+            x = x.to(device=self.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
             return self.tail(self.stem_forward(x), 0)
 
 
@@ -214,11 +219,12 @@ def inference_forward(network: IResNet) -> InferenceForward:
     """An optimised no-grad logits function for ``network`` (a private, folded copy; cached per network).
 
     The cache is keyed by the network object (weakly) and by the in-place version counters of its
-    tensors, so loading new weights into the same network builds a new copy.
+    tensors, so loading new weights into the same network builds a new copy; so does moving it to another
+    device (the copy lives on the network's device).
     """
     versions = _versions(network)
     hit = _CACHE.get(network)
-    if hit is not None and hit[0] == versions:
+    if hit is not None and hit[0] == versions and hit[1].device == network.conv1.weight.device:
         return hit[1]
     forward = InferenceForward(network)
     _CACHE[network] = (versions, forward)
@@ -330,7 +336,7 @@ def _gather(clean: _Clean, crop: _Crop, region: torch.Tensor, size: int) -> torc
     Inside ``crop`` the values are the crop's, elsewhere the clean map's (zero in the padding).
     """
     batch, channels, side = crop.values.shape[0], crop.values.shape[1], crop.size
-    offsets = torch.arange(size)
+    offsets = torch.arange(size, device=region.device)
     rows = region[:, 0, None] + offsets  # (B, size) padded coordinates
     cols = region[:, 1, None] + offsets
     local_rows = rows - _PAD - crop.starts[:, 0, None]
@@ -338,7 +344,7 @@ def _gather(clean: _Clean, crop: _Crop, region: torch.Tensor, size: int) -> torc
     inside = ((local_rows >= 0) & (local_rows < side))[:, :, None] & ((local_cols >= 0) & (local_cols < side))[:, None]
     crop_index = (
         clean.rows
-        + torch.arange(batch)[:, None, None] * (side * side)
+        + torch.arange(batch, device=region.device)[:, None, None] * (side * side)
         + local_rows[:, :, None] * side
         + local_cols[:, None, :]
     )
@@ -356,17 +362,25 @@ def _conv_crop(conv: _Conv, clean: _Clean, crop: _Crop, plan: tuple[torch.Tensor
     return _Crop(values, starts, n_out)
 
 
+_Plan = tuple[torch.Tensor, int, int]  # crop starts (B, 2) int64 on the network's device, crop side, map side
+
+
 @dataclass(frozen=True)
 class _BlockPlan:
     """Crop geometry of one residual block run on crops, for all windows."""
 
-    conv1: tuple[np.ndarray, int, int]
-    conv2: tuple[np.ndarray, int, int]
+    conv1: _Plan
+    conv2: _Plan
 
 
-def _select(plan: tuple[np.ndarray, int, int], rows: slice) -> tuple[torch.Tensor, int, int]:
+def _on(plan: tuple[np.ndarray, int, int], device: torch.device) -> _Plan:
     starts, size, n_out = plan
-    return torch.from_numpy(np.ascontiguousarray(starts[rows])), size, n_out
+    return torch.from_numpy(np.ascontiguousarray(starts)).to(device), size, n_out
+
+
+def _select(plan: _Plan, rows: slice) -> _Plan:
+    starts, size, n_out = plan
+    return starts[rows], size, n_out
 
 
 class _IncrementalOcclusion:
@@ -381,7 +395,8 @@ class _IncrementalOcclusion:
         max_crop_fraction: float = DEFAULT_MAX_CROP_FRACTION,
     ) -> None:
         self.net, self.baseline = net, float(baseline)
-        self.x = x.to(torch.float32).contiguous(memory_format=torch.channels_last)
+        device = net.device
+        self.x = x.to(device=device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
         side = int(x.shape[-1])
         window = int(max((windows[:, 1] - windows[:, 0]).max(), (windows[:, 3] - windows[:, 2]).max()))
         self.windows = windows
@@ -390,9 +405,10 @@ class _IncrementalOcclusion:
                                       np.minimum(windows[:, 2], side - window)], axis=1)
         self.input_size, self.side = window, side
 
-        # geometry: the stem, then blocks while their crops stay small
-        self.stem_plan = _conv_box(self.input_starts, window, net.stem, side)
-        starts, size, n = self.stem_plan
+        # geometry (worked out in numpy, then kept on the device): the stem, then blocks while their crops stay small
+        stem_plan = _conv_box(self.input_starts, window, net.stem, side)
+        starts, size, n = stem_plan
+        self.stem_plan = _on(stem_plan, device)
         self.block_plans: list[_BlockPlan] = []
         for block in net.blocks:
             first = _conv_box(starts, size, block.conv1, n)
@@ -400,8 +416,10 @@ class _IncrementalOcclusion:
             if min(needed, n) ** 2 > max_crop_fraction * n * n:
                 break
             second = _conv_box(first[0], first[1], block.conv2, first[2])
-            self.block_plans.append(_BlockPlan(first, second))
+            self.block_plans.append(_BlockPlan(_on(first, device), _on(second, device)))
             starts, size, n = second
+        self._windows = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.int64)).to(device)
+        self._input_starts = torch.from_numpy(self.input_starts).to(device)
 
         # clean activations that the crops are spliced into
         with torch.inference_mode():
@@ -421,17 +439,17 @@ class _IncrementalOcclusion:
         return len(self.block_plans)
 
     def _input_crops(self, rows: slice) -> _Crop:
-        windows, starts = self.windows[rows], self.input_starts[rows]
+        windows, starts = self._windows[rows], self._input_starts[rows]
         size, batch = self.input_size, len(windows)
-        offsets = np.arange(size)
+        offsets = torch.arange(size, device=starts.device)
         ys, xs = starts[:, 0, None] + offsets, starts[:, 1, None] + offsets  # (B, size)
-        index_y, index_x = torch.from_numpy(ys[:, :, None]), torch.from_numpy(xs[:, None, :])
-        values = self.x[0][:, index_y, index_x].permute(1, 0, 2, 3)  # (B, C, size, size)
+        values = self.x[0][:, ys[:, :, None], xs[:, None, :]].permute(1, 0, 2, 3)  # (B, C, size, size)
         occluded = (((ys >= windows[:, 0, None]) & (ys < windows[:, 1, None]))[:, :, None]
                     & ((xs >= windows[:, 2, None]) & (xs < windows[:, 3, None]))[:, None, :])
-        mask = torch.from_numpy(occluded).view(batch, 1, size, size)
-        values = torch.where(mask, torch.tensor(self.baseline, dtype=values.dtype), values)
-        return _Crop(values.contiguous(memory_format=torch.channels_last), torch.from_numpy(starts.copy()), self.side)
+        mask = occluded.view(batch, 1, size, size)
+        baseline = torch.tensor(self.baseline, dtype=values.dtype, device=values.device)
+        values = torch.where(mask, baseline, values)
+        return _Crop(values.contiguous(memory_format=torch.channels_last), starts, self.side)
 
     def logits(self, rows: slice) -> torch.Tensor:
         net = self.net
@@ -519,7 +537,7 @@ def occlusion_map(
                 batch[i, :, y0:y1, x0:x1] = baseline
             with torch.no_grad():
                 logits = forward(batch)
-        diffs[rows] = (reference - logits[:, target].detach().float()).numpy()
+        diffs[rows] = (reference - logits[:, target].detach().float()).cpu().numpy()
         if on_progress is not None:
             on_progress(rows.stop / len(windows))
 

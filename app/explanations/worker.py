@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.cases.models import Case
 from app.db import utcnow
-from app.explain.engine import Explainer
+from app.explain.engine import Explainer, resolve_device
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
 from app.explanations.service import map_stats, npy_bytes
@@ -32,7 +32,8 @@ def explainer_for(context: WorkerContext, model: LoadedModel) -> Explainer:
     key = f"explainer:{model.version}"
     explainer = context.cache.get(key)
     if explainer is None:
-        explainer = Explainer(model.network, gradcam_layer=model.card.gradcam_layer)
+        explainer = Explainer(model.network, gradcam_layer=model.card.gradcam_layer,
+                              device=resolve_device(context.settings.device))
         context.cache[key] = explainer
     return explainer
 

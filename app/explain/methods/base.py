@@ -118,7 +118,7 @@ class Context:
 
     model: nn.Module  # logits-only wrapper around the engine's private eval-mode network copy
     layer: nn.Module  # the Grad-CAM layer inside that copy
-    x: Tensor  # (1, 3, 112, 112) preprocessed input, no grad
+    x: Tensor  # (1, 3, 112, 112) preprocessed input, no grad, on the explainer's device (create tensors on x.device)
     target: int
     batch_size: int  # internal batch for multi-sample methods (IG steps, SmoothGrad samples)
     inference: Callable[[], Callable[[Tensor], Tensor]]  # lazily built no-grad logits function (occlusion)

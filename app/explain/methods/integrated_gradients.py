@@ -35,7 +35,8 @@ def integrated_gradients(ctx: Context, *, steps: int, method: str, baseline: flo
         chunk = range(start, min(steps, start + ctx.batch_size))
         scaled = torch.cat([base + alphas[i] * (x - base) for i in chunk]).requires_grad_(True)
         (grads,) = torch.autograd.grad(ctx.model(scaled)[:, ctx.target].sum(), scaled)
-        weights = torch.tensor([step_sizes[i] for i in chunk], dtype=grads.dtype).view(-1, 1, 1, 1)
+        weights = torch.tensor([step_sizes[i] for i in chunk], dtype=grads.dtype, device=grads.device)
+        weights = weights.view(-1, 1, 1, 1)
         total += (grads * weights).sum(dim=0, keepdim=True)
         if on_progress is not None:
             on_progress(chunk.stop / steps)
