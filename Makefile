@@ -31,6 +31,7 @@ lint: install
 
 bench: install
 	$(PY) bench/bench_vision.py
+	$(PY) bench/bench_explain.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -62,11 +62,15 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
     )
 
-    @celery.task(name=RUN_JOB_TASK)
-    def run_job_task(job_id: str) -> None:
+    @celery.task(name=RUN_JOB_TASK, bind=True, max_retries=20)
+    def run_job_task(self, job_id: str) -> None:
         from app.jobs.execute import run_job
+        from app.jobs.service import LEASE, JobBusy
 
-        run_job(job_id, worker_context())
+        try:
+            run_job(job_id, worker_context())
+        except JobBusy as exc:  # a re-delivered copy while the first worker still works: look again later
+            raise self.retry(countdown=LEASE.total_seconds(), exc=exc) from exc
 
     return celery
 

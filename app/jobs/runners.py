@@ -64,6 +64,8 @@ class InlineRunner:
         while (job_id := self._queue.get()) is not None and not self._stopping.is_set():
             try:
                 run_job(job_id, self.context)
+            except service.JobBusy:
+                log.warning("job %s is running in another process; this runner leaves it", job_id)
             except Exception:  # a broken database connection must not kill the thread
                 log.exception("inline runner could not run job %s", job_id)
 

@@ -4,13 +4,14 @@ page polling from another process sees progress while the work runs."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.models import User
@@ -75,22 +76,34 @@ def job_out(job: Job) -> dict[str, Any]:
     }
 
 
-def claim(sessions: sessionmaker[Session], job_id: str) -> Job | None:
-    """Mark a queued job running (or take over a re-delivered running one); None if there is nothing to do.
+#: A running job's progress writes are its heartbeat. One whose heartbeat is older than this may be taken
+#: over by a re-delivered copy (its worker died); a fresher one is still being worked on.
+LEASE = timedelta(seconds=90)
 
-    The state check and the write are one UPDATE, so two workers handed the same job cannot both run it
-    from ``queued``. A ``running`` job is taken over only when a broker re-delivers it after its worker died.
+
+class JobBusy(RuntimeError):
+    """The job is running elsewhere with a live heartbeat: try again after the lease."""
+
+
+def claim(sessions: sessionmaker[Session], job_id: str) -> Job | None:
+    """Mark a queued job running, or take over a running one whose heartbeat stopped; None if there is
+    nothing to do (finished, erased). Raises :class:`JobBusy` while another worker's heartbeat is fresh.
+
+    The state check and the write are one UPDATE, so two workers handed the same job cannot both run it.
     """
     with sessions() as session:
         now = utcnow()
+        claimable = or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.updated_at < now - LEASE))
         claimed = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.state.in_((QUEUED, RUNNING)))
+            .where(Job.id == job_id, claimable)
             .values(state=RUNNING, started_at=now, updated_at=now, attempts=Job.attempts + 1,
-                    worker=f"{socket.gethostname()}", progress=0.0, error=None)
+                    worker=f"{socket.gethostname()}:{os.getpid()}", progress=0.0, error=None)
         ).rowcount
         session.commit()
         if not claimed:
+            if session.scalar(select(Job.state).where(Job.id == job_id)) == RUNNING:
+                raise JobBusy(f"job {job_id} is running elsewhere")
             return None
         job = session.get(Job, job_id)
         if job is not None and job.attempts > MAX_ATTEMPTS:
