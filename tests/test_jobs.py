@@ -52,3 +52,40 @@ def test_a_job_interrupted_too_often_fails_instead_of_running_again(app) -> None
     with app.state.sessions() as session:
         job = session.get(Job, job_id)
         assert job.state == "failed" and "gave up" in job.error
+
+
+def test_start_up_recovery_requeues_silent_jobs_and_leaves_live_ones_to_the_lease(app) -> None:
+    silent = _job(app, state="running", attempts=1, updated_at=utcnow() - service.LEASE - timedelta(seconds=5))
+    live = _job(app, state="running", attempts=1, updated_at=utcnow())
+    waiting = _job(app)
+    with app.state.sessions() as session:
+        queued, held = service.recover_interrupted(session)
+        assert queued == [silent, waiting] or set(queued) == {silent, waiting}
+        assert held == [live]
+        assert session.get(Job, live).state == "running"
+
+
+def test_a_worker_that_lost_its_lease_cannot_finish_the_job(app) -> None:
+    job_id = _job(app, state="running", attempts=1, updated_at=utcnow() - service.LEASE - timedelta(seconds=5),
+                  worker="old-host:1")
+    taken = service.claim(app.state.sessions, job_id)
+    service.finish(app.state.sessions, job_id, error="the old worker crashed late", worker="old-host:1")
+    service.progress_writer(app.state.sessions, job_id, "old-host:1")(0.9)
+    with app.state.sessions() as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.progress, job.error) == ("running", 0.0, None)
+    service.finish(app.state.sessions, job_id, worker=taken.worker)
+    with app.state.sessions() as session:
+        assert session.get(Job, job_id).state == "done"
+
+
+def test_a_long_queue_that_moves_is_not_lost_but_a_stalled_one_is(app) -> None:
+    old = utcnow() - service.STALE_AFTER - timedelta(minutes=1)
+    waiting = _job(app, created_at=old, updated_at=old)
+    with app.state.sessions() as session:
+        assert service.is_lost(session, session.get(Job, waiting))  # nothing has moved for the whole time
+    _job(app, state="running", attempts=1, started_at=utcnow(), updated_at=utcnow())  # the queue moves
+    with app.state.sessions() as session:
+        assert not service.is_lost(session, session.get(Job, waiting))
+        stalled = _job(app, state="running", attempts=1, started_at=old, updated_at=old)
+        assert service.is_lost(session, session.get(Job, stalled))

@@ -203,7 +203,7 @@ def test_two_raters_complete_a_study_and_the_summary_and_csv_follow_from_their_r
         with app.state.sessions() as session:
             entries = [e for e in case_history(session, case=session.get(Case, cases[0]["id"])) if e.kind == "rating"]
             assert sorted((e.user, e.title) for e in entries) == [
-                ("alice", "Rated 3 maps in study “Pilot”"), ("bob", "Rated 3 maps in study “Pilot”")]
+                ("alice", "Rated 3 maps in a rating study"), ("bob", "Rated 3 maps in a rating study")]
         history = client.get(f"/api/v1/ratings.csv?study_id={study['id']}&history=1", headers=admin.headers)
         assert len(list(csv.DictReader(io.StringIO(history.text)))) == 13
         with app.state.sessions() as session:
@@ -723,3 +723,20 @@ def test_map_states_are_counted_without_loading_the_maps(app, client: TestClient
             event.remove(app.state.engine, "before_cursor_execute", count)
     assert states.to_dict() == {"queued": 0, "running": 0, "done": 6, "failed": 0, "unavailable": 0}
     assert len(statements) == 1 and "count(" in statements[0].lower() and "group by" in statements[0].lower()
+
+
+def test_an_admin_deletes_a_study_and_then_its_cases_can_be_erased(
+    app, client: TestClient, admin: Account, alice: Account, faces: list[bytes]
+) -> None:
+    study, cases = make_study(client, admin, faces[:1], [alice], methods=["saliency"])
+    item = client.get(f"/api/v1/studies/{study['id']}/cases/1", headers=alice.headers).json()["maps"][0]
+    rate_in(client, alice, item, score=4)
+    assert client.delete(f"/api/v1/studies/{study['id']}", headers=alice.headers).status_code in (403, 404)
+    assert client.delete(f"/api/v1/cases/{cases[0]['id']}", headers=admin.headers).status_code == 409
+    assert client.delete(f"/api/v1/studies/{study['id']}", headers=admin.headers).status_code == 204
+    assert client.get(f"/api/v1/studies/{study['id']}", headers=admin.headers).status_code == 404
+    with app.state.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Rating)) == 0
+    # The maps stay with the case; the case can now be erased.
+    assert client.get(f"/api/v1/cases/{cases[0]['id']}/explanations", headers=admin.headers).json()
+    assert client.delete(f"/api/v1/cases/{cases[0]['id']}", headers=admin.headers).status_code == 204

@@ -183,8 +183,8 @@ def delete_case(case_id: str, request: Request, user: CurrentUser, db: DbSession
     case = service.get_case(db, user=user, case_id=case_id)
     if case_in_study(db, case.id):
         # Erasing it would silently remove every rater's ratings of it from the study's results.
-        raise ApiError(409, "case_in_study", "This case is part of a rating study; an admin must remove the study "
-                       "before the case can be erased.")
+        raise ApiError(409, "case_in_study", "This case is part of a rating study; an admin must delete the study "
+                       "(Studies → the study → Delete study) before the case can be erased.")
     service.delete_case(db, case=case)
     audit.record(db, action="delete", user=user, case_id=case_id, ip=client_ip(request))
     db.commit()

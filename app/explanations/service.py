@@ -104,7 +104,7 @@ def is_stuck(session: Session, row: Explanation) -> bool:
     """A queued/running row whose job is finished, gone or stale will never be computed: ask again."""
     if row.state not in (QUEUED, RUNNING):
         return False
-    return job_service.is_lost(session.get(Job, row.job_id) if row.job_id else None)
+    return job_service.is_lost(session, session.get(Job, row.job_id) if row.job_id else None)
 
 
 def request_explanations(

@@ -85,7 +85,7 @@ def run_explain(job: Job, context: WorkerContext) -> None:
         by_target: dict[int, list[tuple[str, str, dict]]] = defaultdict(list)
         for row_id, method, target, _, _, params in work:
             by_target[target].append((row_id, method, params))
-        write_progress = job_service.progress_writer(context.sessions, job.id)
+        write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
         done_so_far = 0
         for target, items in by_target.items():
             row_of = {method: row_id for row_id, method, _ in items}

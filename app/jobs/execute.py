@@ -18,12 +18,12 @@ def run_job(job_id: str, context: WorkerContext) -> None:
         return
     handler = HANDLERS.get(job.kind)
     if handler is None:
-        service.finish(context.sessions, job_id, error=f"no handler for job kind {job.kind!r}")
+        service.finish(context.sessions, job_id, error=f"no handler for job kind {job.kind!r}", worker=job.worker)
         return
     try:
         handler(job, context)
     except Exception as exc:  # the job fails with a message; the worker lives on
         log.exception("job %s (%s) failed", job_id, job.kind)
-        service.finish(context.sessions, job_id, error=str(exc) or type(exc).__name__)
+        service.finish(context.sessions, job_id, error=str(exc) or type(exc).__name__, worker=job.worker)
         return
-    service.finish(context.sessions, job_id)
+    service.finish(context.sessions, job_id, worker=job.worker)

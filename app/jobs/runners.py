@@ -43,9 +43,13 @@ class InlineRunner:
     def start(self) -> None:
         self._stopping.clear()
         with self.context.sessions() as session:
-            pending = service.recover_interrupted(session)
+            pending, held = service.recover_interrupted(session)
         for job_id in pending:
             self._queue.put(job_id)
+        for job_id in held:  # look again once the lease has run out
+            timer = threading.Timer(service.LEASE.total_seconds() + 1, self.submit, args=(job_id,))
+            timer.daemon = True
+            timer.start()
         self._thread = threading.Thread(target=self._loop, name="gestaltlens-jobs", daemon=True)
         self._thread.start()
 

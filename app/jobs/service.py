@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.models import User
@@ -54,11 +54,19 @@ def get_job_for(session: Session, *, job_id: str, user: User) -> Job | None:
 STALE_AFTER = timedelta(minutes=30)
 
 
-def is_lost(job: Job | None) -> bool:
-    """True when nothing will ever finish this job: it is gone, finished, or stale."""
+def is_lost(session: Session, job: Job | None) -> bool:
+    """True when nothing will ever finish this job: it is gone or finished; it runs without a heartbeat for
+    STALE_AFTER; or it has waited that long in a queue that does not move (no job claimed or heard from
+    meanwhile — a long but moving queue is not a lost one)."""
     if job is None or job.state in FINISHED:
         return True
-    return job.updated_at < utcnow() - STALE_AFTER
+    horizon = utcnow() - STALE_AFTER
+    if job.updated_at >= horizon:
+        return False
+    if job.state == RUNNING:
+        return True
+    moving = session.scalar(select(Job.id).where(Job.started_at.is_not(None), Job.updated_at >= horizon).limit(1))
+    return moving is None
 
 
 def job_out(job: Job) -> dict[str, Any]:
@@ -127,15 +135,21 @@ def _finish(session: Session, job: Job, state: str, error: str | None) -> None:
     session.commit()
 
 
-def finish(sessions: sessionmaker[Session], job_id: str, *, error: str | None = None) -> None:
+def finish(sessions: sessionmaker[Session], job_id: str, *, error: str | None = None,
+           worker: str | None = None) -> None:
+    """Record the outcome. With ``worker``, only while that worker still holds the job: a worker whose lease
+    ran out (another took the job over) must not overwrite the new holder's work."""
     with sessions() as session:
         job = session.get(Job, job_id)
-        if job is not None:
-            _finish(session, job, FAILED if error else DONE, error)
+        if job is None or (worker is not None and (job.worker != worker or job.state != RUNNING)):
+            return
+        _finish(session, job, FAILED if error else DONE, error)
 
 
-def progress_writer(sessions: sessionmaker[Session], job_id: str) -> Callable[[float], None]:
-    """A throttled ``on_progress`` callback that stores 0..1 progress for a running job."""
+def progress_writer(sessions: sessionmaker[Session], job_id: str, worker: str | None = None
+                    ) -> Callable[[float], None]:
+    """A throttled ``on_progress`` callback that stores 0..1 progress for a running job (and is its heartbeat);
+    with ``worker``, only while that worker holds the job."""
     last = [0.0]
 
     def write(fraction: float) -> None:
@@ -144,8 +158,9 @@ def progress_writer(sessions: sessionmaker[Session], job_id: str) -> Callable[[f
             return
         last[0] = now
         with sessions() as session:
+            held = (Job.worker == worker) if worker is not None else true()
             session.execute(
-                update(Job).where(Job.id == job_id, Job.state == RUNNING)
+                update(Job).where(Job.id == job_id, Job.state == RUNNING, held)
                 .values(progress=max(0.0, min(1.0, float(fraction))), updated_at=utcnow())
             )
             session.commit()
@@ -153,11 +168,14 @@ def progress_writer(sessions: sessionmaker[Session], job_id: str) -> Callable[[f
     return write
 
 
-def recover_interrupted(session: Session) -> list[str]:
-    """Start-up of the inline runner: jobs it left ``running`` when its process died go back in the queue
-    (or fail once they have used their attempts). Returns every queued job id, oldest first."""
+def recover_interrupted(session: Session) -> tuple[list[str], list[str]]:
+    """Start-up of the inline runner: jobs left ``running`` without a heartbeat for a lease go back in the
+    queue (or fail once they have used their attempts). Returns (every queued job id, oldest first; the
+    running jobs whose heartbeat is still fresh — to be offered again after the lease, when ``claim`` takes
+    them over if their worker died or leaves them to it if it lives)."""
     load_handlers()
-    for job in session.scalars(select(Job).where(Job.state == RUNNING)):
+    fresh = list(session.scalars(select(Job.id).where(Job.state == RUNNING, Job.updated_at >= utcnow() - LEASE)))
+    for job in session.scalars(select(Job).where(Job.state == RUNNING, Job.updated_at < utcnow() - LEASE)):
         if job.attempts >= MAX_ATTEMPTS:
             job.state, job.error = FAILED, f"interrupted {job.attempts} times; not retried"
             job.finished_at = utcnow()
@@ -168,4 +186,5 @@ def recover_interrupted(session: Session) -> list[str]:
             log.warning("job %s was interrupted while running; queued again", job.id)
         job.updated_at = utcnow()
     session.commit()
-    return list(session.scalars(select(Job.id).where(Job.state == QUEUED).order_by(Job.created_at, Job.id)))
+    queued = list(session.scalars(select(Job.id).where(Job.state == QUEUED).order_by(Job.created_at, Job.id)))
+    return queued, fresh

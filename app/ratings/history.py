@@ -44,8 +44,9 @@ def rating_entries(session: Session, case: Case) -> Iterable[HistoryEntry]:
         .group_by(RatingStudy.id, RatingStudy.name, User.username)
         .limit(PER_SOURCE)
     )
-    for study_id, name, username, last, maps in studies:
+    # Neither the study's name nor a link: to someone outside the study it does not exist.
+    for _study_id, _name, username, last, maps in studies:
         yield HistoryEntry(
-            at=last, kind="rating", user=username, url=f"/studies/{study_id}",
-            title=f"Rated {maps} map{'' if maps == 1 else 's'} in study “{name}”",
+            at=last, kind="rating", user=username,
+            title=f"Rated {maps} map{'' if maps == 1 else 's'} in a rating study",
         )

@@ -248,6 +248,15 @@ def get_study(study_id: str, request: Request, user: CurrentUser, db: DbSession)
     return study_out(db, service.get_study(db, study_id=study_id, user=user), user, _served(request))
 
 
+@api.delete("/api/v1/studies/{study_id}", status_code=204, summary="Delete a study and its ratings (admins)")
+def delete_study(study_id: str, request: Request, admin: AdminUser, db: DbSession) -> Response:
+    study = service.get_study(db, study_id=study_id, user=admin)
+    service.delete_study(db, study=study, user=admin, ip=client_ip(request))
+    db.commit()
+    headers = {"HX-Redirect": "/studies"} if "hx-request" in request.headers else {}
+    return Response(status_code=204, headers=headers)
+
+
 @api.post("/api/v1/studies/{study_id}/retry", summary="Ask again for a study's failed maps (admins)")
 def retry_maps_api(study_id: str, request: Request, admin: AdminUser, db: DbSession) -> JSONResponse:
     study = service.get_study(db, study_id=study_id, user=admin)

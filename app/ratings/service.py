@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -264,7 +264,7 @@ def map_states(session: Session, *, study_id: str, served: ModelKey | None = Non
             continue
         if state in (QUEUED, RUNNING):
             if job_id not in lost:
-                lost[job_id] = job_service.is_lost(session.get(Job, job_id))
+                lost[job_id] = job_service.is_lost(session, session.get(Job, job_id))
             if not lost[job_id]:
                 states.pending_cases.add(case_id)
                 states.pending_jobs.add(job_id)
@@ -591,6 +591,16 @@ def close_study(session: Session, *, study: RatingStudy, user: User, ip: str | N
         study.closed_at = utcnow()
         audit.record(session, action="study_close", user=user, ip=ip, detail={"study": study.id})
         session.flush()
+
+
+def delete_study(session: Session, *, study: RatingStudy, user: User, ip: str | None = None) -> int:
+    """Delete a study with its cases list, maps, orders and ratings (the database cascades); the maps
+    themselves stay with their cases. Returns how many ratings went with it. The caller commits."""
+    ratings = session.scalar(select(func.count()).select_from(Rating).where(Rating.study_id == study.id)) or 0
+    audit.record(session, action="study_delete", user=user, ip=ip,
+                 detail={"study": study.id, "name": study.name, "ratings": ratings})
+    session.execute(delete(RatingStudy).where(RatingStudy.id == study.id))
+    return ratings
 
 
 # --- ratings ----------------------------------------------------------------------------------------------

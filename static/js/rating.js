@@ -147,7 +147,7 @@
     }
     if (!card) { return false; }
     const radio = card.querySelector('input[name="score"][value="' + key + '"]');
-    if (!radio || radio.disabled) { return false; }
+    if (!radio || radio.matches(":disabled")) { return false; }
     radio.checked = true;
     radio.dispatchEvent(new Event("change", { bubbles: true }));
     const next = list[list.indexOf(card) + 1];
@@ -191,6 +191,14 @@
       event.preventDefault();
       whenSaved(function () { window.location.assign(link.href); });
     }
+  });
+
+  // The previous / next links wait for pending saves too (a comment is saved when the click blurs it).
+  document.addEventListener("click", function (event) {
+    const link = event.target.closest ? event.target.closest("#next-case, #prev-case") : null;
+    if (!link || !page() || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) { return; }
+    event.preventDefault();
+    whenSaved(function () { window.location.assign(link.href); });
   });
 
   // Start where the work is: the first map without a rating takes the focus.
