@@ -60,10 +60,9 @@ from captum.attr import (
 )
 
 from app.explain.occlusion import _IncrementalOcclusion, inference_forward, occlusion_map, occlusion_windows
-from app.nets import iresnet50, load_model
 from app.nets.iresnet import IResNet
 from app.nets.preprocess import preprocess
-from app.settings import PROJECT_ROOT
+from bench.explain_networks import load_network
 
 METHOD_IDS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "deeplift",
               "guided_backprop", "deconvolution", "gradcam", "guided_gradcam", "occlusion")
@@ -83,26 +82,6 @@ class LogitsOnly(nn.Module):
 
 
 # --- models and input ---------------------------------------------------------------------------------
-
-def random_iresnet50(seed: int = 0) -> IResNet:
-    """iResNet-50 with ``randomise_`` weights (tests.nets.helpers) and convolutions x2 (responsive logits)."""
-    from tests.nets.helpers import randomise_
-
-    network = randomise_(iresnet50(num_classes=9), seed)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, nn.Conv2d):
-                module.weight.mul_(2.0)
-    return network.eval()
-
-
-def load_network(name: str) -> IResNet:
-    if name == "demo":
-        return load_model(PROJECT_ROOT / "models", "demo").network.eval()
-    if name == "iresnet50":
-        return random_iresnet50()
-    raise SystemExit(f"unknown model {name!r}; known: demo, iresnet50")
-
 
 def face_crop() -> np.ndarray:
     """An aligned 112x112 crop of a synthetic face, through the real detection/alignment pipeline."""

@@ -37,42 +37,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.explain.engine import Explainer, resolve_device
 from app.explain.registry import METHODS
-from app.nets import iresnet50, load_model
-from app.nets.iresnet import IResNet
 from app.nets.preprocess import preprocess
+from bench.explain_networks import load_network
 
-ROOT = Path(__file__).resolve().parents[1]
 METHOD_IDS = tuple(METHODS)
 MIN_CORR = 0.999
 #: parameters that make occlusion a single window: a cheap way to build each explainer's folded copy in warm-up
 ONE_WINDOW = {"occlusion": {"window": 112, "stride": 112}}
-
-
-def random_iresnet50(seed: int = 0) -> IResNet:
-    """iResNet-50 with ``randomise_`` weights and convolutions x2 (as bench/bench_explain.py: responsive logits)."""
-    from tests.nets.helpers import randomise_
-
-    network = randomise_(iresnet50(num_classes=9), seed)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, nn.Conv2d):
-                module.weight.mul_(2.0)
-    return network.eval()
-
-
-def load_network(name: str) -> IResNet:
-    if name == "demo":
-        return load_model(ROOT / "models", "demo").network.eval()
-    if name == "iresnet50":
-        return random_iresnet50()
-    raise SystemExit(f"unknown model {name!r}; known: demo, iresnet50")
 
 
 def smooth_crop(seed: int = 0) -> np.ndarray:

@@ -26,6 +26,7 @@ from app.auth import service as auth_service
 from app.migrate import upgrade
 from app.settings import Settings
 from app.web.factory import create_app
+from tests.browser_support import browser, server  # noqa: F401  (fixtures of the browser tests)
 
 BACKENDS = [b.strip() for b in os.environ.get("GESTALTLENS_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()]
 POSTGRES_URL = os.environ.get(

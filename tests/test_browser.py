@@ -7,101 +7,13 @@ The server is the real `gestaltlens serve` in a subprocess with the embedded def
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
-import pytest
 
+from tests.browser_support import Server, first_run_setup
 from tests.conftest import encode
-
-CHROMIUM = os.environ.get("GESTALTLENS_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
-PASSWORD = "browser test password"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir / "server.log"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "GESTALTLENS_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-        env.pop("GESTALTLENS_DATABASE_URL", None)
-        self._log_handle = self.log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=self._log_handle, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start:\n" + self.log.read_text())
-
-    def setup_code(self) -> str:
-        match = re.search(r"setup code: ([0-9A-F-]{20})", self.log.read_text())
-        assert match, self.log.read_text()
-        return match.group(1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log_handle.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "data")
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield instance
-        instance.close()
-
-
-def first_run_setup(page, server: Server) -> None:
-    page.goto(server.url + "/login")
-    page.wait_for_url(re.compile(r"/setup$"))
-    assert "not a diagnostic device" in page.content()
-    page.fill("input[name=code]", server.setup_code())
-    page.fill("input[name=username]", "dr-admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.fill("input[name=password_repeat]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/cases$"))
 
 
 def test_setup_upload_review_and_delete_in_a_real_browser(

@@ -1,7 +1,7 @@
 """Two raters complete a blinded rating study in a real browser, with the hotkeys, and the results page shows
 the means, intervals and alpha that the statistics module computes from the exported CSV.
 
-The server is the real `gestaltlens serve` (SQLite, inline jobs) from tests/test_browser.py.
+The server is the real `gestaltlens serve` (SQLite, inline jobs) from tests/browser_support.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import csv
 import io
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from app.explain.registry import METHODS
 from app.ratings import stats
 from app.synth.regions import REGION_IDS
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, PASSWORD, Server, first_run_setup
+from tests.browser_support import PASSWORD, Server, first_run_setup
 
 METHOD_IDS = ["saliency", "gradcam", "occlusion"]
 RATERS = ("rater-one", "rater-two")
@@ -28,25 +27,6 @@ KEYS = {
     "rater-one": [["4", "2", "5"], ["3", "3", "1"]],
     "rater-two": [["5", "2", "4"], ["3", "1", "1"]],
 }
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "data")
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield instance
-        instance.close()
 
 
 def watch(page, problems: list[str]) -> None:
