@@ -22,7 +22,11 @@ Why an engine rather than calling Captum per method:
   otherwise use TF32 for convolutions, a 10-bit mantissa: occlusion differences and the completeness of
   integrated gradients and DeepLIFT are small differences of large logits); ``allow_tf32=True`` opts back in.
 
-The target is the pre-softmax logit ``network(x)[0][:, target]`` of the classifier head.
+The attributed quantity is an *objective* (:mod:`app.explain.objectives`): the pre-softmax logit
+``network(x)[0][:, target]`` of the classifier head (``target=c``, or ``objective=Objective.logit(c)``), or the
+cosine similarity of the face's embedding to a reference embedding (``objective=Objective.similarity(...)``).
+Every method works for every objective: the methods attribute ``ctx.model(x)[:, ctx.target]``, and the engine
+makes that the objective.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from app.explain.methods.base import Context, Method, to_map
+from app.explain.objectives import Objective, objective_module
 from app.explain.occlusion import inference_forward
 from app.explain.registry import get_method, normalise_params
 from app.nets.iresnet import INPUT_SIZE, IResNet
@@ -223,17 +228,25 @@ class Explainer:
         self,
         crop: np.ndarray | Tensor,
         *,
-        target: int,
+        target: int | None = None,
+        objective: Objective | None = None,
         methods: Sequence[str],
         params: Mapping[str, Mapping[str, Any]] | None = None,
         on_map: Callable[[str, np.ndarray], None] | None = None,
         on_progress: Callable[[float], None] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Maps (float32 (112, 112)) of ``methods`` for logit ``target``, keyed in the requested order.
+        """Maps (float32 (112, 112)) of ``methods`` for one objective, keyed in the requested order.
 
+        Give exactly one of ``target`` (a class index: its logit) or ``objective`` (:class:`Objective`).
         ``params`` maps method id → parameters (merged with defaults; see :func:`normalise_params`).
         Raises ValueError for an unknown method or parameter, an out-of-range target or a malformed crop.
         """
+        if (target is None) == (objective is None):
+            raise ValueError("give exactly one of target (a class index) or objective")
+        if objective is None:
+            objective = Objective.logit(_check_target(target, self._num_classes))
+        if not isinstance(objective, Objective):
+            raise ValueError(f"objective must be an Objective; got {type(objective).__name__}")
         if isinstance(methods, str):
             raise ValueError("methods must be a sequence of method ids, not a single string")
         requested = list(dict.fromkeys(methods))
@@ -245,7 +258,15 @@ class Explainer:
         # every given parameter set is checked, requested or not: a typo must not pass silently
         normalised = {method_id: normalise_params(method_id, params.get(method_id))
                       for method_id in [*params, *requested]}
-        target = _check_target(target, self._num_classes)
+        if objective.kind == "logit":
+            _check_target(objective.target, self._num_classes)
+        model, model_target = objective_module(self._network, objective, self._model)
+        inference = self._inference_forward
+        if objective.kind == "similarity":
+            reference = objective.reference
+
+            def inference() -> Callable[[Tensor], Tensor]:
+                return self._inference_forward().with_similarity(reference)
 
         plan = _plan(requested, normalised)
         costs: dict[str, float] = {}
@@ -257,8 +278,9 @@ class Explainer:
         precision = _full_float32_cuda() if self._full_float32 else contextlib.nullcontext()
         with self._lock, precision, torch.inference_mode(False), torch.enable_grad():
             x = prepare_input(crop, self.device)
-            ctx = Context(model=self._model, layer=self._layer, x=x, target=target, batch_size=self._batch_size,
-                          inference=self._inference_forward, costs=costs, on_progress=on_progress)
+            ctx = Context(model=model, layer=self._layer, x=x, target=model_target, batch_size=self._batch_size,
+                          inference=inference, costs=costs, on_progress=on_progress, network=self._network,
+                          objective=objective)
             ctx.report(0.0)
             for method, method_params in plan:
                 attribution = method.compute(ctx, method_params)

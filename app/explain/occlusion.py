@@ -40,6 +40,7 @@ runs without host round trips until the per-batch logit differences come back; t
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,6 +185,10 @@ class InferenceForward:
             a = wh * scale3  # head ∘ features
             self.linear_weight = (a @ w1 * s2).float().contiguous()
             self.linear_bias = (a @ (w1 @ t2 + b1) + wh @ shift3 + bh).float().contiguous()
+            # the same tail without the head: the embedding (for similarity objectives, see with_similarity)
+            self._embedding_weight = (scale3[:, None] * w1 * s2).float().contiguous()
+            self._embedding_bias = (scale3 * (w1 @ t2 + b1) + shift3).float().contiguous()
+        self.post: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.num_classes = int(network.head.out_features)
         self.input_channels = int(network.conv1.in_channels)
         self.device = self.linear_weight.device
@@ -195,7 +200,23 @@ class InferenceForward:
         """Blocks ``first_block..`` and the linear tail on full (N, C, h, w) feature maps."""
         for block in self.blocks[first_block:]:
             x = block(x)
-        return F.linear(torch.flatten(x, 1), self.linear_weight, self.linear_bias)
+        out = F.linear(torch.flatten(x, 1), self.linear_weight, self.linear_bias)
+        return out if self.post is None else self.post(out)
+
+    def with_similarity(self, unit_reference: np.ndarray) -> InferenceForward:
+        """A copy whose output is ``cos(embedding, r)`` as (N, 1) instead of the logits (same folded blocks).
+
+        ``unit_reference`` is the L2-normalised reference embedding (:class:`app.explain.objectives.Objective`).
+        Occlusion on it measures the drop in similarity; the incremental path works unchanged.
+        """
+        from app.explain.objectives import cosine
+
+        reference = torch.as_tensor(np.array(unit_reference), dtype=torch.float32, device=self.device)
+        twin = copy.copy(self)
+        twin.linear_weight, twin.linear_bias = self._embedding_weight, self._embedding_bias
+        twin.post = lambda embedding: cosine(embedding, reference)
+        twin.num_classes = 1
+        return twin
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1:] != (self.input_channels, INPUT_SIZE, INPUT_SIZE):

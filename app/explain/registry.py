@@ -13,15 +13,20 @@ from typing import Any
 from app.explain.methods import ALL
 from app.explain.methods.base import Method, MethodInfo, ParamSpec
 
-__all__ = ["DEFAULT_PANEL", "METHODS", "MethodInfo", "ParamSpec", "get_method", "method_info", "normalise_params"]
+__all__ = ["DEFAULT_PANEL", "EXTRA_METHODS", "METHODS", "MethodInfo", "ParamSpec", "get_method", "method_info",
+           "normalise_params"]
 
 _BY_ID: dict[str, Method] = {method.info.id: method for method in ALL}
 
 #: Method id → description, in display order.
 METHODS: dict[str, MethodInfo] = {method_id: method.info for method_id, method in _BY_ID.items()}
 
-#: The panel computed when a user asks for "all methods": every method, in display order.
-DEFAULT_PANEL: tuple[str, ...] = tuple(METHODS)
+#: Methods outside the default panel: the exact decomposition is an instrument for comparing faces, coarse
+#: (7×7) and one forward pass; it is asked for by name.
+EXTRA_METHODS: tuple[str, ...] = ("similarity_decomposition",)
+
+#: The panel computed when a user asks for "all methods": the ten attribution methods, in display order.
+DEFAULT_PANEL: tuple[str, ...] = tuple(m for m in METHODS if m not in EXTRA_METHODS)
 
 
 def get_method(method_id: str) -> Method:

@@ -252,8 +252,10 @@ def _meta_context(network: IResNet, params: dict[str, dict[str, Any]]) -> Contex
 
 
 # SmoothGrad draws from a torch.Generator on x.device, which meta cannot have; occlusion needs real numbers for
-# its logit differences and is covered below through the incremental evaluator.
-ON_META = [method_id for method_id in METHODS if method_id not in {"smoothgrad", "occlusion"}]
+# its logit differences and is covered below through the incremental evaluator. The similarity decomposition
+# works in float64 on the network's tail and returns numpy (tested for exactness in test_objectives.py).
+ON_META = [method_id for method_id in METHODS
+           if method_id not in {"smoothgrad", "occlusion", "similarity_decomposition"}]
 
 
 @pytest.mark.parametrize("method_id", ON_META)

@@ -217,7 +217,7 @@ def test_occlusion_matches_captum(demo_explainer: Explainer, reference_model: Lo
 
 
 def test_registry_lists_the_design_methods_in_order() -> None:
-    assert tuple(METHODS) == DESIGN_IDS
+    assert tuple(METHODS) == (*DESIGN_IDS, "similarity_decomposition")  # the decomposition is asked for by name
     assert DEFAULT_PANEL == DESIGN_IDS
     for method_id, info in METHODS.items():
         assert info.id == method_id

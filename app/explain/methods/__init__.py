@@ -8,6 +8,7 @@ it up from there.
 from __future__ import annotations
 
 from app.explain.methods.base import Method
+from app.explain.methods.decomposition import SIMILARITY_DECOMPOSITION
 from app.explain.methods.deeplift import DEEPLIFT
 from app.explain.methods.gradient import GRADCAM, INPUT_X_GRADIENT, SALIENCY
 from app.explain.methods.guided import DECONVOLUTION, GUIDED_BACKPROP, GUIDED_GRADCAM
@@ -17,7 +18,8 @@ from app.explain.methods.smoothgrad import SMOOTHGRAD
 
 __all__ = ["ALL"]
 
-#: Every method, in the design's display order.
+#: Every method, in the design's display order; the similarity decomposition (issue 9) comes last and is not
+#: part of the default panel (see :data:`app.explain.registry.DEFAULT_PANEL`).
 ALL: tuple[Method, ...] = (
     SALIENCY,
     INPUT_X_GRADIENT,
@@ -29,4 +31,5 @@ ALL: tuple[Method, ...] = (
     GRADCAM,
     GUIDED_GRADCAM,
     OCCLUSION,
+    SIMILARITY_DECOMPOSITION,
 )

@@ -116,7 +116,7 @@ class Method:
 class Context:
     """Everything one explain() request shares between its methods; lives for that request only."""
 
-    model: nn.Module  # logits-only wrapper around the engine's private eval-mode network copy
+    model: nn.Module  # the objective as a model: ``model(x)[:, target]`` (logits, or an (N, 1) similarity)
     layer: nn.Module  # the Grad-CAM layer inside that copy
     x: Tensor  # (1, 3, 112, 112) preprocessed input, no grad, on the explainer's device (create tensors on x.device)
     target: int
@@ -124,6 +124,10 @@ class Context:
     inference: Callable[[], Callable[[Tensor], Tensor]]  # lazily built no-grad logits function (occlusion)
     costs: Mapping[str, float]  # every pass this request will run → its cost
     on_progress: Progress | None = None
+    #: the engine's private eval-mode network (methods that read its internals: similarity_decomposition)
+    network: nn.Module | None = None
+    #: the :class:`app.explain.objectives.Objective` that ``model(x)[:, target]`` computes
+    objective: Any = None
     _results: dict[str, Any] = field(default_factory=dict)
     _done: float = 0.0
     _reported: float = 0.0
