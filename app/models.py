@@ -7,8 +7,10 @@ from app.db import Base
 from app.diagnoses import models as diagnosis_models
 from app.explanations import models as explanation_models
 from app.jobs import models as job_models
+from app.phenotypes import models as phenotype_models
 from app.predictions import models as prediction_models
 from app.ratings import models as rating_models
+from app.studies import models as study_models
 
 __all__ = [
     "Base",

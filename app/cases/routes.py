@@ -22,8 +22,8 @@ from app.diagnoses.views import diagnosis_context
 from app.predictions.models import PredictionRun
 from app.predictions.service import latest_run, rank_crop, store_run
 from app.predictions.serving import latest_runs, model_problem, served_model, served_version
-from app.ratings.service import case_in_study
 from app.settings import Settings
+from app.studies.access import case_in_study
 from app.vision.errors import IntakeError
 from app.vision.pipeline import process_photo
 from app.web.deps import AppSettings, CurrentUser, DbSession, client_ip
@@ -66,6 +66,8 @@ async def create_case(
     pseudonym: Annotated[str | None, Form(max_length=500)] = None,
     face_index: Annotated[int | None, Form(ge=0, le=99)] = None,
 ) -> CaseOut:
+    if problem := service.pseudonym_problem(pseudonym):
+        raise ApiError(422, "invalid_request", f"Invalid request: {problem}.")
     data = await _read_limited(photo, settings.max_upload_bytes)
     await photo.close()
     try:
@@ -88,7 +90,7 @@ async def create_case(
         run = store_run(db, case=case, model=model, result=result) if model and result else None
         audit.record(
             db, action="upload", user=user, case_id=case.id, ip=client_ip(request),
-            detail={"faces": len(processed.faces), "sha256": processed.photo.sha256},
+            detail={"faces": len(processed.faces)},  # no photo digest: audit rows outlive an erasure
         )
         try:
             db.commit()

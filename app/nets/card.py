@@ -7,7 +7,9 @@ network, so parsing is strict — a card that cannot be trusted to describe its 
 so a newer trainer can add facts without an older app dropping them.
 
 ``labels.json`` is a list whose index is the class index of the network's head:
-``[{"id", "name", "omim": str | null, "hpo": [{"id", "name"}]}, ...]``.
+``[{"id", "name", "omim": str | null, "hpo": [{"id", "name"}], "genes": [{"name", "entrez": str | null}]}, ...]``.
+Genes are optional; GestaltMatcher-Arc's gene list is ranked from them (a syndrome's genes inherit its
+nearest gallery image), so a label without genes simply adds nothing to that list.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "CARD_FILE",
     "MODEL_ID_PATTERN",
     "Architecture",
+    "Gene",
     "HpoTerm",
     "InputSpec",
     "Label",
@@ -78,6 +81,14 @@ class HpoTerm:
 
 
 @dataclass(frozen=True)
+class Gene:
+    """A gene associated with a syndrome (GestaltMatcher-Arc reports genes for variant prioritisation)."""
+
+    name: str
+    entrez: str | None = None  # NCBI Entrez gene id; None for entries such as a contiguous deletion
+
+
+@dataclass(frozen=True)
 class Label:
     """One syndrome the head can output; its position in labels.json is its class index."""
 
@@ -85,10 +96,14 @@ class Label:
     name: str
     omim: str | None = None
     hpo: tuple[HpoTerm, ...] = ()
+    genes: tuple[Gene, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "omim": self.omim,
-                "hpo": [{"id": t.id, "name": t.name} for t in self.hpo]}
+        data: dict[str, Any] = {"id": self.id, "name": self.name, "omim": self.omim,
+                                "hpo": [{"id": t.id, "name": t.name} for t in self.hpo]}
+        if self.genes:
+            data["genes"] = [{"name": g.name, "entrez": g.entrez} for g in self.genes]
+        return data
 
 
 @dataclass(frozen=True)
@@ -290,7 +305,17 @@ def _parse_label(index: int, item: Any, where: str) -> Label:
         isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("name"), str) for t in hpo_raw
     ):
         raise ModelFolderError(f"{where} entry {index} ({label_id}) 'hpo' must be a list of {{id, name}}")
-    return Label(id=label_id, name=name, omim=omim, hpo=tuple(HpoTerm(t["id"], t["name"]) for t in hpo_raw))
+    genes_raw = item.get("genes") or []
+    if not isinstance(genes_raw, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("name"), str) and g["name"]
+        and (g.get("entrez") is None or isinstance(g.get("entrez"), str | int))
+        and not isinstance(g.get("entrez"), bool)
+        for g in genes_raw
+    ):
+        raise ModelFolderError(f"{where} entry {index} ({label_id}) 'genes' must be a list of {{name, entrez}}")
+    genes = tuple(Gene(g["name"], None if g.get("entrez") is None else str(g["entrez"])) for g in genes_raw)
+    return Label(id=label_id, name=name, omim=omim, hpo=tuple(HpoTerm(t["id"], t["name"]) for t in hpo_raw),
+                 genes=genes)
 
 
 def read_labels(path: Path) -> tuple[Label, ...]:

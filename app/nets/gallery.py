@@ -1,6 +1,8 @@
 """The gallery: embeddings of known cases that GestaltMatcher-Arc-style ranking compares a query with.
 
-``gallery.npz`` holds ``embeddings`` (N, 512) float32 or float16, ``labels`` (N,) syndrome ids (str),
+``gallery.npz`` holds ``embeddings`` (N, 512) float32 or float16 — or (N, V, 512) for an ensemble with
+test-time augmentation, one embedding per view in the order of :mod:`app.nets.ensemble` —
+``labels`` (N,) syndrome ids (str),
 ``image_ids`` (N,) str and optionally ``subject_ids`` (N,) str. It is read with ``allow_pickle=False`` so
 a gallery file cannot run code; string columns must therefore be numpy unicode arrays, not objects.
 
@@ -31,12 +33,17 @@ __all__ = ["Gallery", "read_gallery", "write_gallery"]
 class Gallery:
     """Gallery rows, aligned by position. ``unit`` is ``embeddings`` L2-normalised (float32)."""
 
-    embeddings: np.ndarray  # (N, 512) float32, as stored (cast from float16 if needed)
-    unit: np.ndarray  # (N, 512) float32, each row of norm 1
+    embeddings: np.ndarray  # (N, 512) float32, as stored (cast from float16 if needed); view 0 of (N, V, 512)
+    unit: np.ndarray  # (N, 512) float32, each row of norm 1 (view 0)
     labels: np.ndarray  # (N,) str syndrome ids
     label_indices: np.ndarray  # (N,) int64 class index of each row in labels.json
     image_ids: np.ndarray  # (N,) str
     subject_ids: np.ndarray | None  # (N,) str, or None when not recorded
+    unit_views: np.ndarray | None = None  # (V, N, 512) float32 unit rows per view; None for one view
+
+    @property
+    def views(self) -> int:
+        return 1 if self.unit_views is None else int(self.unit_views.shape[0])
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -61,6 +68,16 @@ def build_gallery(
 ) -> Gallery:
     """Validate gallery columns against the model's labels and precompute what ranking needs."""
     embeddings = np.asarray(embeddings)
+    unit_views = None
+    if embeddings.ndim == 3 and embeddings.shape[1] >= 1:
+        stacked = np.transpose(embeddings.astype(np.float32), (1, 0, 2))  # (V, N, 512)
+        if stacked.shape[2] != EMBEDDING_DIM or not np.isfinite(stacked).all():
+            raise ModelFolderError(f"{what} view embeddings must be finite (N, V, {EMBEDDING_DIM}) values")
+        view_norms = np.linalg.norm(stacked, axis=2, keepdims=True)
+        if (view_norms <= 1e-12).any():
+            raise ModelFolderError(f"{what} has an all-zero view embedding")
+        unit_views = (stacked / view_norms).astype(np.float32) if stacked.shape[0] > 1 else None
+        embeddings = embeddings[:, 0, :]
     if embeddings.ndim != 2:
         raise ModelFolderError(f"{what} embeddings must be a (N, {EMBEDDING_DIM}) array, got shape {embeddings.shape}")
     if embeddings.shape[1] != EMBEDDING_DIM:
@@ -98,6 +115,7 @@ def build_gallery(
         label_indices=np.array([index_of[x] for x in labels_arr.tolist()], dtype=np.int64),
         image_ids=image_arr,
         subject_ids=subject_arr,
+        unit_views=unit_views,
     )
 
 

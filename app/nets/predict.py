@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app.nets.ensemble import encode_views
 from app.nets.gallery import Gallery
 from app.nets.iresnet import IResNet
 from app.nets.preprocess import preprocess
@@ -49,6 +50,7 @@ class Prediction:
     score: float  # softmax probability from the head
     distance: float | None  # cosine distance to the nearest gallery image; None without one
     image_id: str | None  # that nearest gallery image
+    subject_id: str | None = None  # that image's patient, when the gallery records subjects
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,13 +102,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)).astype(np.float64)
+
+
+def view_distances(gallery: Gallery, query_views: np.ndarray) -> np.ndarray:
+    """(N,) cosine distance from one query's (V, 512) view embeddings to every gallery image, averaged
+    over the views (view k against the image's view k), as GestaltMatcher-Arc's ensemble does."""
+    query_views = np.atleast_2d(np.asarray(query_views))
+    if query_views.shape[0] != gallery.views:
+        raise ValueError(f"the query has {query_views.shape[0]} views, the gallery {gallery.views}")
+    if gallery.unit_views is None:
+        return 1.0 - (gallery.unit.astype(np.float64) @ _unit(query_views)[0])
+    per_view = 1.0 - np.einsum("vnd,vd->vn", gallery.unit_views.astype(np.float64), _unit(query_views))
+    return per_view.mean(axis=0)
+
+
 def class_distances(gallery: Gallery, num_classes: int, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per query and class: cosine distance to the class's nearest gallery image (inf when the class has
     none) and that image's row (-1 when none). ``queries`` is (M, 512); results are (M, C)."""
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-    norms = np.linalg.norm(queries, axis=1, keepdims=True)
-    unit = queries / np.maximum(norms, 1e-12)
-    distance = 1.0 - (unit.astype(np.float64) @ gallery.unit.T.astype(np.float64))  # (M, N)
+    distance = 1.0 - (_unit(queries) @ gallery.unit.T.astype(np.float64))  # (M, N)
+    return nearest_per_class(gallery, num_classes, distance)
+
+
+def nearest_per_class(gallery: Gallery, num_classes: int, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query and class, the smallest of the (M, N) image distances and that image's row."""
+    distance = np.atleast_2d(distance)
+    queries = distance
     best = np.full((queries.shape[0], num_classes), np.inf)
     row = np.full((queries.shape[0], num_classes), -1, dtype=np.int64)
     for c in np.unique(gallery.label_indices):
@@ -132,13 +156,23 @@ def predict(model: LoadedModel, aligned_rgb: np.ndarray, top_k: int = 10) -> Pre
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     if aligned_rgb.ndim != 3:
         raise ValueError(f"predict takes one aligned crop (112, 112, 3), got shape {aligned_rgb.shape}")
-    logits, embeddings = infer(model, aligned_rgb)
-    probabilities = softmax(logits)[0]
     gallery = model.gallery
     distances = rows = None
-    if gallery is not None:
-        dist_all, row_all = class_distances(gallery, len(model.labels), embeddings)
-        distances, rows = dist_all[0], row_all[0]
+    if model.views == 1:
+        logits, embeddings = infer(model, aligned_rgb)
+        probabilities = softmax(logits)[0]
+        if gallery is not None:
+            dist_all, row_all = class_distances(gallery, len(model.labels), embeddings)
+            distances, rows = dist_all[0], row_all[0]
+    else:  # an ensemble and/or test-time augmentation: average over every view
+        views = encode_views(model.ensemble, aligned_rgb, model.tta.augmentations)
+        embeddings = views[0].embedding[None, :]
+        head_logits = np.stack([v.logits for v in views if v.logits is not None])
+        probabilities = softmax(head_logits).mean(axis=0)
+        if gallery is not None:
+            image_distance = view_distances(gallery, np.stack([v.embedding for v in views]))
+            dist_all, row_all = nearest_per_class(gallery, len(model.labels), image_distance[None, :])
+            distances, rows = dist_all[0], row_all[0]
     order = rank_classes(probabilities, distances)[:top_k]
     ranked = []
     for rank, c in enumerate(order.tolist(), start=1):
@@ -152,6 +186,7 @@ def predict(model: LoadedModel, aligned_rgb: np.ndarray, top_k: int = 10) -> Pre
             score=float(probabilities[c]),
             distance=float(distances[c]) if has_image else None,
             image_id=str(gallery.image_ids[rows[c]]) if has_image else None,
+            subject_id=str(gallery.subject_ids[rows[c]]) if has_image and gallery.subject_ids is not None else None,
         ))
     return PredictionResult(
         embedding=embeddings[0].astype(np.float32),

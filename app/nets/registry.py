@@ -21,11 +21,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from app.nets.card import MODEL_ID_PATTERN, Label, ModelCard, read_card, read_labels
 from app.nets.checkpoint import load_weights_into, read_state_dict
+from app.nets.ensemble import Member, MemberSpec, Tta, parse_ensemble
 from app.nets.errors import ModelFolderError
 from app.nets.gallery import Gallery, read_gallery
 from app.nets.iresnet import IResNet, build_network
@@ -56,6 +59,19 @@ class LoadedModel:
     gallery: Gallery | None
     version: str  # "id@version", recorded with every prediction and explanation
     folder: Path
+    #: Every network of the ranking, primary first (``m0`` is ``network``); see app.nets.ensemble.
+    members: tuple[Member, ...] = field(default=())
+    tta: Tta = field(default_factory=Tta)
+
+    @property
+    def ensemble(self) -> tuple[Member, ...]:
+        """The members, or the primary network alone as ``m0``."""
+        return self.members or (Member(name="m0", id=self.card.id, network=self.network),)
+
+    @property
+    def views(self) -> int:
+        """Embeddings per face the ranking averages over: members × augmentations."""
+        return len(self.ensemble) * len(self.tta.augmentations)
 
 
 def sha256_file(path: Path) -> str:
@@ -97,6 +113,28 @@ def _build(card: ModelCard, labels: tuple[Label, ...]) -> IResNet:
     return network
 
 
+def _load_member(spec: MemberSpec, index: int, labels: tuple[Label, ...], folder: Path) -> Member:
+    """Build and load one additional ensemble member; a member without a head gets an unused zero head."""
+    where = f"ensemble member {spec.id}"
+    arch = spec.architecture
+    try:
+        network = build_network(str(arch.get("name")), num_classes=len(labels), width=float(arch.get("width", 1.0)))
+    except (TypeError, ValueError) as exc:
+        raise ModelFolderError(f"{where} architecture: {exc}") from exc
+    weights = read_state_dict(folder / spec.weights, f"{where} weights file {spec.weights}")
+    if spec.has_head:
+        head = read_state_dict(folder / spec.head_weights, f"{where} head_weights file {spec.head_weights}") \
+            if spec.head_weights else None
+    else:
+        head = {"weight": torch.zeros(len(labels), network.head.in_features), "bias": torch.zeros(len(labels))}
+    try:
+        load_weights_into(network, weights, head)
+    except ModelFolderError as exc:
+        raise ModelFolderError(f"{where}: {exc.message}") from exc
+    network.eval()
+    return Member(name=f"m{index}", id=spec.id, network=network, has_head=spec.has_head)
+
+
 def read_model_folder(folder: Path) -> LoadedModel:
     """Read, check and load one model folder (uncached). Raises ModelFolderError naming the problem."""
     folder = Path(folder)
@@ -112,13 +150,22 @@ def read_model_folder(folder: Path) -> LoadedModel:
             if card.head_weights else None
         load_weights_into(network, weights, head)
         network.eval()
+        specs, tta = parse_ensemble(card.extra)
+        members: tuple[Member, ...] = ()
+        if specs:
+            members = (Member(name="m0", id=card.id, network=network),
+                       *(_load_member(spec, i, labels, folder) for i, spec in enumerate(specs, start=1)))
         gallery = read_gallery(folder / card.gallery, labels) if card.gallery else None
+        views = max(1, len(members)) * len(tta.augmentations)
+        if gallery is not None and gallery.views != views:
+            raise ModelFolderError(f"{card.gallery} has {gallery.views} embedding view(s) per image but the "
+                                   f"ensemble ranks with {views} (members × test-time augmentations)")
     except ModelFolderError as exc:
         if exc.folder is None:
             raise ModelFolderError(exc.message, folder=folder) from exc
         raise
     return LoadedModel(card=card, labels=labels, network=network, gallery=gallery,
-                       version=card.version_string, folder=folder)
+                       version=card.version_string, folder=folder, members=members, tta=tta)
 
 
 def _folder(root: Path, model_id: str) -> Path:

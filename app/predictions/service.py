@@ -22,6 +22,11 @@ TOP_K = 10
 _INFERENCE_LOCK = threading.Lock()
 
 
+def inference_lock() -> threading.Lock:
+    """The per-process lock every forward pass of the served model takes (see ``_INFERENCE_LOCK``)."""
+    return _INFERENCE_LOCK
+
+
 def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K) -> PredictionResult:
     with _INFERENCE_LOCK:
         return predict(model, crop, top_k=top_k)
@@ -52,6 +57,7 @@ def store_run(session: Session, *, case: Case, model: LoadedModel, result: Predi
         model_version=model.card.version,
         ranked_by="gallery" if model.gallery is not None else "softmax",
         ranked=result_rows(result),
+        out_of_distribution=result.out_of_distribution.to_json() if result.out_of_distribution else None,
     )
     session.add(run)
     session.flush()

@@ -50,15 +50,20 @@ def process_photo(
     max_side: int = DEFAULT_MAX_SIDE,
     detector: FaceDetector | None = None,
     roll_correction: bool = True,
+    most_confident: bool = False,
 ) -> ProcessedPhoto:
     """Decode, detect, choose, roll-correct and align. Raises :class:`IntakeError` with a contract code.
 
     ``roll_correction=False`` aligns from the first-pass landmarks; it exists for benchmarks and tests
-    that show what the correction buys.
+    that show what the correction buys. ``most_confident=True`` takes the detector's most confident face
+    when there are several instead of asking the client to choose: the GestaltMatcher-service routes do
+    that, because the service's clients have no way to choose.
     """
     photo = load_photo(data, max_pixels=max_pixels, max_side=max_side)
     detector = detector or default_detector()
     faces = detector.detect(photo.rgb)
+    if most_confident and face_index is None and len(faces) > 1:
+        face_index = max(range(len(faces)), key=lambda i: faces[i].score)
     index = _choose(faces, face_index, image_size=(photo.width, photo.height))
     chosen = faces[index]
     if roll_correction:

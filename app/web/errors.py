@@ -44,8 +44,8 @@ _STATUS_CODES = {
     429: "too_many_requests",
 }
 
-JSON_PREFIXES = ("/api/", "/predict", "/status", "/healthz")
-GESTALTMATCHER_PATHS = frozenset({"/predict", "/status"})
+JSON_PREFIXES = ("/api/", "/predict", "/encode", "/crop", "/status", "/healthz")
+GESTALTMATCHER_PATHS = frozenset({"/predict", "/encode", "/crop", "/status"})
 
 
 def wants_json(request: Request) -> bool:
