@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from app.explain.methods.base import Context, Method, MethodInfo, ParamSpec
+from app.explain.objectives import deeplift_model
 from app.explain.rules import PReLUDeepLift
 
 __all__ = ["DEEPLIFT"]
@@ -25,7 +26,8 @@ def _compute(ctx: Context, params: Mapping[str, Any]) -> Tensor:
     def run(_: Any) -> Tensor:
         x = ctx.input_with_grad()
         baseline = torch.full_like(ctx.x, params["baseline"])
-        return PReLUDeepLift(ctx.model).attribute(x, baselines=baseline, target=ctx.target).detach()
+        model = deeplift_model(ctx.model, ctx.network, ctx.objective, ctx.x, baseline)  # similarity: secant line
+        return PReLUDeepLift(model).attribute(x, baselines=baseline, target=ctx.target).detach()
 
     return ctx.run_pass(KEY, run).sum(dim=1)
 
