@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from app.explain.command import explain_command
+from app.nets.calibrate import model_cli
 from app.nets.command import train_command
 from app.settings import get_settings
 from app.synth.command import synth_command
@@ -18,6 +19,7 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_cli = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(user_cli, name="user")
+cli.add_typer(model_cli, name="model")  # app/nets/calibrate.py: `model calibrate` (other model commands join it)
 # Commands whose options live next to their code; both import their heavy modules only when run.
 cli.command("synth")(synth_command)
 cli.command("train")(train_command)

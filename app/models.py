@@ -20,6 +20,8 @@ __all__ = [
     "diagnosis_models",
     "explanation_models",
     "job_models",
+    "phenotype_models",
     "prediction_models",
     "rating_models",
+    "study_models",
 ]

@@ -77,6 +77,8 @@ class CaseOut(BaseModel):
     photo: PhotoOut
     predictions: list[dict[str, object]]
     prediction: PredictionInfo | None
+    # is the face far from everything the model has seen? (app.nets.ood; null without a calibrated model)
+    out_of_distribution: dict[str, Any] | None = None
     diagnosis: DiagnosisOut | None
     urls: CaseUrls
 
@@ -155,6 +157,7 @@ def case_out(
         )
         if run
         else None,
+        out_of_distribution=run.out_of_distribution if run else None,
         diagnosis=diagnosis_out(diagnosis),
         urls=CaseUrls(self=base, page=f"/cases/{case.id}", image=f"{base}/image", aligned=f"{base}/aligned"),
     )

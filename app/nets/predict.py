@@ -25,6 +25,7 @@ import torch
 from app.nets.ensemble import encode_views
 from app.nets.gallery import Gallery
 from app.nets.iresnet import IResNet
+from app.nets.ood import OodResult, assess
 from app.nets.preprocess import preprocess
 from app.nets.registry import LoadedModel
 
@@ -60,6 +61,8 @@ class PredictionResult:
     ranked: list[Prediction]  # top_k, best first
     model_version: str  # "id@version"
     ranking: str  # "gallery" (nearest gallery image) or "softmax"
+    # far from everything the model has seen? (None: the card has no calibration; see app.nets.ood)
+    out_of_distribution: OodResult | None = None
 
 
 def _network(model: LoadedModel | IResNet) -> IResNet:
@@ -194,4 +197,5 @@ def predict(model: LoadedModel, aligned_rgb: np.ndarray, top_k: int = 10) -> Pre
         ranked=ranked,
         model_version=model.version,
         ranking="gallery" if gallery is not None else "softmax",
+        out_of_distribution=assess(model.card, gallery, embeddings[0]),
     )

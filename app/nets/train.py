@@ -45,6 +45,7 @@ from app.nets.data import DatasetError, DatasetInfo, Split, load_split, read_dat
 from app.nets.gallery import Gallery, build_gallery, write_gallery
 from app.nets.iresnet import ARCHITECTURES, IResNet, build_network
 from app.nets.metrics import ranking_metrics
+from app.nets.ood import card_section
 from app.nets.predict import class_distances, infer, softmax
 from app.nets.registry import LoadedModel, read_model_folder, sha256_file
 
@@ -361,7 +362,8 @@ def train_model(
             },
             metrics=metrics,
             licence=LICENCE,
-            extra={"training": training},
+            extra={"training": training,  # + the out-of-range threshold, calibrated on the test split (app.nets.ood)
+                   **card_section(gallery, test_embeddings, source="the held-out test split (not in the gallery)")},
         )
 
         report(TrainProgress("write", message=f"writing {out_dir}"))

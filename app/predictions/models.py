@@ -23,3 +23,5 @@ class PredictionRun(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     ranked_by: Mapped[str] = mapped_column(String(16))  # "gallery" or "softmax"
     ranked: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # the out-of-range verdict (app.nets.ood.OodResult.to_json); None when the model has no calibration
+    out_of_distribution: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

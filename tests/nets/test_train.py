@@ -76,6 +76,10 @@ def test_card_carries_measured_metrics_and_plain_intended_use(trained) -> None:
     assert dataset_facts["detection_rate"] == pytest.approx(40 / 42)
     assert "synthetic" in card["intended_use"] and "not a diagnostic device" in card["intended_use"]
     assert card["licence"]
+    # the out-of-range threshold is calibrated on the held-out split, half sets it, the other half measures it
+    ood = card["out_of_distribution"]
+    assert ood["statistic"] == "nearest_gallery_mahalanobis" and ood["threshold"] > 0
+    assert ood["n_calibration"] + ood["n_evaluation"] == metrics["n_test"] and 0 <= ood["false_flag_rate"] <= 1
 
 
 def test_reloaded_folder_reproduces_the_reported_top1(trained, dataset: Path) -> None:
