@@ -3,6 +3,7 @@
 from app.audit import models as audit_models
 from app.auth import models as auth_models
 from app.cases import models as case_models
+from app.cohorts import models as cohort_models
 from app.db import Base
 from app.diagnoses import models as diagnosis_models
 from app.explanations import models as explanation_models
@@ -17,6 +18,7 @@ __all__ = [
     "audit_models",
     "auth_models",
     "case_models",
+    "cohort_models",
     "diagnosis_models",
     "explanation_models",
     "job_models",

@@ -1,4 +1,4 @@
-"""Stored attribution maps: one row per (case, model version, method, target, parameters).
+"""Stored attribution maps: one row per (case, model version, method, target, parameters, objective, subject).
 
 That tuple is unique, which makes the table the results cache: asking again for a map that exists (or
 is being computed) returns the same row instead of computing it twice. The float32 map itself is a
@@ -20,8 +20,8 @@ from app.jobs.models import QUEUED
 class Explanation(Base):
     __tablename__ = "explanations"
     __table_args__ = (
-        UniqueConstraint("case_id", "model_id", "model_version", "method", "target_id", "params_key",
-                         name="uq_explanations_key"),
+        UniqueConstraint("case_id", "model_id", "model_version", "method", "target_id", "params_key", "objective",
+                         "subject", name="uq_explanations_key"),
         Index("ix_explanations_case_created", "case_id", "created_at"),
         Index("ix_explanations_job", "job_id"),
     )
@@ -36,6 +36,12 @@ class Explanation(Base):
     target_id: Mapped[str] = mapped_column(String(64))
     target_index: Mapped[int] = mapped_column(Integer)
     target_name: Mapped[str] = mapped_column(String(200))
+    #: what the map explains (app.explain.objectives): "logit" (the target's logit) or a similarity key such as
+    #: "similarity:case:<id>", "similarity:gallery:<image id>", "similarity:centroid:<syndrome id>"
+    objective: Mapped[str] = mapped_column(String(200), default="logit", server_default="logit")
+    #: the image the map is drawn on: "" = the case's own aligned crop, "gallery:<image id>" = a gallery face
+    #: re-rendered from the synthetic generator (the other side of a comparison; stored with the query case)
+    subject: Mapped[str] = mapped_column(String(120), default="", server_default="")
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     params_key: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=QUEUED)
