@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     session_hours: int = 12
     login_max_failures: int = 5
     login_lockout_minutes: int = 15
+    # Jobs (see README "Jobs"): a running job whose heartbeat is older than job_lease_s may be taken over and
+    # counts as lost; the broker re-delivers a dead worker's unacknowledged message after
+    # job_visibility_timeout_s. Together they bound how long a killed worker's job stays "running".
+    job_lease_s: float = Field(default=90.0, gt=0)
+    job_visibility_timeout_s: float = Field(default=300.0, gt=0)
+    # Explanation jobs one user may have waiting or running at once (each is bounded in cost as well).
+    max_active_jobs: int = Field(default=8, ge=1)
+    # Upload folders without a case row older than this are removed at start-up (a crash between writing the
+    # files and committing the row); younger ones may belong to an upload still in flight in another process.
+    orphan_grace_s: float = Field(default=600.0, ge=0)
     # Where explanation workers run the attribution engine: "auto" (CUDA when this process sees a GPU, else the
     # CPU), "cpu", "cuda" or "cuda:N". Checked for form here; app.explain.engine.resolve_device checks the GPU.
     device: str = "auto"

@@ -203,9 +203,9 @@ def test_inline_runner_requeues_interrupted_jobs_at_start_up(settings, face_jpeg
     from datetime import timedelta
 
     from app.db import utcnow
-    from app.jobs.service import LEASE
+    from app.jobs.service import lease
 
-    silent = utcnow() - LEASE - timedelta(seconds=1)  # the crash was longer ago than a lease
+    silent = utcnow() - lease() - timedelta(seconds=1)  # the crash was longer ago than a lease
     with first.state.sessions() as session:  # as the crash left them: running
         for job_id, attempts in ((body["job_id"], 1), (hopeless["job_id"], 3)):
             job = session.get(Job, job_id)

@@ -28,13 +28,13 @@ def test_a_queued_job_is_claimed_once(app) -> None:
 
 
 def test_a_running_job_with_a_dead_heartbeat_is_taken_over(app) -> None:
-    job_id = _job(app, state="running", attempts=1, updated_at=utcnow() - service.LEASE - timedelta(seconds=5))
+    job_id = _job(app, state="running", attempts=1, updated_at=utcnow() - service.lease() - timedelta(seconds=5))
     taken = service.claim(app.state.sessions, job_id)
     assert taken is not None and taken.attempts == 2
 
 
 def test_progress_is_a_heartbeat_and_finished_jobs_are_not_claimed(app) -> None:
-    job_id = _job(app, state="running", attempts=1, updated_at=utcnow() - service.LEASE - timedelta(seconds=5))
+    job_id = _job(app, state="running", attempts=1, updated_at=utcnow() - service.lease() - timedelta(seconds=5))
     service.progress_writer(app.state.sessions, job_id)(0.5)
     with pytest.raises(service.JobBusy):
         service.claim(app.state.sessions, job_id)
@@ -47,7 +47,7 @@ def test_progress_is_a_heartbeat_and_finished_jobs_are_not_claimed(app) -> None:
 
 def test_a_job_interrupted_too_often_fails_instead_of_running_again(app) -> None:
     job_id = _job(app, state="running", attempts=service.MAX_ATTEMPTS,
-                  updated_at=utcnow() - service.LEASE - timedelta(seconds=5))
+                  updated_at=utcnow() - service.lease() - timedelta(seconds=5))
     assert service.claim(app.state.sessions, job_id) is None
     with app.state.sessions() as session:
         job = session.get(Job, job_id)
@@ -55,7 +55,7 @@ def test_a_job_interrupted_too_often_fails_instead_of_running_again(app) -> None
 
 
 def test_start_up_recovery_requeues_silent_jobs_and_leaves_live_ones_to_the_lease(app) -> None:
-    silent = _job(app, state="running", attempts=1, updated_at=utcnow() - service.LEASE - timedelta(seconds=5))
+    silent = _job(app, state="running", attempts=1, updated_at=utcnow() - service.lease() - timedelta(seconds=5))
     live = _job(app, state="running", attempts=1, updated_at=utcnow())
     waiting = _job(app)
     with app.state.sessions() as session:
@@ -66,7 +66,7 @@ def test_start_up_recovery_requeues_silent_jobs_and_leaves_live_ones_to_the_leas
 
 
 def test_a_worker_that_lost_its_lease_cannot_finish_the_job(app) -> None:
-    job_id = _job(app, state="running", attempts=1, updated_at=utcnow() - service.LEASE - timedelta(seconds=5),
+    job_id = _job(app, state="running", attempts=1, updated_at=utcnow() - service.lease() - timedelta(seconds=5),
                   worker="old-host:1")
     taken = service.claim(app.state.sessions, job_id)
     service.finish(app.state.sessions, job_id, error="the old worker crashed late", worker="old-host:1")

@@ -51,7 +51,7 @@ def test_public_routes_are_exactly_the_contract(app) -> None:
     paths = {route.path for route in iter_route_contexts(app.routes)}
     # /status (GestaltMatcher service shape) arrives with the model issue; the allowlist already names it.
     assert PUBLIC_PATHS - {"/status"} <= paths
-    assert {"/healthz", "/login", "/setup", "/status"} == PUBLIC_PATHS
+    assert {"/healthz", "/readyz", "/login", "/setup", "/status"} == PUBLIC_PATHS
 
 
 def test_healthz_is_open(client: TestClient) -> None:

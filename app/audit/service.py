@@ -10,6 +10,28 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEvent
 from app.auth.models import User
 
+#: Detail keys that would carry health-derived values: the target syndrome of a map, a photo's digest (it
+#: identifies the photo), a diagnosis, a pseudonym. Audit rows outlive an erased case and keep who did what
+#: when; these values must not outlive it, so they are never written (and erasure removes old ones).
+HEALTH_KEYS = frozenset({"target", "sha256", "diagnosis", "syndrome_id", "syndrome", "omim", "pseudonym"})
+
+
+def _without_health(detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    if detail is None:
+        return None
+    return {key: value for key, value in detail.items() if key not in HEALTH_KEYS}
+
+
+def scrub_case(session: Session, *, case_id: str) -> int:
+    """On erasure: strip health-derived values from the case's older audit rows (written before the rule
+    above). The rows stay: who viewed, exported, erased the case, and when. Returns the rows changed."""
+    changed = 0
+    for event in session.scalars(select(AuditEvent).where(AuditEvent.case_id == case_id)):
+        if event.detail and HEALTH_KEYS & set(event.detail):
+            event.detail = _without_health(event.detail)
+            changed += 1
+    return changed
+
 
 def record(
     session: Session,
@@ -27,7 +49,7 @@ def record(
         username=user.username if user else username,
         case_id=case_id,
         ip=ip,
-        detail=detail,
+        detail=_without_health(detail),
     )
     session.add(event)
     return event

@@ -154,14 +154,14 @@ def setup_submit(
     policy = throttle_policy(settings)
     ctx = {"username": username}
     try:
-        service.check_throttle(db, username="(setup)", ip=ip, policy=policy)
+        attempt = service.reserve_attempt(db, username="(setup)", ip=ip, policy=policy)
     except service.LoginThrottled:
         return render(request, "setup.html", {**ctx, "error": "Too many wrong codes; wait and retry."}, 429)
     if not constant_time_equal(code.strip().upper(), expected):
-        service.record_attempt(db, username="(setup)", ip=ip, succeeded=False)
-        db.commit()
         msg = "The setup code is wrong. It is printed in the server console."
         return render(request, "setup.html", {**ctx, "error": msg}, 400)
+    attempt.succeeded = True  # the code was right: a typo in the password below is no guess
+    db.commit()
     if password != password_repeat:
         return render(request, "setup.html", {**ctx, "error": "The two passwords differ."}, 400)
     try:

@@ -82,22 +82,23 @@ class ThrottlePolicy:
 
 
 def _recent_failures(session: Session, *, column: object, value: str, since: datetime) -> int:
-    """Failures since ``since`` and since the last success for the same key."""
-    last_success = session.scalar(
-        select(func.max(LoginAttempt.created_at)).where(column == value, LoginAttempt.succeeded.is_(True))
-    )
-    start = max(since, last_success) if last_success else since
-    query = select(func.count()).where(
-        column == value, LoginAttempt.succeeded.is_(False), LoginAttempt.created_at > start
-    )
+    """Failures (and attempts still being checked) since ``since``. A later success does not reset the count:
+    otherwise anyone with one account of their own could clear an address's cap by logging in."""
+    query = select(func.count()).where(column == value, LoginAttempt.succeeded.is_(False),
+                                       LoginAttempt.created_at > since)
     return session.scalar(query) or 0
 
 
-def check_throttle(session: Session, *, username: str, ip: str, policy: ThrottlePolicy) -> None:
+def _over_limit(session: Session, *, username: str, ip: str, policy: ThrottlePolicy, pending: int) -> bool:
     since = utcnow() - policy.window
     by_user = _recent_failures(session, column=LoginAttempt.username, value=username, since=since)
     by_ip = _recent_failures(session, column=LoginAttempt.ip, value=ip, since=since)
-    if by_user >= policy.max_failures or by_ip >= policy.max_failures_per_ip:
+    return by_user - pending >= policy.max_failures or by_ip - pending >= policy.max_failures_per_ip
+
+
+def check_throttle(session: Session, *, username: str, ip: str, policy: ThrottlePolicy) -> None:
+    """Raise LoginThrottled when the username or the address has used up its failures in the window."""
+    if _over_limit(session, username=username, ip=ip, policy=policy, pending=0):
         raise LoginThrottled(int(policy.window.total_seconds()))
 
 
@@ -106,20 +107,40 @@ def record_attempt(session: Session, *, username: str, ip: str, succeeded: bool)
     session.add(LoginAttempt(username=username[:64], ip=ip[:64], succeeded=succeeded))
 
 
+def reserve_attempt(session: Session, *, username: str, ip: str, policy: ThrottlePolicy) -> LoginAttempt:
+    """Count this attempt as a failure *before* the password is checked, committed in its own transaction.
+
+    Checking first and recording afterwards let 30 simultaneous guesses all pass the check (each saw the
+    same few failures while the others were still hashing). Here every attempt is visible before anyone
+    counts: the m-th attempt to commit counts at least m rows, so at most ``max_failures`` attempts are
+    ever checked within a window, on SQLite and PostgreSQL alike. A refused attempt removes its row again
+    (it was not checked, so it is no failure). This commits: the throttle must not wait for the caller's
+    transaction.
+    """
+    attempt = LoginAttempt(username=username[:64], ip=ip[:64], succeeded=False)
+    session.add(attempt)
+    session.commit()
+    if _over_limit(session, username=username[:64], ip=ip[:64], policy=policy, pending=1):
+        session.delete(attempt)
+        session.commit()
+        raise LoginThrottled(int(policy.window.total_seconds()))
+    return attempt
+
+
 def authenticate(
     session: Session, *, username: str, password: str, ip: str, policy: ThrottlePolicy
 ) -> User | None:
     """Check a password, recording the attempt. Raises LoginThrottled before checking when locked out."""
     username = username.strip()[:64]
-    check_throttle(session, username=username, ip=ip, policy=policy)
+    attempt = reserve_attempt(session, username=username, ip=ip, policy=policy)
     user = get_user_by_name(session, username=username)
     if user is None:
         burn_password_check(password)
         ok = False
     else:
         ok = verify_password(password, user.password_hash) and user.is_active
-    record_attempt(session, username=username, ip=ip, succeeded=ok)
     if ok and user is not None:
+        attempt.succeeded = True
         user.last_login_at = utcnow()
         return user
     return None

@@ -28,6 +28,18 @@ def clean_pseudonym(value: str | None) -> str | None:
     return cleaned[:MAX_PSEUDONYM] or None
 
 
+def pseudonym_problem(value: str | None) -> str | None:
+    """Why a pseudonym cannot be stored as given, or None. Refused rather than silently cut or stripped: the
+    clinician must find the case again under the name they typed."""
+    if value is None:
+        return None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return "pseudonym: control characters (NUL, line breaks …) are not allowed"
+    if len(value.strip()) > MAX_PSEUDONYM:
+        return f"pseudonym: at most {MAX_PSEUDONYM} characters"
+    return None
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
@@ -69,6 +81,24 @@ def create_case(
         store.remove_case(case_id)
         raise
     return case
+
+
+def sweep_orphan_files(session: Session, *, store: PhotoStore, grace_s: float) -> list[str]:
+    """Remove case folders that have no case row and are older than ``grace_s``; returns their ids.
+
+    An upload writes its files first and commits the row after (so a row never points at missing files);
+    a process killed between the two leaves files no row refers to, which nothing would ever erase. Run at
+    start-up. The grace period spares uploads still in flight in another web process sharing the store."""
+    horizon = datetime.now(UTC).timestamp() - grace_s
+    candidates = [case_id for case_id, mtime in store.case_folders() if mtime <= horizon]
+    known: set[str] = set()
+    for start in range(0, len(candidates), 500):
+        chunk = candidates[start:start + 500]
+        known.update(session.scalars(select(Case.id).where(Case.id.in_(chunk))))
+    orphans = [case_id for case_id in candidates if case_id not in known]
+    for case_id in orphans:
+        store.remove_case(case_id)
+    return orphans
 
 
 def get_case(session: Session, *, user: User, case_id: str) -> Case:
@@ -155,7 +185,7 @@ def filtered_query(user: User, filters: CaseFilters) -> Select[tuple[Case]]:
         )
     if filters.created_from:
         query = query.where(Case.created_at >= _day_start(filters.created_from))
-    if filters.created_to:  # inclusive: the whole day
+    if filters.created_to and filters.created_to < date.max:  # inclusive: the whole day (9999-12-31: no bound)
         query = query.where(Case.created_at < _day_start(filters.created_to + timedelta(days=1)))
     if filters.predicted:
         query = query.where(Case.predicted_syndrome_id == filters.predicted[:64])
@@ -218,6 +248,10 @@ def free_text_diagnoses(session: Session, *, user: User) -> list[tuple[str, str]
 
 def delete_case(session: Session, *, case: Case) -> None:
     """Erasure of the row. The caller commits and only then removes the files (``PhotoStore.remove_case``):
-    a failed commit must not leave a case whose photo is gone. The audit trail keeps only the id."""
+    a failed commit must not leave a case whose photo is gone. The audit trail keeps the id, who did what
+    and when, and loses any health-derived value an older row still held."""
+    from app.audit.service import scrub_case  # late: the audit domain imports the auth models only
+
+    scrub_case(session, case_id=case.id)
     session.delete(case)
     session.flush()

@@ -47,5 +47,12 @@ class PhotoStore:
     def read(self, relative: str) -> bytes:
         return self.path(relative).read_bytes()
 
+    def case_folders(self) -> list[tuple[str, float]]:
+        """(case id, last modification time) of every case folder on disk."""
+        if not self.root.is_dir():
+            return []
+        return [(entry.name, entry.stat().st_mtime) for entry in os.scandir(self.root)
+                if entry.is_dir(follow_symlinks=False) and entry.name.isalnum()]
+
     def remove_case(self, case_id: str) -> None:
         shutil.rmtree(self.case_dir(case_id), ignore_errors=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -36,7 +36,9 @@ class ExplainBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     methods: list[str] | None = Field(default=None, description="method ids; omitted or empty = the default panel")
-    target: str | int | None = Field(default=None, description="syndrome id or class index; null = top-ranked")
+    # Strict: `true` is neither a syndrome id nor a class index (lax parsing read it as class 1).
+    target: StrictStr | StrictInt | None = Field(default=None,
+                                                 description="syndrome id or class index; null = top-ranked")
     params: dict[str, dict[str, Any]] | None = Field(default=None, description="per-method parameters")
 
 
@@ -63,6 +65,7 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
     try:
         methods = service.check_methods(body.methods)
         params = service.checked_params(methods, body.params)
+        service.check_cost(methods, params)
     except service.ExplainRequestError as exc:
         raise ApiError(422, exc.code, exc.detail) from exc
     for attempt in range(2):  # a concurrent identical request may insert the same cache key first
@@ -71,8 +74,13 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
             target = service.resolve_target(model, body.target, run)
             job_id, rows, job = service.request_explanations(
                 db, case=case, user=user, model=model, methods=methods, target=target, params=params)
+            limit = request.app.state.settings.max_active_jobs
+            if job is not None and service.active_jobs(db, user=user, exclude=job.id) >= limit:
+                db.rollback()
+                raise ApiError(429, "too_many_jobs", f"You have {limit} explanation jobs waiting or running; "
+                               "ask again when one has finished.")
             audit.record(db, action="explain", user=user, case_id=case.id, ip=client_ip(request),
-                         detail={"methods": methods, "target": target.label.id, "model": model.version,
+                         detail={"methods": methods, "model": model.version,  # no target: health data
                                  "job": job.id if job else None})
             db.commit()
             break
@@ -152,7 +160,7 @@ def map_png(
     row = _done_row(db, user, explanation_id)
     case = db.get(Case, row.case_id)
     png = views.map_png(request.app.state.photo_store, case, row, view=view, space=space, opacity=opacity)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})  # patient pixels
 
 
 @api.get("/api/v1/cases/{case_id}/explanations/figure.png", summary="The comparison grid as a figure",
@@ -167,14 +175,19 @@ def figure_png(
 ) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
     model = _model_or_503(request)
-    wanted = [m for m in (methods or "").split(",") if m] or None
+    wanted = [m.strip() for m in (methods or "").split(",") if m.strip()] or None
+    if wanted is not None:
+        try:  # an unknown id is refused, not dropped: the figure would silently lack the asked-for map
+            wanted = service.check_methods(wanted)
+        except service.ExplainRequestError as exc:
+            raise ApiError(422, exc.code, exc.detail) from exc
     try:
         png, name = views.figure(request.app.state.photo_store, db, case=case, model=model, target=target,
                                  methods=wanted)
     except views.NothingToShow as exc:
         raise ApiError(409, "not_ready", str(exc)) from exc
     audit.record(db, action="export", user=user, case_id=case.id, ip=client_ip(request),
-                 detail={"what": "figure", "target": target})
+                 detail={"what": "figure"})
     db.commit()
     return Response(png, media_type="image/png", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.cases.models import Case
-from app.explain.registry import DEFAULT_PANEL, METHODS, method_info, normalise_params
+from app.explain.registry import DEFAULT_PANEL, METHODS, get_method, method_info, normalise_params
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
@@ -100,6 +100,36 @@ def checked_params(methods: Sequence[str], params: Mapping[str, Any] | None) -> 
     return out
 
 
+#: The most forward+backward passes of one image a single request may cost (the engine's cost model, shared
+#: passes counted once). The default panel costs about 200; integrated gradients with 1000 steps 1000;
+#: occlusion at stride 2 about 680. Beyond this a job would hold a worker for many minutes on a large net
+#: (IG 1000 + SmoothGrad 500 + occlusion stride 1 is about 4150: hours of CPU on iResNet-100).
+MAX_JOB_PASSES = 1500.0
+
+
+def job_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]]) -> float:
+    costs: dict[str, float] = {}
+    for method in methods:
+        costs.update(get_method(method).passes(params[method]))
+    return float(sum(costs.values()))
+
+
+def check_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]]) -> None:
+    cost = job_cost(methods, params)
+    if cost > MAX_JOB_PASSES:
+        raise ExplainRequestError("invalid_params", f"These parameters cost {cost:.0f} network passes; a request may "
+                                  f"cost at most {MAX_JOB_PASSES:.0f} (fewer steps or samples, a larger stride, "
+                                  f"or fewer methods per request).")
+
+
+def active_jobs(session: Session, *, user: User, exclude: str | None = None) -> int:
+    """The user's jobs that still wait or run (lost ones do not count: they will never finish)."""
+    query = select(Job).where(Job.owner_id == user.id, Job.state.in_((QUEUED, RUNNING)))
+    if exclude is not None:
+        query = query.where(Job.id != exclude)
+    return sum(1 for job in session.scalars(query) if not job_service.is_lost(session, job))
+
+
 def is_stuck(session: Session, row: Explanation) -> bool:
     """A queued/running row whose job is finished, gone or stale will never be computed: ask again."""
     if row.state not in (QUEUED, RUNNING):
@@ -130,6 +160,7 @@ def request_explanations(
             Explanation.case_id == case.id, Explanation.model_id == model.card.id,
             Explanation.model_version == model.card.version, Explanation.method == method,
             Explanation.target_id == target.label.id, Explanation.params_key == key,
+            Explanation.objective == "logit", Explanation.subject == "",
         ))
         if row is None:
             row = Explanation(
@@ -182,6 +213,8 @@ def explanation_out(row: Explanation) -> dict[str, Any]:
         "label": info.label if info else row.method,
         "signed": info.signed if info else None,
         "target": {"id": row.target_id, "name": row.target_name, "index": row.target_index},
+        "objective": row.objective,  # "logit" (the target's) or a similarity key, app.explain.objectives
+        "subject": row.subject or None,  # None: drawn on the case's crop; "gallery:<id>": on that gallery face
         "model": row.model_tag,
         "params": row.params,
         "status": row.state,

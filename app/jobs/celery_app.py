@@ -60,17 +60,27 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_default_queue=settings.job_queue,
         # A web request publishing a job must not hang on a dead broker: retry briefly, then fail the job.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        # A worker killed with -9 never acknowledges its message; Redis hands it out again only after the
+        # visibility timeout (kombu's default: an hour, swept every ~100 s). Ours is minutes, swept often, so
+        # the job is taken over within job_visibility_timeout_s plus one sweep (see README "Jobs").
+        broker_transport_options={
+            "visibility_timeout": settings.job_visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, int(settings.job_visibility_timeout_s // 4))),
+            "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": max(5, int(settings.job_visibility_timeout_s)),
+        },
+        broker_connection_timeout=4,
     )
 
     @celery.task(name=RUN_JOB_TASK, bind=True, max_retries=20)
     def run_job_task(self, job_id: str) -> None:
         from app.jobs.execute import run_job
-        from app.jobs.service import LEASE, JobBusy
+        from app.jobs.service import JobBusy, lease
 
         try:
             run_job(job_id, worker_context())
         except JobBusy as exc:  # a re-delivered copy while the first worker still works: look again later
-            raise self.retry(countdown=LEASE.total_seconds(), exc=exc) from exc
+            raise self.retry(countdown=lease().total_seconds(), exc=exc) from exc
 
     return celery
 

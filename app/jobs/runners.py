@@ -12,6 +12,8 @@ import queue
 import threading
 from typing import Protocol
 
+from sqlalchemy.exc import OperationalError
+
 from app.jobs import service
 from app.jobs.celery_app import RUN_JOB_TASK, make_celery
 from app.jobs.execute import run_job
@@ -42,12 +44,16 @@ class InlineRunner:
 
     def start(self) -> None:
         self._stopping.clear()
-        with self.context.sessions() as session:
-            pending, held = service.recover_interrupted(session)
+        try:
+            with self.context.sessions() as session:
+                pending, held = service.recover_interrupted(session)
+        except OperationalError:  # the database is down: run new jobs once it is back; the next start recovers
+            log.error("inline runner: database unreachable at start-up; interrupted jobs are recovered next start")
+            pending, held = [], []
         for job_id in pending:
             self._queue.put(job_id)
         for job_id in held:  # look again once the lease has run out
-            timer = threading.Timer(service.LEASE.total_seconds() + 1, self.submit, args=(job_id,))
+            timer = threading.Timer(service.lease().total_seconds() + 1, self.submit, args=(job_id,))
             timer.daemon = True
             timer.start()
         self._thread = threading.Thread(target=self._loop, name="gestaltlens-jobs", daemon=True)

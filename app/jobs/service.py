@@ -18,6 +18,7 @@ from app.auth.models import User
 from app.db import utcnow
 from app.jobs.models import DONE, FAILED, FINISHED, QUEUED, RUNNING, Job
 from app.jobs.registry import FAILURE_HOOKS, load_handlers
+from app.settings import get_settings
 
 log = logging.getLogger("gestaltlens.jobs")
 
@@ -48,23 +49,31 @@ def get_job_for(session: Session, *, job_id: str, user: User) -> Job | None:
     return job if case is not None and case.owner_id == user.id else None
 
 
-#: A queued job nobody has claimed for this long, or a running one whose progress has not moved, is
-#: presumed lost (a broker restart dropped its message, its worker died without re-delivery): asking for
-#: the same work again creates a new job instead of waiting on it forever.
+#: A queued job nobody has claimed for this long while no job at all has moved is presumed lost (a broker
+#: restart dropped its message): asking for the same work again creates a new job instead of waiting on it
+#: forever. A long queue that moves is not lost.
 STALE_AFTER = timedelta(minutes=30)
+
+
+def lease() -> timedelta:
+    """A running job's progress writes are its heartbeat. One whose heartbeat is older than this may be taken
+    over by a re-delivered copy (its worker died) and counts as lost; a fresher one is still being worked on.
+    Set by GESTALTLENS_JOB_LEASE_S (default 90 s): one setting per process, read from the environment, so
+    the web app and every worker agree on it."""
+    return timedelta(seconds=get_settings().job_lease_s)
 
 
 def is_lost(session: Session, job: Job | None) -> bool:
     """True when nothing will ever finish this job: it is gone or finished; it runs without a heartbeat for
-    STALE_AFTER; or it has waited that long in a queue that does not move (no job claimed or heard from
-    meanwhile — a long but moving queue is not a lost one)."""
+    the lease (its worker died: a re-delivered copy may still take it over, but asking again must not wait
+    for that); or it has waited STALE_AFTER in a queue that does not move."""
     if job is None or job.state in FINISHED:
         return True
+    if job.state == RUNNING:
+        return job.updated_at < utcnow() - lease()
     horizon = utcnow() - STALE_AFTER
     if job.updated_at >= horizon:
         return False
-    if job.state == RUNNING:
-        return True
     moving = session.scalar(select(Job.id).where(Job.started_at.is_not(None), Job.updated_at >= horizon).limit(1))
     return moving is None
 
@@ -84,11 +93,6 @@ def job_out(job: Job) -> dict[str, Any]:
     }
 
 
-#: A running job's progress writes are its heartbeat. One whose heartbeat is older than this may be taken
-#: over by a re-delivered copy (its worker died); a fresher one is still being worked on.
-LEASE = timedelta(seconds=90)
-
-
 class JobBusy(RuntimeError):
     """The job is running elsewhere with a live heartbeat: try again after the lease."""
 
@@ -101,7 +105,7 @@ def claim(sessions: sessionmaker[Session], job_id: str) -> Job | None:
     """
     with sessions() as session:
         now = utcnow()
-        claimable = or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.updated_at < now - LEASE))
+        claimable = or_(Job.state == QUEUED, and_(Job.state == RUNNING, Job.updated_at < now - lease()))
         claimed = session.execute(
             update(Job)
             .where(Job.id == job_id, claimable)
@@ -174,8 +178,8 @@ def recover_interrupted(session: Session) -> tuple[list[str], list[str]]:
     running jobs whose heartbeat is still fresh — to be offered again after the lease, when ``claim`` takes
     them over if their worker died or leaves them to it if it lives)."""
     load_handlers()
-    fresh = list(session.scalars(select(Job.id).where(Job.state == RUNNING, Job.updated_at >= utcnow() - LEASE)))
-    for job in session.scalars(select(Job).where(Job.state == RUNNING, Job.updated_at < utcnow() - LEASE)):
+    fresh = list(session.scalars(select(Job.id).where(Job.state == RUNNING, Job.updated_at >= utcnow() - lease())))
+    for job in session.scalars(select(Job).where(Job.state == RUNNING, Job.updated_at < utcnow() - lease())):
         if job.attempts >= MAX_ATTEMPTS:
             job.state, job.error = FAILED, f"interrupted {job.attempts} times; not retried"
             job.finished_at = utcnow()

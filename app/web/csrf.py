@@ -5,9 +5,11 @@ Two independent checks, both required:
    cannot forge them);
 2. it carries ``X-CSRF-Token`` equal to an HMAC of the ``gl_csrf`` cookie (a signed double-submit token;
    htmx and the upload script add the header from the page's meta tag).
-Requests with an ``Authorization`` header (Bearer scripts, Basic for GestaltMatcher clients) carry no
-ambient credentials and are exempt. Anonymous requests are checked too on ``/login`` and ``/setup``
-(login CSRF).
+Requests authenticated by a header the browser never adds on its own are exempt: a non-empty Bearer
+token anywhere, and HTTP Basic only on the GestaltMatcher routes (a browser re-sends Basic credentials it
+once typed in, so Basic elsewhere would be an ambient credential). :func:`header_credentials` decides this
+for the middleware and for ``app.web.deps`` alike, so a request is exempt exactly when its cookie is not
+used. Anonymous requests are checked too on ``/login`` and ``/setup`` (login CSRF).
 """
 
 from __future__ import annotations
@@ -26,6 +28,22 @@ CSRF_HEADER = "x-csrf-token"
 SESSION_COOKIE = "gl_session"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 ANONYMOUS_FORM_PATHS = ("/login", "/setup")
+#: The GestaltMatcher-service routes: the only ones where HTTP Basic authenticates (its clients send it).
+BASIC_AUTH_PATHS = frozenset({"/predict", "/encode", "/crop", "/status"})
+
+
+def header_credentials(path: str, authorization: str | None) -> tuple[str, str] | None:
+    """(scheme, credentials) when the ``Authorization`` header authenticates this request, else None (the
+    session cookie, if any, does). An empty header or an unusable scheme never skips the cookie's checks."""
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    credentials = credentials.strip()
+    if not credentials:
+        return None
+    if scheme.lower() == "bearer":
+        return "bearer", credentials
+    if scheme.lower() == "basic" and path in BASIC_AUTH_PATHS:
+        return "basic", credentials
+    return None
 
 
 def csrf_token_for(secret: str, cookie_value: str) -> str:
@@ -97,6 +115,6 @@ class CsrfMiddleware:
 
     @staticmethod
     def _needs_check(scope: Scope, headers: Headers, cookies: dict[str, str]) -> bool:
-        if scope["method"] not in UNSAFE_METHODS or "authorization" in headers:
+        if scope["method"] not in UNSAFE_METHODS or header_credentials(scope["path"], headers.get("authorization")):
             return False
         return SESSION_COOKIE in cookies or scope["path"] in ANONYMOUS_FORM_PATHS

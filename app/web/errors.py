@@ -5,13 +5,19 @@ Browser pages get a readable HTML page instead, and unauthenticated page request
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.db import UnstorableText
+
+log = logging.getLogger("gestaltlens.web")
 
 
 class ApiError(Exception):
@@ -88,6 +94,24 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 413:
             detail = "The request body is larger than this server accepts."
         return error_response(request, exc.status_code, code, detail)
+
+    @app.exception_handler(UnstorableText)
+    async def _control_chars(request: Request, exc: UnstorableText) -> Response:
+        return error_response(request, 422, "invalid_request",
+                              "Invalid request: text must not contain NUL or control characters.")
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.DisconnectionError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database_down(request: Request, exc: Exception) -> Response:
+        # Connection refused, reset or timed out, pool exhausted, SQLite file unusable: the database, not the
+        # request, is at fault, and the client may retry; /readyz tells operators the same.
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__)
+        response = error_response(request, 503, "database_unavailable",
+                                  "The database is unavailable; try again in a moment.")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

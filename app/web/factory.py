@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 
 import app.models  # noqa: F401  (all tables registered before first use)
 from app.auth import routes as auth_routes
 from app.auth import service as auth_service
 from app.cases import routes as case_routes
 from app.cases.storage import PhotoStore
+from app.cases.service import sweep_orphan_files
 from app.db import make_engine, make_sessionmaker
 from app.diagnoses import routes as diagnosis_routes
 from app.explanations import routes as explanation_routes
@@ -30,9 +32,11 @@ from app.web.csrf import CsrfMiddleware
 from app.web.errors import install_error_handlers
 from app.web.headers import SecurityHeadersMiddleware
 
+from app.web.input_guard import InputGuardMiddleware
+from app.web.logging import install_access_log_filter
 log = logging.getLogger("gestaltlens")
 
-PUBLIC_PATHS = frozenset({"/healthz", "/login", "/setup", "/status"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/login", "/setup", "/status"})
 """Routes reachable without authentication (the contract's list; /static is mounted separately)."""
 
 
@@ -43,9 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with app.state.sessions() as session:
-            if auth_service.user_count(session) == 0:
-                auth_routes.ensure_setup_code_for_app(app)
+        try:
+            with app.state.sessions() as session:
+                if auth_service.user_count(session) == 0:
+                    auth_routes.ensure_setup_code_for_app(app)
+                orphans = sweep_orphan_files(session, store=app.state.photo_store, grace_s=settings.orphan_grace_s)
+                if orphans:
+                    log.warning("removed %d upload folder(s) left without a case by a crash", len(orphans))
+        except OperationalError:
+            # Start anyway: /healthz answers, /readyz and every database route say 503 until it is back.
+            log.error("the database is unreachable at start-up; serving 503 until it answers")
         app.state.jobs.start()
         try:
             yield
@@ -102,3 +113,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeadersMiddleware)
     return app
+    app.add_middleware(InputGuardMiddleware)
+    install_access_log_filter()
