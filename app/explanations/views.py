@@ -21,7 +21,7 @@ from app.cases.models import Case
 from app.cases.storage import PhotoStore
 from app.explain import figure as figure_render
 from app.explain import render
-from app.explain.registry import DEFAULT_PANEL, METHODS
+from app.explain.registry import DEFAULT_PANEL, METHODS, get_method
 from app.explanations.models import Explanation
 from app.explanations.service import read_map
 from app.jobs.models import FINISHED, QUEUED, RUNNING, Job
@@ -100,6 +100,7 @@ def _latest_per_method(db: Session, *, case_id: str, model: LoadedModel, target:
     rows = db.scalars(select(Explanation).where(
         Explanation.case_id == case_id, Explanation.model_id == model.card.id,
         Explanation.model_version == model.card.version, Explanation.target_id == target,
+        Explanation.objective == "logit", Explanation.subject == "",  # similarity maps live on the Compare page
     ).order_by(Explanation.created_at.asc()))
     return {row.method: row for row in rows if row.method in METHODS}  # the newest request per method wins
 
@@ -107,7 +108,7 @@ def _latest_per_method(db: Session, *, case_id: str, model: LoadedModel, target:
 def _default_target(db: Session, case_id: str, model: LoadedModel) -> str | None:
     newest = db.scalar(select(Explanation.target_id).where(
         Explanation.case_id == case_id, Explanation.model_id == model.card.id,
-        Explanation.model_version == model.card.version,
+        Explanation.model_version == model.card.version, Explanation.objective == "logit",
     ).order_by(Explanation.created_at.desc()).limit(1))
     if newest:
         return newest
@@ -135,8 +136,13 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
     order = [p for p in scores] + [label.id for label in model.labels if label.id not in scores]
     names = {label.id: label.name for label in model.labels}
     target = target if target in names else _default_target(db, case.id, model)
-    ctx["targets"] = [{"id": sid, "name": names[sid], "score": scores.get(sid, {}).get("score"),
-                       "selected": sid == target} for sid in order]
+    # The dropdown repeats the ranking's order and its ordering score (similarity when a gallery ranks), never
+    # the softmax beside a gallery order (issue 11: rows contradicted their order).
+    ctx["targets"] = [{"id": sid, "name": names[sid], "rank": scores.get(sid, {}).get("rank"),
+                       "similarity": (1 - scores[sid]["distance"]) if scores.get(sid, {}).get("distance") is not None
+                       else None,
+                       "score": scores.get(sid, {}).get("score"), "by_gallery": run is not None and
+                       run.ranked_by == "gallery", "selected": sid == target} for sid in order]
     ctx["methods"] = [{"id": m.id, "label": m.label, "description": m.description,
                        "checked": m.id in DEFAULT_PANEL} for m in METHODS.values()]
     if target is None:
@@ -149,6 +155,7 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
         job_id = next((row.job_id for row in chosen if row.state in (QUEUED, RUNNING) and row.job_id), None)
     job = db.get(Job, job_id) if job_id else None
     ctx["job"] = job if job is not None and job.state not in FINISHED else None
+    ctx["progress"] = progress_info(db, ctx["job"]) if ctx["job"] is not None else None
     if any(row.state == "done" for row in chosen):
         query = urlencode({"target": target, "methods": ",".join(row.method for row in chosen)})
         ctx["figure_url"] = f"/api/v1/cases/{case.id}/explanations/figure.png?{query}"
@@ -172,3 +179,32 @@ def figure(store: PhotoStore, db: Session, *, case: Case, model: LoadedModel, ta
     png = figure_render.panel_figure_png(crop, panels, target_label=done[0].target_name,
                                          model_version=model.version, case_label=case.pseudonym or case.id[:8])
     return png, f"gestaltlens-{case.id[:8]}-{target}.png"
+
+
+def _pass_cost(row: Explanation) -> float:
+    try:
+        return float(sum(get_method(row.method).passes(dict(row.params or {})).values()))
+    except (KeyError, ValueError, TypeError):
+        return 1.0
+
+
+def progress_info(db: Session, job: Job) -> dict[str, Any]:
+    """What the progress line says: "n of m maps · now computing X · about N s left".
+
+    The job's ``progress`` is weighted by cost (occlusion is most of a panel), so a bare percentage read 1%
+    with half the maps shown. Counting maps is what a clinician sees; the engine computes the cheapest
+    pending method first, so that is the one named as being computed now. The time left is extrapolated
+    from the cost-weighted progress, which is what it measures well."""
+    from app.db import utcnow
+
+    rows = list(db.scalars(select(Explanation).where(Explanation.job_id == job.id)))
+    done = [row for row in rows if row.state == "done"]
+    pending = sorted((row for row in rows if row.state in (QUEUED, RUNNING)), key=_pass_cost)
+    info: dict[str, Any] = {"done": len(done), "total": len(rows), "now": None, "seconds_left": None}
+    if job.state == RUNNING and pending:
+        method = METHODS.get(pending[0].method)
+        info["now"] = method.label if method else pending[0].method
+    if job.state == RUNNING and job.started_at is not None and 0.02 <= job.progress < 1.0:
+        elapsed = (utcnow() - job.started_at).total_seconds()
+        info["seconds_left"] = max(1, round(elapsed * (1.0 - job.progress) / job.progress))
+    return info

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.cases.models import Case
 from app.db import utcnow
 from app.explain.engine import Explainer, resolve_device
+from app.explain.objectives import Objective
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
 from app.explanations.service import map_stats, npy_bytes
@@ -70,6 +71,8 @@ def run_explain(job: Job, context: WorkerContext) -> None:
         session.commit()
         work = [(row.id, row.method, row.target_index, row.model_id, row.model_version, dict(row.params))
                 for row in rows]
+        # what each map explains and which image it is drawn on (similarity maps, issue 9)
+        objective_of = {row.id: (row.objective or "logit", row.subject or "") for row in rows}
     ids = [item[0] for item in work]
     try:
         try:
@@ -82,24 +85,25 @@ def run_explain(job: Job, context: WorkerContext) -> None:
                                f"{model.version}; ask again")
         crop = decode_png(context.photo_store.read(aligned_path))
         explainer = explainer_for(context, model)
-        by_target: dict[int, list[tuple[str, str, dict]]] = defaultdict(list)
+        by_target: dict[tuple[int, str, str], list[tuple[str, str, dict]]] = defaultdict(list)
         for row_id, method, target, _, _, params in work:
-            by_target[target].append((row_id, method, params))
+            by_target[(target, *objective_of[row_id])].append((row_id, method, params))
         write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
         done_so_far = 0
-        for target, items in by_target.items():
+        for (target, objective_key, subject), items in by_target.items():
             row_of = {method: row_id for row_id, method, _ in items}
+            objective, subject_crop, value = objective_and_crop(context, model, crop, target, objective_key, subject)
             offset, share = done_so_far / len(work), len(items) / len(work)
             started = [time.perf_counter()]
 
             def store(method: str, values: np.ndarray, row_of: dict[str, str] = row_of,
-                      started: list[float] = started) -> None:
+                      started: list[float] = started, value: float | None = value) -> None:
                 elapsed_ms = (time.perf_counter() - started[0]) * 1000
                 started[0] = time.perf_counter()
-                _store_map(context, job.case_id or "", row_of[method], values, elapsed_ms)
+                _store_map(context, job.case_id or "", row_of[method], values, elapsed_ms, value)
 
             explainer.explain(
-                crop, target=target, methods=[method for _, method, _ in items],
+                subject_crop, objective=objective, methods=[method for _, method, _ in items],
                 params={method: params for _, method, params in items},
                 on_map=store,
                 on_progress=lambda fraction, offset=offset, share=share: write_progress(offset + share * fraction),
@@ -111,7 +115,29 @@ def run_explain(job: Job, context: WorkerContext) -> None:
     _fail_rows(context, ids, "the engine returned no map for this method")  # only rows still not done
 
 
-def _store_map(context: WorkerContext, case_id: str, row_id: str, values: np.ndarray, elapsed_ms: float) -> None:
+def objective_and_crop(context: WorkerContext, model: LoadedModel, crop: np.ndarray, target: int, objective_key: str,
+                       subject: str) -> tuple[Objective, np.ndarray, float | None]:
+    """(objective, the crop the maps are drawn on, the objective's value for a similarity) of one group of maps."""
+    if subject:
+        from app.compare.references import gallery_image
+
+        image = gallery_image(model, subject.removeprefix("gallery:"), context.settings.data_dir / "gallery_renders")
+        if image.crop is None:
+            raise RuntimeError(image.reason)
+        crop = image.crop
+    if objective_key == "logit":
+        return Objective.logit(target), crop, None
+    from app.compare.references import case_embedding, reference_objective
+
+    with context.sessions() as session:
+        objective = reference_objective(session, context.photo_store, model, objective_key)
+    embedding = case_embedding(model, crop).astype(np.float64)
+    assert objective.reference is not None
+    return objective, crop, float(embedding @ objective.reference / np.linalg.norm(embedding))
+
+
+def _store_map(context: WorkerContext, case_id: str, row_id: str, values: np.ndarray, elapsed_ms: float,
+               objective_value: float | None = None) -> None:
     values = np.asarray(values, dtype=np.float32)
     if values.shape != (112, 112) or not np.isfinite(values).all():
         raise RuntimeError(f"explainer returned a map of shape {values.shape} with non-finite values")
@@ -122,6 +148,8 @@ def _store_map(context: WorkerContext, case_id: str, row_id: str, values: np.nda
                 return  # the case was erased while the job ran: write nothing
             row.map_path = context.photo_store.write(case_id, f"maps/{row_id}.npy", npy_bytes(values))
             row.stats = map_stats(values, signed=METHODS[row.method].signed)
+            if objective_value is not None:  # the similarity the map explains (shown beside the faces)
+                row.stats["objective_value"] = objective_value
             row.duration_ms = round(elapsed_ms, 1)
             row.state, row.error, row.finished_at = DONE, None, utcnow()
             session.commit()
