@@ -1,0 +1,1 @@
+"""Quantitative evaluation of explanation maps (ML core: no web layer, no database)."""
