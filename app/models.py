@@ -7,6 +7,7 @@ from app.cohorts import models as cohort_models
 from app.db import Base
 from app.diagnoses import models as diagnosis_models
 from app.explanations import models as explanation_models
+from app.gaze import models as gaze_models
 from app.jobs import models as job_models
 from app.phenotypes import models as phenotype_models
 from app.predictions import models as prediction_models
@@ -21,6 +22,7 @@ __all__ = [
     "cohort_models",
     "diagnosis_models",
     "explanation_models",
+    "gaze_models",
     "job_models",
     "phenotype_models",
     "prediction_models",

@@ -11,6 +11,7 @@ drawn once per (member, case) and stored (``rating_study_orders``): reproducible
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -21,6 +22,10 @@ from app.db import Base, UTCDateTime, new_id, utcnow
 TOP1 = "top1"
 CONFIRMED = "confirmed"
 TARGET_RULES = (TOP1, CONFIRMED)
+
+RATING = "rating"
+ATTENTION = "attention"
+KINDS = (RATING, ATTENTION)
 
 
 class RatingStudy(Base):
@@ -36,6 +41,8 @@ class RatingStudy(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    kind: Mapped[str] = mapped_column(String(16), default=RATING, server_default=RATING)
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # the kind's own settings
 
     creator: Mapped[User | None] = relationship(lazy="joined")
 
