@@ -15,6 +15,7 @@ from app.auth import routes as auth_routes
 from app.auth import service as auth_service
 from app.cases import routes as case_routes
 from app.cases.storage import PhotoStore
+from app.compare import routes as compare_routes
 from app.cases.service import sweep_orphan_files
 from app.db import make_engine, make_sessionmaker
 from app.diagnoses import routes as diagnosis_routes
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prediction_routes.gm_router)
     app.include_router(explanation_routes.api)
     app.include_router(explanation_routes.pages)
+    app.include_router(compare_routes.api)
+    app.include_router(compare_routes.pages)
     app.include_router(rating_routes.api)
     app.include_router(rating_routes.pages)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
