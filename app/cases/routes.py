@@ -19,6 +19,7 @@ from app.cases.service import CaseFilters
 from app.cases.storage import PhotoStore
 from app.diagnoses.service import current_diagnoses, current_diagnosis
 from app.diagnoses.views import diagnosis_context
+from app.phenotypes.service import terms_for_cases
 from app.predictions.models import PredictionRun
 from app.predictions.service import latest_run, rank_crop, store_run
 from app.predictions.serving import latest_runs, model_problem, served_model, served_version
@@ -127,6 +128,7 @@ def case_filters(
     ] = None,
     rated: Annotated[str | None, Query(max_length=8, description="true: a map of it is rated")] = None,
     owner: Annotated[str | None, Query(max_length=64, description="owner's username (administrators)")] = None,
+    hpo: Annotated[str | None, Query(max_length=16, description="an HPO term the case has, e.g. HP:0000316")] = None,
     sort: Annotated[Literal["created", "pseudonym", "predicted"], Query()] = "created",
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
 ) -> CaseFilters:
@@ -142,6 +144,7 @@ def case_filters(
         diagnosis=(diagnosis or "").strip() or None,
         rated=_RATED[rated_value] if rated_value else None,
         owner=(owner or "").strip() or None,
+        hpo=(hpo or "").strip().upper() or None,
         sort=sort,
         order=order,
     )
@@ -163,9 +166,10 @@ def list_cases(
     ids = [c.id for c in items]
     runs = latest_runs(db, case_ids=ids)
     diagnoses = current_diagnoses(db, case_ids=ids)
+    phenotypes = terms_for_cases(db, case_ids=ids)
     version = served_version(request)
     return CaseList(
-        items=[case_out(c, runs.get(c.id), version, diagnoses.get(c.id)) for c in items],
+        items=[case_out(c, runs.get(c.id), version, diagnoses.get(c.id), phenotypes.get(c.id, [])) for c in items],
         total=total,
         limit=limit,
         offset=offset,
@@ -230,6 +234,7 @@ def _filter_query_string(filters: CaseFilters) -> str:
         "diagnosis": filters.diagnosis,
         "rated": None if filters.rated is None else str(filters.rated).lower(),
         "owner": filters.owner,
+        "hpo": filters.hpo,
         "sort": None if filters.sort == "created" else filters.sort,
         "order": None if filters.order == "desc" else filters.order,
     }

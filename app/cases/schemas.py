@@ -12,6 +12,7 @@ from sqlalchemy.orm import object_session
 from app.cases.models import Case
 from app.diagnoses.models import Diagnosis
 from app.diagnoses.service import current_diagnosis
+from app.phenotypes.service import terms_for_cases
 from app.predictions.models import PredictionRun
 from app.vision.align import ARCFACE_TEMPLATE
 from app.vision.geometry import apply_matrix
@@ -80,6 +81,7 @@ class CaseOut(BaseModel):
     # is the face far from everything the model has seen? (app.nets.ood; null without a calibrated model)
     out_of_distribution: dict[str, Any] | None = None
     diagnosis: DiagnosisOut | None
+    phenotype: list[dict[str, str]] = []  # HPO terms [{id, name}] (app.phenotypes)
     urls: CaseUrls
 
 
@@ -113,6 +115,7 @@ def case_out(
     run: PredictionRun | None = None,
     served_version: str | None = None,
     diagnosis: Diagnosis | None = _LOOK_UP,
+    phenotype: list[dict[str, str]] | None = _LOOK_UP,
 ) -> CaseOut:
     """The case JSON. ``run`` is the newest ranking; ``served_version`` marks whether it is from the model
     served now (a ranking by an older model is still shown, flagged as not current). ``diagnosis`` is the
@@ -120,6 +123,9 @@ def case_out(
     if diagnosis is _LOOK_UP:
         session = object_session(case)
         diagnosis = current_diagnosis(session, case_id=case.id) if session is not None else None
+    if phenotype is _LOOK_UP:
+        session = object_session(case)
+        phenotype = terms_for_cases(session, case_ids=[case.id]).get(case.id, []) if session is not None else []
     base = f"/api/v1/cases/{case.id}"
     return CaseOut(
         id=case.id,
@@ -159,5 +165,6 @@ def case_out(
         else None,
         out_of_distribution=run.out_of_distribution if run else None,
         diagnosis=diagnosis_out(diagnosis),
+        phenotype=phenotype or [],
         urls=CaseUrls(self=base, page=f"/cases/{case.id}", image=f"{base}/image", aligned=f"{base}/aligned"),
     )

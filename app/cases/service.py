@@ -129,6 +129,7 @@ class CaseFilters:
     diagnosis: str | None = None
     rated: bool | None = None
     owner: str | None = None
+    hpo: str | None = None  # an HPO id the case's phenotype holds (app.phenotypes)
     sort: str = "created"
     order: str = "desc"
 
@@ -136,7 +137,7 @@ class CaseFilters:
     def narrowed(self) -> bool:
         """Filtered by more than the search text."""
         return any(v not in (None, "") for v in (self.created_from, self.created_to, self.predicted,
-                                                 self.diagnosis, self.rated, self.owner))
+                                                 self.diagnosis, self.rated, self.owner, self.hpo))
 
     @property
     def active(self) -> bool:
@@ -196,6 +197,11 @@ def filtered_query(user: User, filters: CaseFilters) -> Select[tuple[Case]]:
     if filters.owner:
         owner_id = select(User.id).where(User.username == filters.owner[:64]).scalar_subquery()
         query = query.where(Case.owner_id == owner_id)
+    if filters.hpo:
+        from app.phenotypes.models import CasePhenotype  # the phenotype domain builds on cases, not vice versa
+
+        hpo_id = filters.hpo if filters.hpo.startswith("HP:") else f"HP:{filters.hpo}"
+        query = query.where(Case.id.in_(select(CasePhenotype.case_id).where(CasePhenotype.hpo_id == hpo_id[:10])))
     return query
 
 

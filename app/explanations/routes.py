@@ -211,6 +211,12 @@ async def explain_form(
     methods: Annotated[list[str] | None, Form()] = None,
     target: Annotated[str | None, Form(max_length=64)] = None,
 ) -> Response:
+    if not methods:  # the form never means "the default panel" (issue 11: an empty form computed every method)
+        if "hx-request" not in request.headers:
+            raise ApiError(422, "invalid_request", "tick at least one method")
+        ctx = await run_in_threadpool(views.grid_context, request, db, user=user, case_id=case_id, target=target)
+        ctx["form_error"] = "Tick at least one method: nothing was computed."
+        return render(request, "explanations/_grid.html", ctx)
     body = ExplainBody(methods=methods or None, target=target or None)
     job_id, rows = await run_in_threadpool(_request_maps, request, db, user=user, case_id=case_id, body=body)
     if "hx-request" not in request.headers:
@@ -252,4 +258,5 @@ def job_progress(job_id: str, request: Request, user: CurrentUser, db: DbSession
     if job is None:
         raise NotFound("job")
     target = db.scalar(select(Explanation.target_id).where(Explanation.job_id == job.id).limit(1))
-    return render(request, "explanations/_progress.html", {"job": job, "target": {"id": target} if target else None})
+    return render(request, "explanations/_progress.html", {"job": job, "target": {"id": target} if target else None,
+                                                           "progress": views.progress_info(db, job)})

@@ -109,6 +109,8 @@ async def gm_predict(body: GmImage, request: Request, user: CurrentUser, setting
         "gallery_version": gallery_version(model),
         "suggested_genes_list": gm_format.gene_entries(result.ranked, model.labels),
         "suggested_syndromes_list": gm_format.syndrome_entries(result.ranked),
+        # GestaltLens's own optional sibling (GM clients ignore unknown keys): is the face out of range?
+        "out_of_distribution": result.out_of_distribution.to_json() if result.out_of_distribution else None,
     })
 
 

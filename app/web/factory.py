@@ -11,17 +11,19 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 
 import app.models  # noqa: F401  (all tables registered before first use)
+from app.auth import admin_routes as auth_admin_routes
 from app.auth import routes as auth_routes
 from app.auth import service as auth_service
 from app.cases import routes as case_routes
+from app.cases.service import sweep_orphan_files
 from app.cases.storage import PhotoStore
 from app.compare import routes as compare_routes
-from app.cases.service import sweep_orphan_files
 from app.db import make_engine, make_sessionmaker
 from app.diagnoses import routes as diagnosis_routes
 from app.explanations import routes as explanation_routes
 from app.jobs.registry import WorkerContext
 from app.jobs.runners import make_runner
+from app.phenotypes import routes as phenotype_routes
 from app.predictions import routes as prediction_routes
 from app.predictions.provider import ModelProvider
 from app.ratings import routes as rating_routes
@@ -32,9 +34,9 @@ from app.web.body_limit import BodyLimitMiddleware
 from app.web.csrf import CsrfMiddleware
 from app.web.errors import install_error_handlers
 from app.web.headers import SecurityHeadersMiddleware
-
 from app.web.input_guard import InputGuardMiddleware
 from app.web.logging import install_access_log_filter
+
 log = logging.getLogger("gestaltlens")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/login", "/setup", "/status"})
@@ -91,8 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(auth_routes.router)
+    app.include_router(auth_admin_routes.router)
     app.include_router(case_routes.api)
     app.include_router(case_routes.pages)
+    app.include_router(phenotype_routes.api)
+    app.include_router(phenotype_routes.pages)
     app.include_router(diagnosis_routes.api)
     app.include_router(diagnosis_routes.pages)
     app.include_router(prediction_routes.router)
@@ -114,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # breaks every 76 characters (base64.encodebytes), plus a little framing.
         overrides={p: settings.max_upload_bytes * 138 // 100 + 64 * 1024 for p in ("/predict", "/encode", "/crop")},
     )
-    app.add_middleware(SecurityHeadersMiddleware)
-    return app
     app.add_middleware(InputGuardMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     install_access_log_filter()
+    return app

@@ -18,6 +18,15 @@ RESEARCH_NOTICE = (
 )
 
 
+def _model_card(request: Request) -> dict[str, Any] | None:
+    from app.predictions.notice import model_card  # lazily: the web layer's import must not load the model code
+
+    return model_card(request)
+
+
+templates.env.globals["model_card"] = _model_card  # templates/_model_use.html: intended use above model output
+
+
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     ctx = {
         "user": getattr(request.state, "user", None),

