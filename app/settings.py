@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Where explanation workers run the attribution engine: "auto" (CUDA when this process sees a GPU, else the
     # CPU), "cpu", "cuda" or "cuda:N". Checked for form here; app.explain.engine.resolve_device checks the GPU.
     device: str = "auto"
+    # Derived group data (composites, syndrome-wise maps) needs this many distinct patients; never below 5.
+    cohort_min_patients: int = Field(default=5, ge=5)
 
     @field_validator("job_runner")
     @classmethod

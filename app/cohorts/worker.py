@@ -1,0 +1,158 @@
+"""The "cohort" job: per-case maps (stored ones reused), groupwise registration, composite and syndrome-wise maps.
+
+Only missing (case, method, objective) maps are computed — as ordinary ``explanations`` rows of their cases,
+so they are reused by the case page, later cohorts and erasure alike. The arrays are written to
+``<data dir>/cohorts/<result id>/``: ``composite.npy`` / ``plain.npy`` (float32 RGB), and per method
+``<method>.mean.npy``, ``<method>.agreement.npy`` and ``<method>.composite.npy`` (the map of the composite face
+itself). Progress: maps 80 %, registration and aggregation the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cases.models import Case
+from app.cohorts.models import CohortResult
+from app.cohorts.service import COHORT_JOB, MIN_PATIENTS, patient_count, result_dir
+from app.db import utcnow
+from app.explain.composite import cohort_maps, register, sharpness
+from app.explain.objectives import Objective
+from app.explain.registry import METHODS, normalise_params
+from app.explanations.models import Explanation
+from app.explanations.service import params_key, read_map
+from app.explanations.worker import _store_map, explainer_for
+from app.jobs import service as job_service
+from app.jobs.models import DONE, FAILED, RUNNING, Job
+from app.jobs.registry import WorkerContext, handler
+from app.predictions.provider import ModelUnavailable
+from app.predictions.service import decode_png
+
+
+def _fail(session: Session, job: Job) -> None:
+    for row in session.scalars(select(CohortResult).where(CohortResult.job_id == job.id,
+                                                          CohortResult.state != DONE)):
+        row.state, row.error, row.finished_at = FAILED, job.error or "the job failed", utcnow()
+
+
+def _map_row(session: Session, *, case: Case, result: CohortResult, method: str, target_index: int,
+             target_name: str, job: Job) -> tuple[Explanation, bool]:
+    """The stored row of this (case, method, objective) map, or a new one to compute (True)."""
+    params = normalise_params(method, None)
+    key = params_key(params)
+    row = session.scalar(select(Explanation).where(
+        Explanation.case_id == case.id, Explanation.model_id == result.model_id,
+        Explanation.model_version == result.model_version, Explanation.method == method,
+        Explanation.target_id == result.syndrome_id, Explanation.params_key == key,
+        Explanation.objective == result.objective, Explanation.subject == ""))
+    if row is None:
+        row = Explanation(case_id=case.id, requested_by=result.owner_id, model_id=result.model_id,
+                          model_version=result.model_version, method=method, target_id=result.syndrome_id,
+                          target_index=target_index, target_name=target_name[:200], params=params, params_key=key,
+                          objective=result.objective, subject="")
+        session.add(row)
+    if row.state == DONE and row.map_path:
+        return row, False
+    row.state, row.error, row.job_id = RUNNING, None, job.id
+    return row, True
+
+
+@handler(COHORT_JOB, on_failure=_fail)
+def run_cohort(job: Job, context: WorkerContext) -> None:
+    try:
+        model = context.models.get()
+    except ModelUnavailable as exc:
+        raise RuntimeError(str(exc)) from exc
+    with context.sessions() as session:
+        result = session.scalar(select(CohortResult).where(CohortResult.id == job.payload.get("cohort_id"),
+                                                           CohortResult.job_id == job.id))
+        if result is None or result.state == DONE:
+            return
+        if (result.model_id, result.model_version) != (model.card.id, model.card.version):
+            raise RuntimeError(f"the cohort was asked of {result.model_id}@{result.model_version} but this worker "
+                               f"serves {model.version}; ask again")
+        cases = [c for c in (session.get(Case, cid) for cid in result.case_ids) if c is not None]
+        if len(cases) < len(result.case_ids) or patient_count(cases) < MIN_PATIENTS:
+            raise RuntimeError("cases of the cohort were erased meanwhile; ask again")
+        result.state = RUNNING
+        session.commit()
+        result_id, methods, objective_key = result.id, list(result.methods), result.objective
+        syndrome = result.syndrome_id
+        work = [(c.id, c.aligned_path) for c in cases]
+    labels = [label.id for label in model.labels]
+    target_index = labels.index(syndrome)
+    name = model.labels[target_index].name
+    if objective_key == "logit":
+        objective = Objective.logit(target_index)
+    else:
+        from app.compare.references import reference_objective
+
+        with context.sessions() as session:
+            objective = reference_objective(session, context.photo_store, model, objective_key)
+    explainer = explainer_for(context, model)
+    write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
+    crops: list[np.ndarray] = []
+    maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    computed = 0
+    for i, (case_id, aligned_path) in enumerate(work):
+        crop = decode_png(context.photo_store.read(aligned_path))
+        crops.append(crop)
+        with context.sessions() as session:
+            case = session.get(Case, case_id)
+            if case is None:
+                raise RuntimeError("a case of the cohort was erased meanwhile; ask again")
+            rows = {m: _map_row(session, case=case, result=session.get(CohortResult, result_id), method=m,
+                                target_index=target_index, target_name=name, job=job) for m in methods}
+            session.commit()
+            ids = {m: row.id for m, (row, _) in rows.items()}
+            missing = [m for m, (_, new) in rows.items() if new]
+            stored = {m: row.map_path for m, (row, new) in rows.items() if not new}
+        fresh: dict[str, np.ndarray] = {}
+        if missing:
+            started = time.perf_counter()
+            fresh = explainer.explain(crop, objective=objective, methods=missing)
+            elapsed = (time.perf_counter() - started) * 1000 / len(missing)
+            for method, values in fresh.items():
+                _store_map(context, case_id, ids[method], values, elapsed)
+            computed += len(missing)
+        for method in methods:
+            values = fresh[method] if method in fresh else read_map(context.photo_store.read(stored[method]))
+            maps[method].append(values)
+        write_progress(0.8 * (i + 1) / len(work))
+
+    registration = register(crops, on_progress=lambda f: write_progress(0.8 + 0.1 * f))
+    composite_crop = np.clip(np.round(registration.composite), 0, 255).astype(np.uint8)
+    composite_maps = explainer.explain(composite_crop, objective=objective, methods=methods)
+    out_dir = result_dir(context.settings.data_dir, result_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "composite.npy", registration.composite.astype(np.float32), allow_pickle=False)
+    np.save(out_dir / "plain.npy", registration.plain.astype(np.float32), allow_pickle=False)
+    summary: dict[str, object] = {
+        "sharpness": {"plain": round(sharpness(registration.plain), 3),
+                      "registered": round(sharpness(registration.composite), 3)},
+        "maps_computed": computed, "maps_reused": len(work) * len(methods) - computed,
+        "registration": f"DIS optical flow onto the running mean, {registration.iterations} iterations",
+        "methods": {},
+    }
+    for method in methods:
+        group = cohort_maps(maps[method], registration.flows)
+        _save(out_dir, method, group.mean, group.agreement, composite_maps[method])
+        summary["methods"][method] = {  # type: ignore[index]
+            "n": group.n, "signed": METHODS[method].signed, "mean_abs_max": float(np.abs(group.mean).max()),
+            "agreement_mean": round(float(group.agreement.mean()), 4)}
+    write_progress(1.0)
+    with context.sessions() as session:
+        row = session.get(CohortResult, result_id)
+        if row is not None:
+            row.result, row.state, row.error, row.finished_at = summary, DONE, None, utcnow()
+            session.commit()
+
+
+def _save(out_dir: Path, method: str, mean: np.ndarray, agreement: np.ndarray, composite: np.ndarray) -> None:
+    np.save(out_dir / f"{method}.mean.npy", mean.astype(np.float32), allow_pickle=False)
+    np.save(out_dir / f"{method}.agreement.npy", agreement.astype(np.float32), allow_pickle=False)
+    np.save(out_dir / f"{method}.composite.npy", np.asarray(composite, dtype=np.float32), allow_pickle=False)
