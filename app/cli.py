@@ -10,6 +10,7 @@ import typer
 from app.explain.command import explain_command
 from app.nets.calibrate import model_cli
 from app.nets.command import train_command
+from app.nets.import_command import import_command
 from app.settings import get_settings
 from app.synth.command import synth_command
 
@@ -20,6 +21,7 @@ user_cli = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(model_cli, name="model")  # app/nets/calibrate.py: `model calibrate` (other model commands join it)
+model_cli.command("import")(import_command)  # app/nets/import_command.py: ONNX / pickled GM checkpoints
 # Commands whose options live next to their code; both import their heavy modules only when run.
 cli.command("synth")(synth_command)
 cli.command("train")(train_command)
