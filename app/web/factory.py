@@ -17,6 +17,7 @@ from app.auth import service as auth_service
 from app.cases import routes as case_routes
 from app.cases.service import sweep_orphan_files
 from app.cases.storage import PhotoStore
+from app.cohorts import routes as cohort_routes
 from app.compare import routes as compare_routes
 from app.db import make_engine, make_sessionmaker
 from app.diagnoses import routes as diagnosis_routes
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(explanation_routes.pages)
     app.include_router(compare_routes.api)
     app.include_router(compare_routes.pages)
+    app.include_router(cohort_routes.api)
+    app.include_router(cohort_routes.pages)
     app.include_router(rating_routes.api)
     app.include_router(rating_routes.pages)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
