@@ -47,7 +47,7 @@ from app.ratings.maps import (
     unavailable_detail,
 )
 from app.ratings.models import CONFIRMED, TARGET_RULES, TOP1, Rating, StudyMap, StudyMethod
-from app.studies import lifecycle
+from app.studies import access, lifecycle
 from app.studies.access import (
     MAX_CASES,
     MAX_NAME,
@@ -56,11 +56,9 @@ from app.studies.access import (
     case_in_study,
     case_label,
     clean_text,
-    get_study,
     is_member,
     require_member,
     require_results,
-    studies_for,
     study_case_at,
     study_cases,
     study_raters,
@@ -68,7 +66,7 @@ from app.studies.access import (
 from app.studies.blinding import blinding_warnings
 from app.studies.export import csv_cell, csv_table, csv_uncell, iso
 from app.studies.lifecycle import close_study
-from app.studies.models import RatingStudy, StudyCase
+from app.studies.models import RATING, RatingStudy, StudyCase
 from app.studies.order import draw_order, map_label
 from app.studies.progress import Progress, all_complete
 from app.synth.regions import REGION_IDS, REGIONS
@@ -91,6 +89,15 @@ TARGET_RULE_LABELS = {TOP1: "top-1 syndrome of the model's ranking", CONFIRMED: 
 
 RatingError = StudyError  # bad input for a study or a rating: the API answers 422 with this code
 require_rater = require_member
+
+
+def get_study(session: Session, *, study_id: str, user: User) -> RatingStudy:
+    """A rating study ``user`` may see (attention studies do not exist here: 404)."""
+    return access.get_study(session, study_id=study_id, user=user, kind=RATING)
+
+
+def studies_for(session: Session, *, user: User) -> list[RatingStudy]:
+    return access.studies_for(session, user=user, kind=RATING)
 
 
 # --- progress ---------------------------------------------------------------------------------------------

@@ -48,10 +48,12 @@ def is_member(session: Session, *, study_id: str, user_id: int) -> bool:
     return session.get(StudyRater, (study_id, user_id)) is not None
 
 
-def get_study(session: Session, *, study_id: str, user: User) -> RatingStudy:
-    """The study if ``user`` is one of its members or an admin; otherwise it does not exist (404)."""
+def get_study(session: Session, *, study_id: str, user: User, kind: str | None = None) -> RatingStudy:
+    """The study if ``user`` is one of its members or an admin (and, given ``kind``, of that kind); otherwise
+    it does not exist (404): a rating page never opens an attention study, nor the other way round."""
     study = session.get(RatingStudy, study_id) if study_id.isalnum() and len(study_id) <= 32 else None
-    if study is None or not (user.is_admin or is_member(session, study_id=study.id, user_id=user.id)):
+    if study is None or (kind is not None and study.kind != kind) or not (
+            user.is_admin or is_member(session, study_id=study.id, user_id=user.id)):
         raise NotFound("study")
     return study
 
@@ -71,9 +73,11 @@ def require_results(session: Session, *, study: RatingStudy, user: User) -> None
                        "(they name the methods, which would unblind the ratings).")
 
 
-def studies_for(session: Session, *, user: User) -> list[RatingStudy]:
+def studies_for(session: Session, *, user: User, kind: str | None = None) -> list[RatingStudy]:
     """The studies ``user`` may see, newest first: all of them for admins, their own for members."""
     query = select(RatingStudy).order_by(RatingStudy.created_at.desc(), RatingStudy.id)
+    if kind is not None:
+        query = query.where(RatingStudy.kind == kind)
     if not user.is_admin:
         query = query.join(StudyRater, StudyRater.study_id == RatingStudy.id).where(StudyRater.user_id == user.id)
     return list(session.scalars(query))
