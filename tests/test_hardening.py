@@ -126,7 +126,8 @@ def test_nul_bytes_are_refused_with_a_4xx_everywhere(app, client: TestClient, ad
     comment = client.post("/api/v1/studies", headers=admin.headers,
                           json={"name": "a\x00b", "cases": [case["id"]], "methods": ["saliency"], "raters": []})
     assert 400 <= comment.status_code < 500
-    for method, path in (("GET", "/api/v1/cases"), ("POST", "/predict"), ("POST", f"/api/v1/cases/{case['id']}/predictions")):
+    rerank = f"/api/v1/cases/{case['id']}/predictions"
+    for method, path in (("GET", "/api/v1/cases"), ("POST", "/predict"), ("POST", rerank)):
         response = client.request(method, path, headers=_basic("\x00:x"), json={"img": ""})
         assert response.status_code == 401 and response.json()["code"], (path, response.status_code)
     assert client.get("/status", headers=_basic("\x00:x")).status_code == 200  # public: the header is ignored
@@ -306,6 +307,7 @@ def test_the_sqlite_database_and_its_wal_are_private(tmp_path: Path) -> None:
     from app.migrate import upgrade
 
     data = tmp_path / "data"
+    data.mkdir()
     url = f"sqlite:///{(data / 'gestaltlens.db').as_posix()}"
     upgrade(url)
     application = create_app(Settings(data_dir=data, database_url=url, secret_key="test-secret-key-that-is-long"))
@@ -324,3 +326,27 @@ def test_access_log_lines_carry_no_query_string() -> None:
     assert DropQueryString().filter(record)
     line = record.getMessage()
     assert "Smith" not in line and "123456" not in line and "/api/v1/cases" in line
+
+
+# --- 7. (unit half; the crash itself is in tests/test_faults.py) the start-up sweep keeps real cases ------
+
+
+def test_the_start_up_sweep_removes_folders_without_a_row_and_keeps_cases(settings: Settings, face_jpeg: bytes) -> None:
+    first = create_app(settings)
+    account = make_account(first, "alice", "clinician")
+    with TestClient(first) as client:
+        case = upload(client, account, face_jpeg).json()
+    first.state.engine.dispose()
+    photos = settings.photo_dir
+    orphan = photos / ("f" * 32)
+    orphan.mkdir()
+    (orphan / "photo.jpg").write_bytes(face_jpeg)
+    young = settings.model_copy(update={"orphan_grace_s": 3600})
+    for current, orphan_survives in ((young, True), (settings.model_copy(update={"orphan_grace_s": 0}), False)):
+        application = create_app(current)
+        with TestClient(application):
+            pass
+        application.state.engine.dispose()
+        assert orphan.exists() is orphan_survives  # in flight elsewhere until the grace period has passed
+        assert (photos / case["id"] / "photo.jpg").exists()
+

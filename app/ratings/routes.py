@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import io
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,7 +19,9 @@ from app.cases.models import Case
 from app.explanations import service as explanation_service
 from app.explanations import views as explanation_views
 from app.explanations.models import Explanation
+from app.jobs import service as job_service
 from app.nets.registry import LoadedModel
+from app.phenotypes.service import suggested_regions, terms_for_cases
 from app.predictions.provider import ModelUnavailable
 from app.predictions.serving import provider, served_model
 from app.ratings import history as _history  # noqa: F401  (adds the ratings to the case history)
@@ -90,9 +94,22 @@ def _study_from_query(db: Session, user: User, study_id: str | None) -> RatingSt
     return study
 
 
-def _submit(request: Request, jobs: list[Any]) -> None:
-    for job in jobs:
-        request.app.state.jobs.submit(job.id)
+QUEUE_DOWN = "The job queue (broker) is unreachable; nothing was started. Try again later."
+
+
+def _submit(request: Request, jobs: list[Any]) -> bool:
+    """Publish committed jobs. If the broker is unreachable, fail every job not yet published (their maps fail
+    with them, so they can always be asked again) and return False; a job left queued but never published
+    would otherwise wait forever, never counting as lost while other jobs move."""
+    for index, job in enumerate(jobs):
+        try:
+            request.app.state.jobs.submit(job.id)
+        except Exception as exc:  # kombu/redis raise many types; any of them means the job will never run
+            for unpublished in jobs[index:]:
+                job_service.finish(request.app.state.sessions, unpublished.id,
+                                   error=f"the job queue is unreachable: {exc}")
+            return False
+    return True
 
 
 def _served(request: Request) -> service.ModelKey | None:
@@ -203,7 +220,11 @@ def _create_study(request: Request, db: Session, admin: User, body: service.Stud
         except ApiError:
             db.rollback()
             raise
-    _submit(request, jobs)
+    if not _submit(request, jobs):
+        # Nothing half-made: the study goes again (its failed maps stay as ordinary, retryable map rows).
+        service.delete_study(db, study=study, user=admin, ip=client_ip(request))
+        db.commit()
+        raise ApiError(503, "queue_unavailable", QUEUE_DOWN)
     return study
 
 
@@ -313,7 +334,7 @@ def study_case_photo(study_id: str, position: Position, request: Request, user: 
 @api.get("/api/v1/studies/{study_id}/cases/{position}/maps/{label}/heat.png", response_class=Response,
          summary="A study map's heat layer on the crop, by case position and the label this rater sees")
 def study_map_png(study_id: str, position: Position, label: Label, request: Request, user: CurrentUser,
-                  db: DbSession) -> Response:
+                  db: DbSession, space: Annotated[Literal["crop", "photo"], Query()] = "crop") -> Response:
     study = service.get_study(db, study_id=study_id, user=user)
     service.require_rater(db, study=study, user=user)
     _, _, row = service.labelled_map(db, study=study, rater_id=user.id, position=position, label=label)
@@ -321,9 +342,21 @@ def study_map_png(study_id: str, position: Position, label: Label, request: Requ
     if row.state != "done" or not row.map_path:
         raise ApiError(409, "not_ready", "This map is not computed yet.")
     case = db.get(Case, row.case_id)
-    png = explanation_views.map_png(request.app.state.photo_store, case, row, view="heat", space="crop", opacity=1.0)
+    # space=photo: the layer at photo resolution for the enlarged view (a 112-px crop scaled up is pixelated)
+    png = explanation_views.map_png(request.app.state.photo_store, case, row, view="heat", space=space, opacity=1.0)
     # The URL names a label, which means another map for another rater: never kept by a shared browser cache.
-    return Response(png, media_type="image/png", headers=NO_STORE)
+    return Response(_uncompressed(png), media_type="image/png", headers=NO_STORE)
+
+
+def _uncompressed(png: bytes) -> bytes:
+    """The same image as a stored (uncompressed) PNG: its size then depends on its dimensions alone. Compressed,
+    a signed map's diverging colours and a magnitude map's sequential ones gave sizes that told a blinded rater
+    the method family; 112×112 RGBA stored is about 50 KB."""
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    out = io.BytesIO()
+    image.convert("RGBA").save(out, format="PNG", compress_level=0)
+    return out.getvalue()
 
 
 # --- studies: pages ---------------------------------------------------------------------------------------
@@ -393,7 +426,8 @@ def _retry(request: Request, db: Session, admin: User, study: RatingStudy) -> se
                  detail={"study": study.id, "asked": result.asked, "jobs": [job.id for job in result.jobs],
                          "unavailable": len(result.unavailable)})
     db.commit()
-    _submit(request, result.jobs)
+    if not _submit(request, result.jobs):
+        raise ApiError(503, "queue_unavailable", QUEUE_DOWN + " The maps stay failed and can be asked for again.")
     return result
 
 
@@ -424,6 +458,10 @@ def rate_case_page(study_id: str, position: Position, request: Request, user: Cu
     study = service.get_study(db, study_id=study_id, user=user)
     service.require_rater(db, study=study, user=user)
     ctx = views.case_context(db, study, user, position)
+    case_id = service.study_case_at(db, study_id=study.id, position=position).case_id
+    # the case's recorded HPO terms, and the facial regions they concern (marked in the region choices)
+    ctx["phenotype"] = terms_for_cases(db, case_ids=[case_id]).get(case_id, [])
+    ctx["suggested_regions"] = suggested_regions(db, case_id=case_id)
     db.commit()
     return render(request, "studies/rate.html", ctx)
 

@@ -1,0 +1,282 @@
+"""Fault injection with real processes: a Celery worker killed with -9 mid-job, the web server killed between
+writing an upload's files and committing its row, a database and a broker that vanish and come back (through
+a TCP proxy this test owns; the shared PostgreSQL and Redis are never stopped). Each asserts a bounded
+recovery and that nothing is lost or left half-made. Short bounds (a lease of 3 s, a visibility timeout of
+6 s) keep the suite within about a minute and a half; production defaults are in the README."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+
+from app.auth import service as auth_service
+from app.cases.models import Case
+from app.db import make_engine, make_sessionmaker
+from app.jobs.celery_app import make_celery
+from app.jobs.models import Job
+from app.settings import Settings, get_settings
+from app.synth.generate import generate_one
+from app.web.factory import create_app
+from tests.conftest import PASSWORD, make_account, upload
+from tests.fault_support import TcpProxy, free_port, kill9, serve, spawn, stop, wait_until
+
+REDIS_URL = os.environ.get("GESTALTLENS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+SECRET = "test-secret-key-that-is-long-enough"
+LEASE_S = 3.0
+VISIBILITY_S = 6.0
+#: IG with 600 steps: long enough to be killed part-way (about 5-15 s on 2 loaded cores), short enough for CI.
+LONG_PANEL = {"methods": ["integrated_gradients"], "params": {"integrated_gradients": {"steps": 600}}}
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch):
+    """This process reads the lease from its environment, like every worker and web process."""
+    monkeypatch.setenv("GESTALTLENS_JOB_LEASE_S", str(LEASE_S))
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def _env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "GESTALTLENS_DATABASE_URL": database_url, "GESTALTLENS_DATA_DIR": str(data_dir),
+            "GESTALTLENS_SECRET_KEY": SECRET, "GESTALTLENS_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
+            "GESTALTLENS_JOB_LEASE_S": str(LEASE_S), "GESTALTLENS_JOB_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+            **extra}
+
+
+def _wait_for_worker(settings: Settings, process, log: Path) -> None:
+    celery = make_celery(settings)
+
+    def answers() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        return bool(celery.control.ping(timeout=0.5))
+
+    wait_until(answers, 90, "the worker to answer a ping", interval=0.2)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_worker_killed_mid_job_is_taken_over_within_the_bound(migrated_url: str, tmp_path: Path,
+                                                                short_lease: None) -> None:
+    redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    queue = f"faults-{uuid.uuid4().hex[:10]}"
+    settings = Settings(data_dir=tmp_path / "data", database_url=migrated_url, job_runner="celery",
+                        broker_url=REDIS_URL, job_queue=queue, secret_key=SECRET,
+                        job_visibility_timeout_s=VISIBILITY_S)
+    env = _env(migrated_url, settings.data_dir, GESTALTLENS_BROKER_URL=REDIS_URL, GESTALTLENS_JOB_QUEUE=queue)
+    app = create_app(settings)
+    account = make_account(app, "alice", "clinician")
+    log = tmp_path / "worker.log"
+    first = spawn(["worker", "--concurrency", "1", "--loglevel", "WARNING"], env, log)
+    second = None
+    try:
+        with TestClient(app) as client:
+            case = upload(client, account, generate_one(seed=31, class_id="syn_c", index=0, severity=1.0).jpeg).json()
+            _wait_for_worker(settings, first, log)
+            url = f"/api/v1/cases/{case['id']}/explanations"
+            asked = client.post(url, json=LONG_PANEL, headers=account.headers)
+            assert asked.status_code == 202, asked.text
+            job_id = asked.json()["job_id"]
+
+            def at_15_percent() -> bool:
+                job = client.get(f"/api/v1/jobs/{job_id}", headers=account.headers).json()
+                assert job["state"] in ("queued", "running"), job
+                return job["state"] == "running" and job["progress"] >= 0.15
+
+            wait_until(at_15_percent, 180, "the job to reach 15%")
+            kill9(first)
+            killed_at = time.monotonic()
+            # Once the lease has passed without a heartbeat, asking again never returns the dead job.
+            time.sleep(LEASE_S + 0.5)
+            again = client.post(url, json=LONG_PANEL, headers=account.headers).json()
+            assert again["job_id"] not in (None, job_id)
+
+            # Two processes: the new job and the re-delivered old message must not queue behind each other.
+            second = spawn(["worker", "--concurrency", "2", "--loglevel", "WARNING"], env, log)
+            _wait_for_worker(settings, second, log)
+            ready_at = time.monotonic()
+
+            def taken_over() -> bool:
+                with app.state.sessions() as session:
+                    job = session.get(Job, job_id)
+                    return job.attempts >= 2 or job.state in ("done", "failed")
+
+            wait_until(taken_over, 60, "the killed job to be taken over")
+            taken_at = time.monotonic()
+            # The bound: the broker re-delivers after the visibility timeout (plus one sweep of about a second).
+            assert taken_at - max(ready_at, killed_at + VISIBILITY_S) <= 15, (taken_at - killed_at)
+
+            def finished(ids: tuple[str, ...]) -> bool:
+                states = [client.get(f"/api/v1/jobs/{i}", headers=account.headers).json()["state"] for i in ids]
+                return all(s in ("done", "failed") for s in states)
+
+            wait_until(lambda: finished((job_id, again["job_id"])), 240, "both jobs to finish", interval=0.5)
+            listed = client.get(url, headers=account.headers).json()
+            assert {e["method"]: e["status"] for e in listed} == {"integrated_gradients": "done"}
+        with app.state.sessions() as session:
+            job = session.get(Job, job_id)
+            assert job.state == "done" and job.attempts == 2, (job.state, job.attempts, job.error)
+    finally:
+        kill9(first)
+        if second is not None:
+            stop(second)
+        app.state.engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_server_killed_between_writing_an_upload_and_committing_leaves_no_orphan(migrated_url: str,
+                                                                                   tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = _env(migrated_url, data, GESTALTLENS_ORPHAN_GRACE_S="0")
+    engine = make_engine(migrated_url)
+    with make_sessionmaker(engine)() as session:
+        user = auth_service.create_user(session, username="alice", password=PASSWORD, role="clinician")
+        token = auth_service.create_api_token(session, user=user)
+        session.commit()
+    headers = {"Authorization": f"Bearer {token}"}
+    face = generate_one(seed=32, class_id="syn_a", index=0, severity=1.0).jpeg
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = serve(env, log, port)
+    locker = engine.connect()
+    try:
+        # Hold the cases table: the upload writes its files, then waits for its INSERT — where we kill it.
+        locker.execute(text("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE"))
+        outcome: list[object] = []
+
+        def send() -> None:
+            try:
+                outcome.append(httpx.post(f"http://127.0.0.1:{port}/api/v1/cases", headers=headers, timeout=60,
+                                          files={"photo": ("p.jpg", face, "image/jpeg")}))
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        photos = data / "photos"
+        folders = wait_until(lambda: [p for p in photos.iterdir() if (p / "aligned.png").exists()], 60,
+                             "the upload to write its files")
+        time.sleep(0.3)  # it is waiting on the lock now
+        kill9(server)
+        locker.rollback()
+        sender.join(30)
+        assert outcome and not (isinstance(outcome[0], httpx.Response) and outcome[0].status_code == 201)
+        with make_sessionmaker(engine)() as session:
+            assert session.scalar(select(Case.id)) is None  # no row ...
+        assert all(folder.exists() for folder in folders)  # ... but its files: the orphan the crash leaves
+
+        server = serve(env, log, port)  # the sweep at start-up removes it
+        assert not any(folder.exists() for folder in folders)
+        kept = httpx.post(f"http://127.0.0.1:{port}/api/v1/cases", headers=headers, timeout=60,
+                          files={"photo": ("p.jpg", face, "image/jpeg")})
+        assert kept.status_code == 201, kept.text
+        assert (photos / kept.json()["id"] / "photo.jpg").exists()
+    finally:
+        locker.close()
+        stop(server)
+        engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_database_that_vanishes_answers_503_and_recovers_when_it_returns(migrated_url: str,
+                                                                           tmp_path: Path) -> None:
+    real = make_url(migrated_url)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy.start()
+    url = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=url, secret_key=SECRET))
+    account = make_account(app, "alice", "clinician")
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            case = upload(client, account, generate_one(seed=33, class_id="syn_d", index=0, severity=1.0).jpeg)
+            assert case.status_code == 201
+            proxy.stop()
+            for path in ("/api/v1/cases", f"/api/v1/cases/{case.json()['id']}"):
+                down = client.get(path, headers=account.headers)
+                assert down.status_code == 503 and down.json()["code"] == "database_unavailable", down.text
+                assert down.headers["x-frame-options"] == "DENY" and down.headers["cache-control"] == "no-store"
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["database"] == "unavailable"
+            assert client.get("/healthz").status_code == 200  # the process itself lives
+            proxy.start()
+            started = time.monotonic()
+            wait_until(lambda: client.get("/api/v1/cases", headers=account.headers).status_code == 200, 10,
+                       "the API to answer again")
+            assert time.monotonic() - started < 10
+            assert client.get("/readyz").status_code == 200
+            listed = client.get("/api/v1/cases", headers=account.headers).json()
+            assert [c["id"] for c in listed["items"]] == [case.json()["id"]]  # nothing lost
+    finally:
+        proxy.stop()
+        app.state.engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_broker_that_vanishes_refuses_cleanly_and_work_resumes_when_it_returns(settings: Settings) -> None:
+    target = urlsplit(REDIS_URL)
+    redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy.start()
+    queue = f"faults-{uuid.uuid4().hex[:10]}"
+    broker = f"redis://127.0.0.1:{proxy.port}{target.path or '/0'}"
+    app = create_app(settings.model_copy(update={"job_runner": "celery", "broker_url": broker, "job_queue": queue}))
+    admin = make_account(app, "ada", "admin")
+    rater = make_account(app, "alice", "clinician")
+    direct = redis.Redis.from_url(REDIS_URL)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            case = upload(client, admin, generate_one(seed=34, class_id="syn_e", index=0, severity=1.0).jpeg).json()
+            proxy.stop()
+            assert client.get("/readyz").json()["broker"] == "unavailable"
+            url = f"/api/v1/cases/{case['id']}/explanations"
+            refused = client.post(url, json={"methods": ["saliency"]}, headers=admin.headers)
+            assert refused.status_code == 503 and refused.json()["code"] == "queue_unavailable"
+            assert client.get(url, headers=admin.headers).json()[0]["status"] == "failed"  # not stuck "queued"
+            study = client.post("/api/v1/studies", headers=admin.headers, json={
+                "name": "Pilot", "cases": [case["id"]], "methods": ["gradcam"], "raters": [rater.username]})
+            assert study.status_code == 503 and study.json()["code"] == "queue_unavailable", study.text
+            assert client.get("/api/v1/studies", headers=admin.headers).json() == []  # nothing half-made
+            with app.state.sessions() as session:
+                assert all(job.state != "queued" for job in session.scalars(select(Job)))
+
+            proxy.start()
+            assert client.get("/readyz").json()["broker"] == "ok"
+            again = client.post(url, json={"methods": ["saliency"]}, headers=admin.headers)
+            assert again.status_code == 202 and again.json()["job_id"]
+            study = client.post("/api/v1/studies", headers=admin.headers, json={
+                "name": "Pilot", "cases": [case["id"]], "methods": ["gradcam"], "raters": [rater.username]})
+            assert study.status_code == 201, study.text
+            published = direct.llen(queue)
+            assert published == 2, published  # both jobs reached the broker: a worker will run them
+    finally:
+        proxy.stop()
+        direct.delete(queue)
+        direct.close()
+        app.state.engine.dispose()
+
+
+def test_the_proxy_really_cuts_connections() -> None:
+    """The fault tests rely on it: after stop() nothing connects, after start() it forwards again."""
+    proxy = TcpProxy("127.0.0.1", 5432)  # a target sure to be listening: the shared PostgreSQL
+    proxy.start()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=2):
+        pass
+    proxy.stop()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", proxy.port), timeout=2):
+        pass
+    proxy.start()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=2):
+        pass
+    proxy.stop()
