@@ -22,6 +22,7 @@ from app.compare import routes as compare_routes
 from app.db import make_engine, make_sessionmaker
 from app.diagnoses import routes as diagnosis_routes
 from app.explanations import routes as explanation_routes
+from app.gaze import attention_routes
 from app.gaze import routes as gaze_routes
 from app.jobs.registry import WorkerContext
 from app.jobs.runners import make_runner
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rating_routes.pages)
     app.include_router(gaze_routes.api)
     app.include_router(gaze_routes.pages)
+    app.include_router(attention_routes.api)
+    app.include_router(attention_routes.pages)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
 
     # Outermost last: security headers wrap everything, including CSRF refusals.
