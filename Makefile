@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: install
 bench: install
 	$(PY) bench/bench_vision.py
 	$(PY) bench/bench_explain.py
+
+# README screenshots (case page, explanation grid, rating page): a real server and Chromium, generated faces only.
+screenshots: install
+	$(PY) -m tests.screenshots docs/screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -38,10 +38,10 @@ def test_setup_upload_review_and_delete_in_a_real_browser(
     # A non-image is refused with a readable message, and nothing is created.
     page.goto(server.url + "/cases/new")
     page.set_input_files("#photo-input", str(notes))
-    page.click("#upload-button")
     error = page.locator("#upload-error")
-    error.wait_for(state="visible")
+    error.wait_for(state="visible")  # decided from the file's first bytes, before any upload or preview
     assert "not" in error.inner_text().lower() and "jpeg" in error.inner_text().lower()
+    assert page.locator("#preview").is_hidden() and page.locator("#upload-button").is_disabled()
 
     # Several faces: the page shows them; clicking one uploads again with that face.
     page.set_input_files("#photo-input", str(pair))

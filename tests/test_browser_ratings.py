@@ -153,10 +153,12 @@ def test_two_raters_complete_a_blinded_study_in_the_browser(server: Server, brow
     # Two raters, added on the admin's users page.
     for name in RATERS:
         admin.goto(server.url + "/admin/users")
-        admin.fill("input[name=username]", name)
-        admin.fill("input[name=password]", PASSWORD)
-        admin.select_option("select[name=role]", "clinician")
-        admin.click("#users button[type=submit]")
+        add = admin.locator("form.add-user")  # each user row has its own forms (deactivate, reset password)
+        add.locator("input[name=username]").fill(name)
+        add.locator("input[name=password]").fill(PASSWORD)
+        add.locator("select[name=role]").select_option("clinician")
+        admin.once("dialog", lambda dialog: dialog.accept())  # "Create this account?"
+        add.locator("button[type=submit]").click()
         admin.locator("#users td", has_text=name).first.wait_for()
 
     # Two cases.

@@ -283,6 +283,7 @@ def case_page(case_id: str, request: Request, user: CurrentUser, db: DbSession) 
         "data": data,
         "history": case_history(db, case=case),
         "model_problem": model_problem(request),
+        "in_study": case_in_study(db, case.id),  # then erasure is refused: say so before, not after, confirming
         **diagnosis_context(request, db, case=case, current=diagnosis),
     }
     return render(request, "cases/detail.html", ctx)

@@ -224,6 +224,10 @@ def _draw_colorbar(fig: Figure, cax: Axes, scale: MapScale) -> None:
     bar.ax.xaxis.set_major_formatter(FixedFormatter(labels))
     bar.ax.xaxis.set_minor_locator(FixedLocator([]))
     bar.ax.tick_params(labelsize=_TICK_PT, length=2, pad=1.5)
+    if len(ticks) > 1:  # end labels inside the bar's span: long ones ("−1.2e-05") no longer run into the next cell
+        tick_labels = bar.ax.get_xticklabels()
+        tick_labels[0].set_horizontalalignment("left")
+        tick_labels[-1].set_horizontalalignment("right")
     bar.outline.set_linewidth(0.5)
 
 

@@ -186,6 +186,18 @@ def heat_layer_size(photo_size: tuple[int, int], max_side: int = 1024) -> tuple[
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
+FEATHER_PX = 8.0
+
+
+def edge_feather(shape: tuple[int, ...], width: float = FEATHER_PX) -> np.ndarray:
+    """1 inside, easing (smoothstep) to 0 at the border of a (H, W) map over ``width`` pixels."""
+    h, w = int(shape[0]), int(shape[1])
+    ys = np.minimum(np.arange(h) + 0.5, h - np.arange(h) - 0.5)
+    xs = np.minimum(np.arange(w) + 0.5, w - np.arange(w) - 0.5)
+    t = np.clip(np.minimum(ys[:, None], xs[None, :]) / width, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
 def heat_rgba_photo(
     values: np.ndarray,
     scale: MapScale,
@@ -212,14 +224,16 @@ def heat_rgba_photo(
     photo_to_layer = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5]])
     crop_to_layer = compose(photo_to_layer, inverse)
     clean = np.where(np.isfinite(arr), arr, 0.0)
-    stack = np.dstack([clean, np.ones_like(clean)]).astype(np.float32)
-    warped = warp_affine(stack, crop_to_layer, (out_w, out_h)).reshape(out_h, out_w, 2)
+    stack = np.dstack([clean, np.ones_like(clean), edge_feather(clean.shape)]).astype(np.float32)
+    warped = warp_affine(stack, crop_to_layer, (out_w, out_h)).reshape(out_h, out_w, 3)
     coverage = np.clip(warped[..., 1].astype(np.float64), 0.0, 1.0)
     inside = coverage > _MIN_COVERAGE
     layer_values = np.zeros((out_h, out_w))
     np.divide(warped[..., 0], coverage, out=layer_values, where=inside)
     rgba = colorize(layer_values, scale)
-    alpha = np.where(inside, rgba[..., 3] * coverage, 0.0)
+    # alpha fades out over the crop's last FEATHER_PX pixels: on the photo the map ends softly instead of as a
+    # hard-edged square where the aligned crop stops (the values themselves are not faded)
+    alpha = np.where(inside, rgba[..., 3] * np.clip(warped[..., 2].astype(np.float64), 0.0, 1.0), 0.0)
     rgba[..., 3] = np.rint(alpha).astype(np.uint8)
     return rgba
 

@@ -34,11 +34,32 @@
       showError("The file is " + (file.size / 1048576).toFixed(1) + " MB; the limit is " + (maxBytes / 1048576).toFixed(0) + " MB.");
       file = null; button.disabled = true; return;
     }
-    if (img.src) { URL.revokeObjectURL(img.src); }
-    img.src = URL.createObjectURL(file);
-    preview.classList.remove("hidden");
-    statusEl.textContent = file.size > 0 ? "Ready to upload (" + (file.size / 1048576).toFixed(2) + " MB)." : "";
-    button.disabled = false;
+    button.disabled = true;
+    const candidate = file;
+    // Preview only what the server would take: decide by the file's first bytes, as the server does, so a
+    // text file never shows an image preview before being refused.
+    candidate.slice(0, 16).arrayBuffer().then(function (head) {
+      if (file !== candidate) { return; }
+      if (!looksLikePhoto(new Uint8Array(head))) {
+        showError("This file is not a photo GestaltLens can read (JPEG, PNG, WebP or HEIC).");
+        preview.classList.add("hidden");
+        file = null;
+        return;
+      }
+      if (img.src) { URL.revokeObjectURL(img.src); }
+      img.src = URL.createObjectURL(candidate);
+      preview.classList.remove("hidden");
+      statusEl.textContent = "Ready to upload (" + (candidate.size / 1048576).toFixed(2) + " MB).";
+      button.disabled = false;
+    });
+  }
+
+  function looksLikePhoto(b) {
+    const ascii = function (from, to) { return String.fromCharCode.apply(null, Array.from(b.slice(from, to))); };
+    if (b[0] === 0xFF && b[1] === 0xD8 && b[2] === 0xFF) { return true; }  // JPEG
+    if (b[0] === 0x89 && ascii(1, 4) === "PNG") { return true; }  // PNG
+    if (ascii(0, 4) === "RIFF" && ascii(8, 12) === "WEBP") { return true; }  // WebP
+    return ascii(4, 8) === "ftyp";  // HEIC / HEIF (the server checks the brand)
   }
 
   function clearPicker() {
