@@ -26,6 +26,7 @@ from app.synth.generate import generate_one
 from app.vision.pipeline import default_detector, process_photo
 from app.web.factory import create_app
 from tests.conftest import Account, encode, make_account, upload
+from tests.nets.test_ensemble import build_ensemble_folder
 
 DEMO = load_model(PROJECT_ROOT / "models", "demo")
 SYNDROME_KEYS = {"syndrome_name", "omim_id", "distance", "gestalt_score", "image_id", "subject_id"}
@@ -241,3 +242,34 @@ def test_genes_subjects_and_omim_follow_the_gallery(migrated_url: str, tmp_path:
     assert data["suggested_genes_list"] == expected
     assert {g["gene_name"] for g in expected} == {"NIPBL", "SMC1A", "HDAC8", "WBS region"}
     assert all(set(g) == GENE_KEYS for g in data["suggested_genes_list"])
+
+
+def test_an_ensemble_with_tta_encodes_and_ranks_like_the_service(migrated_url: str, tmp_path: Path,
+                                                                 one_face: bytes) -> None:
+    folder = build_ensemble_folder(tmp_path / "models", per_class=1)
+    settings = Settings(data_dir=tmp_path / "d", database_url=migrated_url, secret_key="k" * 40,
+                        models_dir=folder.parent, model="ens")
+    app = create_app(settings)
+    account = make_account(app, "gmuser", "clinician")
+    with TestClient(app) as client:
+        frame = client.post("/encode", json={"img": b64(one_face)}, headers=account.headers).json()["encodings"]
+        data = client.post("/predict", json={"img": b64(one_face)}, headers=account.headers).json()
+        status = client.get("/status").json()
+    app.state.engine.dispose()
+    rows = [str(i) for i in range(8)]  # 2 networks x flip x grey
+    assert list(frame["model"]) == rows and [frame["model"][r] for r in rows] == ["m0"] * 4 + ["m1"] * 4
+    assert all(frame["class_conf"][r] == [0] for r in rows[4:])  # the headless member, as the service's ONNX one
+    assert all(len(frame["class_conf"][r]) == len(DEMO.labels) for r in rows[:4])
+    assert status["members"] == 2 and status["views"] == 8
+    # The ranking, recomputed from what /encode returned and the gallery file: mean cosine distance over views.
+    query = np.array([frame["representations"][r] for r in rows])
+    with np.load(folder / "gallery.npz") as stored:
+        gallery, labels = stored["embeddings"], stored["labels"]
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    g = gallery / np.linalg.norm(gallery, axis=2, keepdims=True)
+    mean = (1.0 - np.einsum("nvd,vd->nv", g, q)).mean(axis=1)
+    name_of = {label.id: label.name for label in DEMO.labels}
+    expected = {name_of[c]: round(float(mean[labels == c].min()), 3) for c in np.unique(labels)}
+    got = {s["syndrome_name"]: s["distance"] for s in data["suggested_syndromes_list"]}
+    assert got.keys() == expected.keys()
+    assert all(abs(got[k] - expected[k]) <= 0.0011 for k in got)  # rounding of nearly-equal floats
