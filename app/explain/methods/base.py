@@ -128,6 +128,8 @@ class Context:
     network: nn.Module | None = None
     #: the :class:`app.explain.objectives.Objective` that ``model(x)[:, target]`` computes
     objective: Any = None
+    #: the mode the running method computes in ("exact" or "fast", app.explain.fast), set by the engine per method
+    mode: str = "exact"
     _results: dict[str, Any] = field(default_factory=dict)
     _done: float = 0.0
     _reported: float = 0.0

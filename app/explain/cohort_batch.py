@@ -1,0 +1,193 @@
+"""Explaining many faces at once: passes of several cases share batches (cohort jobs, research instruments).
+
+Why: syndrome-wise maps, the evaluation scorecard and the imbalance experiment run the panel over hundreds of
+faces. One :meth:`Explainer.explain` per face leaves batches part-empty (50 IG steps at batch 16 are 16+16+16+2
+images) and pays per-call overhead per face; here the rows of *several faces* fill the same batches:
+
+* integrated gradients: the (face, step) rows of all faces, ``batch_size`` rows per forward/backward;
+* SmoothGrad: the (face, sample) rows, each face's noise drawn exactly as the single-face method draws it
+  (:func:`app.explain.methods.smoothgrad.smoothgrad_noise`, same seed → same noise → same map);
+* the gradient family (saliency, input × gradient, Grad-CAM): one forward/backward over all faces' inputs.
+
+Each row's objective is its own face's target logit (``logits[row, target[row]]``). The network is in eval mode,
+so rows never influence each other, and every batched map equals the one-at-a-time map up to float rounding
+(the tests check this). The remaining methods (DeepLIFT and the guided family, whose Captum hooks assume one
+target per call, occlusion, whose incremental path already evaluates 64 windows of one face per batch and
+reuses that face's cached clean activations, and the similarity decomposition) run per face on the same
+explainer, reusing its private network copy and its folded inference copy. Only logit objectives are batched;
+the engine's own :meth:`~app.explain.engine.Explainer.explain` serves similarity objectives.
+
+``mode`` is the engine's (:mod:`app.explain.fast`): a fast request runs the fast variants under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from captum.attr._utils.approximation_methods import approximation_parameters
+from torch import Tensor
+
+from app.explain.engine import Explainer, _check_target, prepare_input
+from app.explain.fast import EXACT, check_mode, fast_context
+from app.explain.methods.base import to_map, upsample
+from app.explain.methods.smoothgrad import smoothgrad_noise
+from app.explain.registry import normalise_params
+
+__all__ = ["BATCHED_METHODS", "CohortItem", "explain_cohort"]
+
+#: Methods whose passes are batched across faces; the others run per face.
+BATCHED_METHODS: tuple[str, ...] = ("saliency", "input_x_gradient", "gradcam", "integrated_gradients", "smoothgrad")
+_GRADIENT_FAMILY = ("saliency", "input_x_gradient", "gradcam")
+
+
+@dataclass(frozen=True)
+class CohortItem:
+    """One face of a cohort: its aligned uint8 (112, 112, 3) crop (or preprocessed tensor) and target class."""
+
+    crop: np.ndarray | Tensor
+    target: int
+
+
+def _target_sum(logits: Tensor, targets: Tensor) -> Tensor:
+    return logits.gather(1, targets.view(-1, 1)).sum()
+
+
+def _rows_gradients(explainer: Explainer, inputs: Tensor, targets: Tensor, batch_size: int,
+                    sink: Callable[[slice, Tensor], None]) -> None:
+    """d target logit / d input for every row, ``batch_size`` rows per forward/backward, handed to ``sink``."""
+    for start in range(0, len(inputs), batch_size):
+        rows = slice(start, min(len(inputs), start + batch_size))
+        chunk = inputs[rows].detach().clone().requires_grad_(True)
+        (grads,) = torch.autograd.grad(_target_sum(explainer._model(chunk), targets[rows]), chunk)
+        sink(rows, grads)
+
+
+def _integrated_gradients(explainer: Explainer, xs: Tensor, targets: Tensor, params: Mapping[str, Any],
+                          batch_size: int) -> Tensor:
+    """(F, 3, H, W) IG attributions of F faces, (face, step) rows batched together."""
+    steps = params["steps"]
+    step_sizes_func, alphas_func = approximation_parameters(params["method"])
+    step_sizes, alphas = step_sizes_func(steps), alphas_func(steps)
+    base = torch.full_like(xs[:1], params["baseline"])
+    faces = len(xs)
+    # row r = face r // steps, step r % steps; built per batch so a large cohort never holds all rows at once
+    face_of = torch.arange(faces * steps, device=xs.device) // steps
+    step_of = torch.arange(faces * steps) % steps
+    alpha = torch.tensor(alphas, dtype=xs.dtype, device=xs.device)
+    weight = torch.tensor(step_sizes, dtype=xs.dtype, device=xs.device)
+    totals = torch.zeros_like(xs)
+    for start in range(0, faces * steps, batch_size):
+        rows = slice(start, min(faces * steps, start + batch_size))
+        face, step = face_of[rows], step_of[rows].to(xs.device)
+        scaled = (base + alpha[step].view(-1, 1, 1, 1) * (xs[face] - base)).requires_grad_(True)
+        (grads,) = torch.autograd.grad(_target_sum(explainer._model(scaled), targets[face]), scaled)
+        totals.index_add_(0, face, grads * weight[step].view(-1, 1, 1, 1))
+    return totals * (xs - base)
+
+
+def _smoothgrad(explainer: Explainer, xs: Tensor, targets: Tensor, params: Mapping[str, Any],
+                batch_size: int) -> Tensor:
+    """(F, 3, H, W) SmoothGrad of F faces, (face, sample) rows batched together, noise as the single method's."""
+    samples = params["samples"]
+    noisy = torch.cat([x + smoothgrad_noise(x, samples=samples, noise=params["noise"], seed=params["seed"])
+                       for x in xs.split(1)])
+    row_targets = targets.repeat_interleave(samples)
+    totals = torch.zeros_like(xs)
+    face_of = torch.arange(len(noisy), device=xs.device) // samples
+
+    def sink(rows: slice, grads: Tensor) -> None:
+        totals.index_add_(0, face_of[rows], grads.abs())
+
+    _rows_gradients(explainer, noisy, row_targets, batch_size, sink)
+    return totals * 1 / samples
+
+
+def _gradient_family(explainer: Explainer, xs: Tensor, targets: Tensor, batch_size: int) -> dict[str, Tensor]:
+    """Saliency, input × gradient and signed Grad-CAM of F faces from batched forward/backward passes."""
+    grads, cams = [], []
+    for start in range(0, len(xs), batch_size):
+        captured: list[Tensor] = []
+        handle = explainer._layer.register_forward_hook(
+            lambda _m, _i, output, captured=captured: captured.append(output))
+        try:
+            chunk = xs[start:start + batch_size].detach().clone().requires_grad_(True)
+            logits = explainer._model(chunk)
+        finally:
+            handle.remove()
+        (activation,) = captured
+        grad_x, grad_a = torch.autograd.grad(_target_sum(logits, targets[start:start + batch_size]),
+                                             (chunk, activation))
+        weights = grad_a.mean(dim=tuple(range(2, grad_a.dim())), keepdim=True)
+        cams.append((weights * activation).sum(dim=1, keepdim=True).detach())
+        grads.append(grad_x.detach())
+    grad, cam = torch.cat(grads), torch.cat(cams)
+    return {
+        "saliency": grad.abs().amax(dim=1),
+        "input_x_gradient": (xs * grad).sum(dim=1),
+        "gradcam": upsample(cam, tuple(xs.shape[2:]))[:, 0],
+    }
+
+
+def explain_cohort(
+    explainer: Explainer,
+    items: Sequence[CohortItem],
+    *,
+    methods: Sequence[str],
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    mode: str = EXACT,
+    batch_size: int | None = None,
+    on_face: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Maps of ``methods`` for every face of ``items`` (logit objectives), in item order, keys in method order.
+
+    The same maps as ``[explainer.explain(i.crop, target=i.target, methods=methods, params=params, mode=mode)
+    for i in items]`` up to float rounding, with the passes of :data:`BATCHED_METHODS` batched across faces
+    (``batch_size`` rows per forward/backward; default the explainer's). ``on_face(index, maps)`` is called as
+    each face's per-face methods finish (after the batched passes). Raises ValueError like ``explain``.
+    """
+    check_mode(mode)
+    if isinstance(methods, str):
+        raise ValueError("methods must be a sequence of method ids, not a single string")
+    requested = list(dict.fromkeys(methods))
+    if not requested:
+        raise ValueError("no methods requested")
+    params = {} if params is None else params
+    normalised = {method_id: normalise_params(method_id, params.get(method_id)) for method_id in [*params, *requested]}
+    batch_size = explainer._batch_size if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    targets_list = [_check_target(item.target, explainer.num_classes) for item in items]
+    results: list[dict[str, np.ndarray]] = [{} for _ in items]
+    if not items:
+        return []
+    batched = [m for m in requested if m in BATCHED_METHODS]
+    if batched:
+        with explainer._lock, torch.inference_mode(False), torch.enable_grad():
+            xs = torch.cat([prepare_input(item.crop, explainer.device) for item in items])
+            targets = torch.tensor(targets_list, dtype=torch.long, device=explainer.device)
+            family = [m for m in batched if m in _GRADIENT_FAMILY]
+            if family:
+                with fast_context(family[0], mode, explainer.device):
+                    maps = _gradient_family(explainer, xs, targets, batch_size)
+                for method_id in family:
+                    for i in range(len(items)):
+                        results[i][method_id] = to_map(maps[method_id][i])
+            for method_id, run in (("integrated_gradients", _integrated_gradients), ("smoothgrad", _smoothgrad)):
+                if method_id in batched:
+                    with fast_context(method_id, mode, explainer.device):
+                        attribution = run(explainer, xs, targets, normalised[method_id], batch_size)
+                    reduced = attribution.sum(dim=1) if method_id == "integrated_gradients" else attribution.amax(dim=1)
+                    for i in range(len(items)):
+                        results[i][method_id] = to_map(reduced[i])
+    rest = [m for m in requested if m not in BATCHED_METHODS]
+    for i, item in enumerate(items):
+        if rest:
+            results[i].update(explainer.explain(item.crop, target=targets_list[i], methods=rest,
+                                                params={m: normalised[m] for m in rest}, mode=mode))
+        if on_face is not None:
+            on_face(i, {m: results[i][m] for m in requested})
+    return [{m: result[m] for m in requested} for result in results]
