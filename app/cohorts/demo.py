@@ -14,7 +14,7 @@ Importing again skips faces whose pseudonym the owner already has, so the comman
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -39,9 +39,12 @@ class ImportSummary:
 
 
 def import_demo_cohort(session: Session, *, owner: User, store: PhotoStore, model: LoadedModel,
-                       per_syndrome: int = 6, seed: int = DEMO_SEED,
+                       per_syndrome: int = 6, seed: int = DEMO_SEED, syndromes: Sequence[str] | None = None,
                        on_progress: Callable[[int, int], None] | None = None) -> ImportSummary:
-    """Create the synthetic cases (committing after each); returns what was created and skipped."""
+    """Create the synthetic cases (committing after each); returns what was created and skipped.
+
+    ``syndromes`` limits the import to these synthetic syndromes (default: every one the model knows).
+    """
     from app.predictions.service import rank_crop, store_run
     from app.synth.classes import CLASSES
     from app.synth.generate import generate_one
@@ -50,7 +53,7 @@ def import_demo_cohort(session: Session, *, owner: User, store: PhotoStore, mode
     if per_syndrome < 1:
         raise ValueError("per_syndrome must be at least 1")
     known = {label.id for label in model.labels}
-    syndromes = [c.id for c in CLASSES if c.features and c.id in known]
+    syndromes = [c.id for c in CLASSES if c.features and c.id in known and (syndromes is None or c.id in syndromes)]
     if not syndromes:
         raise ValueError(f"model {model.version} knows none of the synthetic syndromes; the demo cohort needs the "
                          "demo model")
