@@ -11,7 +11,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         if value not in {"inline", "celery"}:
             raise ValueError("GESTALTLENS_JOB_RUNNER must be 'inline' or 'celery'")
         return value
+
+    @model_validator(mode="after")
+    def _visibility_exceeds_lease(self) -> Settings:
+        # A message re-delivered before the lease ran out would find the job "busy" and only retry later.
+        if self.job_visibility_timeout_s <= self.job_lease_s:
+            raise ValueError("GESTALTLENS_JOB_VISIBILITY_TIMEOUT_S must be longer than GESTALTLENS_JOB_LEASE_S")
+        return self
 
     @field_validator("device")
     @classmethod
