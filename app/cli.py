@@ -9,6 +9,7 @@ import typer
 
 from app.cohorts.command import cohort_command, demo_cohort_command
 from app.explain.command import explain_command
+from app.gaze.command import gaze_cli
 from app.nets.calibrate import model_cli
 from app.nets.command import train_command
 from app.nets.import_command import import_command
@@ -21,6 +22,7 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 user_cli = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(user_cli, name="user")
+cli.add_typer(gaze_cli, name="gaze")  # app/gaze/command.py (issue 12)
 cli.add_typer(model_cli, name="model")  # app/nets/calibrate.py: `model calibrate` (other model commands join it)
 model_cli.command("import")(import_command)  # app/nets/import_command.py: ONNX / pickled GM checkpoints
 # Commands whose options live next to their code; both import their heavy modules only when run.
