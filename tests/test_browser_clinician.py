@@ -27,6 +27,16 @@ PHONE = {"width": 390, "height": 844}
 SERIOUS = ("serious", "critical")
 
 
+def wait_until(page, expression: str, timeout: float = 60.0) -> None:
+    """Poll a JS expression (Playwright's wait_for_function evaluates strings, which our CSP forbids)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
+
+
 def _luminance(rgb: tuple[float, float, float]) -> float:
     def channel(c: float) -> float:
         c = c / 255
@@ -79,7 +89,8 @@ def crawl_pages(page, server: Server, start: list[str], limit: int = 40) -> list
             continue
         seen_shapes.add(shape)
         response = page.goto(server.url + path + (f"?{urlparse(url).query}" if urlparse(url).query else ""))
-        if response is None or "text/html" not in (response.headers.get("content-type") or ""):
+        if response is None or response.status >= 400 or "text/html" not in (
+                response.headers.get("content-type") or ""):
             continue
         page.wait_for_load_state("networkidle")
         pages.append(path)
@@ -199,7 +210,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     assert other != first_target
     page.select_option("select[name=target]", other)
     page.locator(".grid-head strong").filter(has_text=re.compile(".+")).wait_for()
-    page.wait_for_function("document.querySelectorAll('.map-card').length === 0")
+    wait_until(page, "document.querySelectorAll('.map-card').length === 0")
     assert "No maps for this target yet" in page.locator("#explain-grid").inner_text()
 
     # 4. Progress counts maps and names the one being computed (deliberately slow SmoothGrad and IG).
@@ -259,7 +270,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     dialog = page.locator("#rate-dialog")
     dialog.wait_for(state="visible")
     heat = dialog.locator("#rate-pane-a .heat")
-    page.wait_for_function("document.querySelector('#rate-pane-a .heat').naturalWidth > 0")
+    wait_until(page, "document.querySelector('#rate-pane-a .heat').naturalWidth > 0")
     assert heat.evaluate("el => el.naturalWidth") > 112  # photo resolution, not the 112-px crop scaled up
     assert page.locator("#rate-dialog-label").inner_text() == "A"
     page.keyboard.press("ArrowRight")
@@ -296,7 +307,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     # Accessibility: axe-core on every page reachable from the UI (plus the 404 page).
     visited = crawl_pages(page, server, ["/cases", f"/cases/{synth_case}", f"/cases/{real_case}", "/studies",
                                          f"/studies/{study}", f"/studies/{study}/cases/1", "/admin/users",
-                                         "/cases/new", "/studies/new"])
+                                         "/cases/new", "/studies/new", "/syndromes", "/evaluation", "/evaluations"])
     for path in visited:
         page.goto(server.url + path)
         page.wait_for_load_state("networkidle")

@@ -5,6 +5,7 @@ suggestions), the users page's deactivate / password reset, and an explain form 
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -136,3 +137,30 @@ def test_explain_form_without_methods_computes_nothing(
                            headers=browser_headers(token))
     assert response.status_code == 200 and "Tick at least one method" in response.text
     assert client.get(f"/api/v1/cases/{case['id']}/explanations", headers=alice.headers).json() == []
+
+
+def test_first_run_offers_and_loads_the_synthetic_demo_cohort(
+    app, client: TestClient, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import app.demo.routes as demo_routes
+
+    monkeypatch.setattr(demo_routes, "PER_SYNDROME", 1)  # one face per syndrome keeps the test short
+    token = login(client, alice)
+    assert "Load the demo cohort" in client.get("/cases").text
+    started = client.post("/demo-cohort", headers=browser_headers(token))
+    assert started.status_code == 200
+    job_id = re.search(r'hx-get="/demo-cohort/([0-9a-f]{32})"', started.text).group(1)
+    deadline = time.monotonic() + 120
+    while True:
+        progress = client.get(f"/demo-cohort/{job_id}", headers={"HX-Request": "true"})
+        if "HX-Redirect" in progress.headers or "could not be loaded" in progress.text:
+            break
+        assert time.monotonic() < deadline, progress.text
+        time.sleep(0.5)
+    assert progress.headers.get("HX-Redirect") == "/cases", progress.text
+    listed = client.get("/api/v1/cases", headers=alice.headers).json()
+    assert listed["total"] == 8 and all(c["pseudonym"].startswith("SYNTHETIC ") for c in listed["items"])
+    assert all(c["diagnosis"] is not None for c in listed["items"])
+    assert "Load the demo cohort" not in client.get("/cases").text

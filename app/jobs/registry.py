@@ -40,6 +40,7 @@ def handler(kind: str, *, on_failure: FailureHook | None = None) -> Callable[[Ha
 def load_handlers() -> None:
     """Import the modules that register job kinds (not at import time: they import domain code)."""
     import app.cohorts.worker
+    import app.demo.worker
     import app.explanations.worker  # noqa: F401
 
 

@@ -20,6 +20,7 @@ from app.cases.storage import PhotoStore
 from app.cohorts import routes as cohort_routes
 from app.compare import routes as compare_routes
 from app.db import make_engine, make_sessionmaker
+from app.demo import routes as demo_routes
 from app.diagnoses import routes as diagnosis_routes
 from app.explanations import routes as explanation_routes
 from app.gaze import attention_routes
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(case_routes.api)
     app.include_router(case_routes.pages)
     app.include_router(phenotype_routes.api)
+    app.include_router(demo_routes.pages)
     app.include_router(phenotype_routes.pages)
     app.include_router(diagnosis_routes.api)
     app.include_router(diagnosis_routes.pages)

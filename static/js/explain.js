@@ -48,7 +48,9 @@
   });
 
   document.addEventListener("click", function (event) {
-    if (event.target.closest("a, .adhoc-rating")) { return; }
+    const button = event.target.closest(".map-enlarge");
+    if (button && !event.target.closest("dialog")) { enlarge(button.closest(".map-card")); return; }
+    if (event.target.closest("a, button, .adhoc-rating")) { return; }
     const card = event.target.closest(".map-card");
     if (card && !event.target.closest("dialog")) { enlarge(card); }
   });
@@ -65,13 +67,10 @@
       setOpacity(parseFloat(slider.value) - 0.1);
     } else if (event.key === "]" && slider) {
       setOpacity(parseFloat(slider.value) + 0.1);
-    } else if ((event.key === "Enter" || event.key === " ") && event.target.classList.contains("map-card")) {
-      event.preventDefault();
-      enlarge(event.target);
     } else {
       return;
     }
-    if (event.key !== "Enter" && event.key !== " " && tag === "input" && event.target.type === "range") {
+    if (tag === "input" && event.target.type === "range") {
       event.preventDefault();  // the slider would also move by itself
     }
   });

@@ -1,0 +1,48 @@
+"""The case list's first-run offer: load the synthetic demo cohort (a job), follow its progress."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from app.demo.worker import KIND, PER_SYNDROME
+from app.jobs import service as job_service
+from app.jobs.models import QUEUED, RUNNING, Job
+from app.web.deps import CurrentUser, DbSession
+from app.web.errors import ApiError, NotFound
+from app.web.templating import render
+
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.post("/demo-cohort")
+async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) -> Response:
+    def _create() -> Job:
+        running = db.scalar(select(Job).where(Job.kind == KIND, Job.owner_id == user.id,
+                                              Job.state.in_((QUEUED, RUNNING))).limit(1))
+        if running is not None:
+            return running
+        job = job_service.create_job(db, kind=KIND, payload={"per_syndrome": PER_SYNDROME}, owner=user)
+        db.commit()
+        return job
+
+    job = await run_in_threadpool(_create)
+    try:
+        request.app.state.jobs.submit(job.id)
+    except Exception as exc:  # any broker error means the job will never run
+        job_service.finish(request.app.state.sessions, job.id, error=f"the job queue is unreachable: {exc}")
+        raise ApiError(503, "queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
+    return render(request, "demo/_progress.html", {"job": job})
+
+
+@pages.get("/demo-cohort/{job_id}")
+def demo_cohort_progress(job_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    job = job_service.get_job_for(db, job_id=job_id, user=user)
+    if job is None or job.kind != KIND:
+        raise NotFound("job")
+    response = render(request, "demo/_progress.html", {"job": job})
+    if job.state == "done":
+        response.headers["HX-Redirect"] = "/cases"
+    return response
