@@ -1,0 +1,201 @@
+"""Class-imbalance and shortcut experiment (thesis 6.3): do explanations for a rare syndrome, or for a model
+trained with a shortcut cue, localise worse, and can the evaluation metrics detect a shortcut?
+
+Conditions, all from one generated data set (``gestaltlens synth`` with a fixed seed), so only the factor
+under study changes:
+
+* ``balanced``: every class keeps its training images;
+* ``rare_1to4`` / ``rare_1to16`` (or the ratios given): the *rare class* keeps 1/4 (1/16) of its training
+  images (the first ones by index); every test split is untouched, so accuracy is measured on the same faces;
+* ``shortcut``: the same faces, but images carry the generator's sticker cue (beside the face, in hair or
+  background) with probability 0.9 in the rare class and 0.05 elsewhere. Because the generator draws the
+  cue from a stream of its own, a face is the same with or without it: only the images that carry the cue
+  are rendered again (through the real detection and alignment), the others are reused.
+
+Each condition trains a demo-size model (iResNet-18 ×0.25, ``app.nets.train``), then measures per-class
+accuracy and the scorecard (:mod:`app.evaluate.scorecard`) on the test faces of the base data set, for the
+rare class and the others apart. It writes ``report.json`` (every number), ``report.md`` and PNG plots.
+
+Run: ``python -m app.evaluate.imbalance --data var/imbalance/data-base --out reports/imbalance``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["derive_dataset", "main", "run_experiment"]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def derive_dataset(base: Path, out: Path, *, rare_class: str, keep_fraction: float = 1.0,
+                   shortcut: bool = False) -> dict[str, int]:
+    """A data set folder that reuses ``base``'s files: the rare class's training images cut to
+    ``keep_fraction`` (the first by index), and with ``shortcut`` the cue images rendered again into ``out``.
+    Returns the training counts per class."""
+    from app.synth.dataset import _Job, _record, read_manifest
+    from app.synth.generate import ShortcutSpec
+    from app.vision.detect import FaceDetector
+
+    base = base.resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    for sub in ("images", "masks", "aligned", "aligned_masks"):
+        (out / sub).mkdir(parents=True)
+    info = json.loads((base / "dataset.json").read_text(encoding="utf-8"))
+    records = read_manifest(base)
+    rare_train = [r for r in records if r["label"] == rare_class and r["split"] == "train"]
+    keep = max(1, round(len(rare_train) * keep_fraction))
+    dropped = {r["id"] for r in rare_train[keep:]}
+    spec = ShortcutSpec(class_id=rare_class) if shortcut else None
+    detector = FaceDetector() if shortcut else None
+    job = _Job(out=out, seed=int(info["seed"]), shortcut=spec)
+    lines, counts = [], {}
+    for record in records:
+        if record["id"] in dropped:
+            continue
+        index = int(str(record["id"]).rsplit("-", 1)[1])
+        if spec is not None and spec.present(int(info["seed"]), str(record["label"]), index):
+            from app.synth.dataset import Task
+            record = _record(Task(str(record["label"]), index, str(record["split"])), job, detector)
+        else:
+            record = dict(record)
+            for key in ("image", "mask", "aligned", "aligned_mask"):
+                if record.get(key):
+                    record[key] = str(base / str(record[key]))
+        lines.append(json.dumps(record))
+        if record["split"] == "train":
+            counts[str(record["label"])] = counts.get(str(record["label"]), 0) + 1
+    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    info.update({"derived_from": str(base), "rare_class": rare_class, "keep_fraction": keep_fraction,
+                 "shortcut": spec.to_dict() if spec else None, "train_counts": counts})
+    _write_json(out / "dataset.json", info)
+    return counts
+
+
+def _summarise(card: dict[str, Any], rare_class: str) -> dict[str, Any]:
+    """Per method: mean localisation, deletion gap and context share, over the rare class and the rest."""
+    out: dict[str, Any] = {}
+    for method in card["methods"]:
+        rows = [(r["label"], r["methods"][method]) for r in card["per_image"]]
+        groups = {"rare": [m for label, m in rows if label == rare_class],
+                  "others": [m for label, m in rows if label != rare_class]}
+        out[method] = {
+            g: {k: (sum(float(m[k]) for m in ms) / len(ms) if ms else None)
+                for k in ("pointing", "mass", "rank", "deletion_morf_auc", "context")}
+            for g, ms in groups.items()
+        }
+        out[method]["deletion_gap"] = card["scores"][method]["faithfulness"]["deletion_gap"]["mean"]
+        out[method]["context_areas"] = {k: v["mean"] for k, v in card["scores"][method]["context"]["areas"].items()}
+    return out
+
+
+def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: tuple[int, ...] = (4, 16),
+                   shortcut: bool = True, epochs: int = 12, methods: tuple[str, ...] = ("gradcam", "saliency",
+                   "integrated_gradients", "guided_backprop"), faces_per_other: int = 2,
+                   road_percentages: tuple[float, ...] = (0.2, 0.5, 0.8), threads: int = 2,
+                   log: Any = print) -> dict[str, Any]:
+    """Train and evaluate every condition; write report.json, report.md and plots into ``out``."""
+    import torch
+
+    from app.evaluate.benchmark import BenchmarkSet, load_dataset_split
+    from app.evaluate.scorecard import EvaluationOptions, evaluate_model
+    from app.nets.registry import read_model_folder
+    from app.nets.train import train_model
+
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    conditions: list[tuple[str, float, bool]] = [("balanced", 1.0, False)]
+    conditions += [(f"rare_1to{r}", 1.0 / r, False) for r in ratios]
+    if shortcut:
+        conditions.append(("shortcut", 1.0, True))
+    test = load_dataset_split(data, "test")
+    chosen, seen = [], {}
+    for face in test.faces:  # the rare class's every test face, a few of each other syndrome
+        if face.label == rare_class or seen.get(face.label, 0) < faces_per_other:
+            chosen.append(face)
+            seen[face.label] = seen.get(face.label, 0) + 1
+    benchmark = BenchmarkSet(spec={**test.spec, "selection": f"all {rare_class}, {faces_per_other} per other"},
+                             faces=chosen, skipped=test.skipped)
+    options = EvaluationOptions(road_percentages=road_percentages, sanity_faces=0)
+    results: dict[str, Any] = {}
+    for name, fraction, cue in conditions:
+        started = time.perf_counter()
+        log(f"[{name}] data")
+        counts = derive_dataset(data, work / f"data-{name}", rare_class=rare_class, keep_fraction=fraction,
+                                shortcut=cue)
+        log(f"[{name}] training on {sum(counts.values())} images ({counts.get(rare_class)} of {rare_class})")
+        model_id = f"imb-{name}".replace("_", "-")
+        report = train_model(work / f"data-{name}", work / model_id, model_id=model_id, epochs=epochs, seed=0,
+                             threads=threads)
+        model = read_model_folder(report.model_dir)
+        trained = time.perf_counter() - started
+        log(f"[{name}] evaluating on {len(benchmark.faces)} faces")
+        # the shortcut model is evaluated on its own (cued) test images: the base set's faces with the cue
+        bench = load_dataset_split(work / f"data-{name}", "test") if cue else benchmark
+        if cue:
+            ids = {f.image_id for f in benchmark.faces}
+            bench = BenchmarkSet(spec={**bench.spec, "selection": benchmark.spec["selection"]},
+                                 faces=[f for f in bench.faces if f.image_id in ids], skipped=bench.skipped)
+        card = evaluate_model(model.network, [label.id for label in model.labels], bench, list(methods),
+                              gradcam_layer=model.card.gradcam_layer, options=options)
+        metrics = report.metrics
+        results[name] = {
+            "train_counts": counts, "train_seconds": round(report.train_seconds, 1),
+            "seconds": round(time.perf_counter() - started, 1), "train_and_data_seconds": round(trained, 1),
+            "top1": metrics["top1"], "softmax_top1": metrics["softmax_top1"],
+            "per_class_top1": {c: v["top1"] for c, v in metrics["per_class"].items()},
+            "cue_faces": sum(1 for f in bench.faces if f.shortcut),
+            "summary": _summarise(card, rare_class),
+            "context_occlusion": {k: v["mean"] for k, v in card["context_occlusion"].items()},
+            "chance": card["chance"], "scorecard": card,
+        }
+        log(f"[{name}] done in {results[name]['seconds']} s: top-1 {metrics['top1']:.3f}, "
+            f"{rare_class} {results[name]['per_class_top1'][rare_class]:.3f}")
+    experiment = {
+        "question": "Do explanations for a rare syndrome, or for a shortcut-trained model, localise worse, and "
+                    "can the metrics detect a shortcut?",
+        "data": str(data), "rare_class": rare_class, "epochs": epochs, "methods": list(methods),
+        "road_percentages": list(road_percentages), "threads": threads, "n_eval_faces": len(benchmark.faces),
+        "torch": torch.__version__, "conditions": results,
+    }
+    _write_json(out / "report.json", experiment)
+    from app.evaluate.report import write_imbalance_report
+
+    write_imbalance_report(experiment, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return experiment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="a data set written by `gestaltlens synth`")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rare-class", default="syn_a")
+    parser.add_argument("--ratios", default="4,16")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--methods", default="gradcam,saliency,integrated_gradients,guided_backprop")
+    parser.add_argument("--faces-per-other", type=int, default=2)
+    parser.add_argument("--no-shortcut", action="store_true")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("GESTALTLENS_THREADS", "2")))
+    args = parser.parse_args(argv)
+    run_experiment(args.data, args.out, rare_class=args.rare_class,
+                   ratios=tuple(int(r) for r in args.ratios.split(",") if r),
+                   shortcut=not args.no_shortcut, epochs=args.epochs, methods=tuple(args.methods.split(",")),
+                   faces_per_other=args.faces_per_other, threads=args.threads,
+                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
