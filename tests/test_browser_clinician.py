@@ -79,6 +79,7 @@ def axe_check(page, where: str) -> list[str]:
 def crawl_pages(page, server: Server, start: list[str], limit: int = 40) -> list[str]:
     """Every same-origin page linked from the pages visited (one per route shape: ids become {id})."""
     seen_shapes: set[str] = set()
+    per_branch: dict[tuple[str, int], int] = {}  # /syndromes/syn_a, /syndromes/syn_b …: a few of each suffice
     queue, pages = list(start), []
     while queue and len(pages) < limit:
         url = queue.pop(0)
@@ -88,6 +89,10 @@ def crawl_pages(page, server: Server, start: list[str], limit: int = 40) -> list
                 r"\.(png|csv|npy|json)$", path):
             continue
         seen_shapes.add(shape)
+        branch = (shape.split("/")[1] if "/" in shape else shape, shape.count("/"))
+        per_branch[branch] = per_branch.get(branch, 0) + 1
+        if per_branch[branch] > 6:
+            continue
         response = page.goto(server.url + path + (f"?{urlparse(url).query}" if urlparse(url).query else ""))
         if response is None or response.status >= 400 or "text/html" not in (
                 response.headers.get("content-type") or ""):
