@@ -154,6 +154,7 @@ def cohort_command(
 def demo_cohort_command(
     username: Annotated[str, typer.Argument(help="The user who will own the synthetic cases.")],
     per_syndrome: Annotated[int, typer.Option(help="Faces per synthetic syndrome (5 meet the floor).")] = 6,
+    syndromes: Annotated[str, typer.Option(help="Comma-separated synthetic syndromes; default: all.")] = "",
 ) -> None:
     """Import generated synthetic patients (marked SYNTHETIC) as cases with confirmed diagnoses."""
     from app.auth import service as auth_service
@@ -174,7 +175,8 @@ def demo_cohort_command(
         try:
             summary = import_demo_cohort(session, owner=user, store=PhotoStore(settings.photo_dir),
                                          model=load_model(settings.models_dir, settings.model),
-                                         per_syndrome=per_syndrome, on_progress=ProgressBar())
+                                         per_syndrome=per_syndrome, on_progress=ProgressBar(),
+                                         syndromes=[x.strip() for x in syndromes.split(",") if x.strip()] or None)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
