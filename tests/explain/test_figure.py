@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import itertools
 import subprocess
 import sys
 import weakref
@@ -193,3 +194,24 @@ def test_pyplot_is_never_imported() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=60)
+
+
+def test_colour_bar_tick_labels_stay_inside_their_cell_and_apart() -> None:
+    """Long labels ("−1.2e-05") at the bar's ends used to run into each other and into the next cell."""
+    panels = make_panels(6)  # scales from 1e-5 to 1: the widest tick labels there are
+    fig = build_panel_figure(make_crop(), panels, target_label="A", model_version="v", dpi=DPI)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bars = [ax for ax in fig.axes if str(ax.get_gid()).startswith("colorbar:")]
+    assert len(bars) == len(panels)
+    spans = []
+    for ax in bars:
+        cell = ax.get_window_extent(renderer)
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert boxes[0].x0 >= cell.x0 - 1 and boxes[-1].x1 <= cell.x1 + 1, ax.get_gid()
+        assert all(a.x1 <= b.x0 for a, b in itertools.pairwise(boxes)), ax.get_gid()
+        spans.append((cell.y0, boxes[0].x0, boxes[-1].x1))
+    same_row = sorted(spans)
+    for (y_a, _, right_a), (y_b, left_b, _) in itertools.pairwise(same_row):
+        if abs(y_a - y_b) < 1:
+            assert right_a <= left_b
