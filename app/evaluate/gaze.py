@@ -113,12 +113,18 @@ def auc_judd(saliency: np.ndarray, fixations: Fixations) -> float:
     return float(np.trapezoid(tp, fp))
 
 
-def _threshold_auc(positives: np.ndarray, negatives: np.ndarray, step: float) -> float:
-    """The MIT code's AUC on a fixed threshold grid (``max:-step:0`` of the normalised map)."""
-    thresholds = np.arange(0.0, max(positives.max(), negatives.max()) + step, step)[::-1]
-    tp = np.concatenate([[0.0], [(positives >= t).mean() for t in thresholds], [1.0]])
-    fp = np.concatenate([[0.0], [(negatives >= t).mean() for t in thresholds], [1.0]])
-    return float(np.trapezoid(tp, fp))
+def _threshold_aucs(positives: np.ndarray, negatives: np.ndarray, step: float) -> np.ndarray:
+    """The MIT code's AUC on a fixed threshold grid (``max:-step:0`` of the normalised map), for each row of
+    ``negatives`` at once. One grid serves every row: thresholds above a row's own maximum add only (0, 0)
+    points, which enclose no area, so the result equals the per-row grid of the MIT code."""
+    top = max(float(positives.max()), float(negatives.max()))
+    thresholds = np.arange(0.0, top + step, step)[::-1]
+    tp = (positives[None, :] >= thresholds[:, None]).mean(axis=1)  # (K,)
+    fp = (negatives[:, None, :] >= thresholds[None, :, None]).mean(axis=2)  # (splits, K)
+    rows = negatives.shape[0]
+    tp_curve = np.hstack([np.zeros((rows, 1)), np.broadcast_to(tp, (rows, len(tp))), np.ones((rows, 1))])
+    fp_curve = np.hstack([np.zeros((rows, 1)), fp, np.ones((rows, 1))])
+    return np.trapezoid(tp_curve, fp_curve, axis=1)
 
 
 def _normalise(saliency: np.ndarray) -> np.ndarray:
@@ -137,7 +143,7 @@ def auc_borji(saliency: np.ndarray, fixations: Fixations, *, splits: int = 100, 
     rng = np.random.default_rng(seed)
     flat = s.ravel()
     draws = rng.integers(0, flat.size, size=(splits, len(positives)))
-    return float(np.mean([_threshold_auc(positives, flat[d], step) for d in draws]))
+    return float(np.mean(_threshold_aucs(positives, flat[draws], step)))
 
 
 def auc_shuffled(saliency: np.ndarray, fixations: Fixations, others: Fixations) -> float:
@@ -179,10 +185,10 @@ def top_mask(saliency: np.ndarray, q: float) -> np.ndarray:
     """The top ``q`` % pixels (at least one): ties at the cut are broken by position, so the mask has exactly
     round(q % of the pixels) pixels whatever the map."""
     s = np.asarray(saliency, dtype=np.float64).ravel()
-    count = max(1, round(s.size * q / 100.0))
-    order = np.argsort(-s, kind="stable")
-    mask = np.zeros(s.size, dtype=bool)
-    mask[order[:count]] = True
+    count = min(s.size, max(1, round(s.size * q / 100.0)))
+    cut = np.partition(s, s.size - count)[s.size - count]  # the count-th largest value
+    mask = s > cut
+    mask[np.flatnonzero(s == cut)[: count - int(mask.sum())]] = True  # ties at the cut: lowest index first
     return mask.reshape(np.shape(saliency))
 
 

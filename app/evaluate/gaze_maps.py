@@ -56,6 +56,26 @@ def to_aligned(matrix: Sequence[Sequence[float]], x: np.ndarray, y: np.ndarray) 
     return out[0], out[1]
 
 
+def blurred_counts(fixations: Fixations, *, sigma: float, shape: tuple[int, int] = (SIZE, SIZE),
+                   weighted: bool = True) -> np.ndarray:
+    """Duration-weighted fixation counts blurred by the Gaussian, not normalised (the blur is linear, so
+    the blurred counts of a group minus one participant's are the blurred counts of the rest)."""
+    counts = np.zeros(shape, dtype=np.float64)
+    rows, cols = fixations.indices(shape)
+    if not len(rows):
+        return counts
+    weights = fixations.duration[fixations.inside(shape)] if weighted else np.ones(len(rows))
+    np.add.at(counts, (rows, cols), weights)
+    return gaussian_filter(counts, sigma=max(sigma, 1e-6), mode="constant", truncate=4.0)
+
+
+def normalised(blurred: np.ndarray) -> np.ndarray:
+    """Blurred counts as a density summing to 1; uniform when there is no mass."""
+    clean = np.maximum(blurred, 0.0)
+    total = clean.sum()
+    return clean / total if total > 0 else np.full(blurred.shape, 1.0 / blurred.size)
+
+
 def density_map(fixations: Fixations, *, sigma: float, shape: tuple[int, int] = (SIZE, SIZE),
                 weighted: bool = True) -> np.ndarray:
     """Gaussian fixation density summing to 1 (uniform when no fixation falls on the map).
@@ -64,15 +84,7 @@ def density_map(fixations: Fixations, *, sigma: float, shape: tuple[int, int] = 
     the blur is truncated at the map's border and the map renormalised, so the mass of fixations near the
     border stays on the map.
     """
-    counts = np.zeros(shape, dtype=np.float64)
-    rows, cols = fixations.indices(shape)
-    if len(rows):
-        weights = fixations.duration[fixations.inside(shape)] if weighted else np.ones(len(rows))
-        np.add.at(counts, (rows, cols), weights)
-    if counts.sum() <= 0:
-        return np.full(shape, 1.0 / (shape[0] * shape[1]))
-    blurred = gaussian_filter(counts, sigma=max(sigma, 1e-6), mode="constant", truncate=4.0)
-    return blurred / blurred.sum()
+    return normalised(blurred_counts(fixations, sigma=sigma, shape=shape, weighted=weighted))
 
 
 @dataclass
@@ -86,6 +98,7 @@ class GazeTable:
     y: np.ndarray
     duration: np.ndarray  # ms
     sigma: Mapping[str, float] = field(default_factory=dict)  # case id → σ in aligned px
+    densities: dict[tuple[str, str | None], np.ndarray] = field(default_factory=dict, repr=False)  # cache
 
     def __post_init__(self) -> None:
         for name in ("participant", "group", "case"):
@@ -138,12 +151,15 @@ def bootstrap(values: Sequence[float], *, resamples: int = 1000, seed: int = 0, 
 CaseScores = dict[str, dict[str, float]]  # case id → metric → value
 
 
-def _score_case(table: GazeTable, case_id: str, saliency: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+def _score_case(table: GazeTable, case_id: str, saliency: np.ndarray, mask: np.ndarray,
+                group: str | None) -> dict[str, float]:
     here = mask & (table.case == case_id)
     others = mask & (table.case != case_id)
     fix = table.select(here)
-    density = density_map(fix, sigma=table.case_sigma(case_id))
-    return score_all(saliency, density, fix, table.select(others))
+    key = (case_id, group)
+    if key not in table.densities:  # every method is compared with the same densities: compute them once
+        table.densities[key] = density_map(fix, sigma=table.case_sigma(case_id))
+    return score_all(saliency, table.densities[key], fix, table.select(others))
 
 
 def map_vs_gaze(table: GazeTable, maps: Mapping[str, np.ndarray], *, group: str | None = None) -> CaseScores:
@@ -155,7 +171,7 @@ def map_vs_gaze(table: GazeTable, maps: Mapping[str, np.ndarray], *, group: str 
     out: CaseScores = {}
     for case_id in table.cases():
         if case_id in maps and (mask & (table.case == case_id)).any():
-            out[case_id] = _score_case(table, case_id, maps[case_id], mask)
+            out[case_id] = _score_case(table, case_id, maps[case_id], mask, group)
     return out
 
 
@@ -186,14 +202,15 @@ def ceiling(table: GazeTable, *, group: str | None = None) -> CaseScores:
         if len(people) < 2:
             continue
         rows = []
+        sigma = table.case_sigma(case_id)
+        everyone = blurred_counts(table.select(here), sigma=sigma)
         for person in people:
             mine = here & (table.participant == person)
-            rest = here & (table.participant != person)
-            sigma = table.case_sigma(case_id)
-            predicted = density_map(table.select(rest), sigma=sigma)
             fix = table.select(mine)
+            own = blurred_counts(fix, sigma=sigma)
+            predicted = normalised(everyone - own)  # the others' density, by the blur's linearity
             others = mask & (table.case != case_id) & (table.participant == person)
-            rows.append(score_all(predicted, density_map(fix, sigma=sigma), fix, table.select(others)))
+            rows.append(score_all(predicted, normalised(own), fix, table.select(others)))
         out[case_id] = {m: float(np.nanmean([r[m] for r in rows])) if any(not math.isnan(r[m]) for r in rows)
                         else float("nan") for m in ALL_METRICS}
     return out

@@ -259,3 +259,20 @@ def test_bootstrap() -> None:
     assert estimate.n == 4 and estimate.mean == pytest.approx(2.5)
     assert 1.0 <= estimate.low < 2.5 < estimate.high <= 4.0
     assert bootstrap([1.0, 2.0, 3.0], seed=1) == bootstrap([1.0, 2.0, 3.0], seed=1)
+
+
+def test_ceiling_equals_a_direct_leave_one_out() -> None:
+    """The ceiling subtracts one participant's blurred counts from everyone's (the blur is linear); a direct
+    density of the other participants' fixations gives the same scores."""
+    table = _table()
+    case = "case2"
+    fast = ceiling(table, group="near")[case]
+    here = (table.group == "near") & (table.case == case)
+    rows = []
+    for person in sorted(set(table.participant[here].tolist())):
+        fix = table.select(here & (table.participant == person))
+        rest = density_map(table.select(here & (table.participant != person)), sigma=4.0)
+        others = table.select((table.group == "near") & (table.case != case) & (table.participant == person))
+        rows.append(gaze.score_all(rest, density_map(fix, sigma=4.0), fix, others))
+    for metric, value in fast.items():
+        assert value == pytest.approx(np.mean([r[metric] for r in rows]), rel=1e-9, abs=1e-12), metric
