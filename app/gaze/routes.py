@@ -130,6 +130,33 @@ def fixations_of_case(case_id: str, user: AdminUser, db: DbSession) -> JSONRespo
     return JSONResponse({"items": case_fixations(db, case_id)}, headers=NO_STORE)
 
 
+@api.get("/api/v1/gaze/cases/{case_id}/density.png", response_class=Response,
+         summary="A case's fixation density (a group's, a participant's or everyone's) on the aligned crop")
+def density_png(case_id: str, request: Request, user: AdminUser, db: DbSession,
+                group: Annotated[str | None, Query(max_length=40)] = None,
+                participant: Annotated[str | None, Query(max_length=32)] = None,
+                study: Annotated[str | None, Query(max_length=32)] = None, angle: Angle = 1.0) -> Response:
+    from app.evaluate.gaze_maps import density_map
+    from app.explain.render import map_scale, overlay_png
+    from app.predictions.service import decode_png
+
+    case = db.get(Case, case_id)
+    if case is None:
+        raise NotFound("case")
+    table, _ = results.gaze_table(db, selection=results.Selection(study_id=study, angle_deg=angle))
+    mask = table.case == case_id
+    if group:
+        mask &= table.group == group
+    if participant:
+        mask &= table.participant == participant
+    if not mask.any():
+        raise NotFound("fixations of this case")
+    density = density_map(table.select(mask), sigma=table.case_sigma(case_id)).astype("float32")
+    crop = decode_png(request.app.state.photo_store.read(case.aligned_path))
+    png = overlay_png(crop, density, map_scale(density, signed=False), opacity=0.65)
+    return Response(png, media_type="image/png", headers=NO_STORE)
+
+
 # --- pages ------------------------------------------------------------------------------------------------
 
 
@@ -185,8 +212,9 @@ def case_page(request: Request, case_id: str, user: AdminUser, db: DbSession) ->
         newest.setdefault(row.method, row)
     fixations = case_fixations(db, case_id)
     people = sorted({f["participant"] for f in fixations})
+    groups = sorted({f["group"] for f in fixations})
     response = render(request, "gaze/case.html", {
-        "case": case, "fixations": fixations, "people": people,
+        "case": case, "fixations": fixations, "people": people, "groups": groups, "group_labels": GROUP_LABELS,
         "maps": [(METHODS[m].label if m in METHODS else m, row) for m, row in newest.items()]})
     response.headers["Cache-Control"] = "private, no-store"
     return response

@@ -83,3 +83,15 @@ def test_attention_study_through_the_api(client: TestClient, admin: Account, ali
     assert client.get(f"/api/v1/attention-studies/{sid}/fixations.csv", headers=alice.headers).status_code == 200
     # a case in a study cannot be erased
     assert client.delete(f"/api/v1/cases/{cases[0]['id']}", headers=admin.headers).status_code == 409
+
+    # bubbles: each click is a pseudo-fixation lasting until the next click (or the end of the viewing)
+    bubbles = client.post("/api/v1/attention-studies", headers=admin.headers, json={
+        **body, "viewer": "bubbles", "participants": ["bob"], "group": "other_clinician"}).json()["id"]
+    clicked = client.post(f"/api/v1/attention-studies/{bubbles}/cases/2/viewing", headers=bob.headers,
+                          json={"clicks": [[400, 100, 120], [1900, 150, 90], [99999, 1, 1]]})
+    assert clicked.status_code == 201 and clicked.json()["fixations"] == 2  # the late click is past the time
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/v1/attention-studies/{bubbles}/fixations.csv",
+                                                      headers=admin.headers).text)))
+    assert [(float(r["duration_ms"]), r["format"], r["group"]) for r in rows] == [
+        (1500.0, "browser-bubbles", "other_clinician"), (1100.0, "browser-bubbles", "other_clinician")]
+    assert client.get(f"/api/v1/attention-studies/{bubbles}", headers=bob.headers).json()["resume_position"] == 1

@@ -138,6 +138,12 @@ def test_every_format_imports_and_maps_onto_the_aligned_face(app, client: TestCl
     assert page.status_code == 200 and page.text.count("<svg class=\"gaze-plot\"") == 8
     case_page = client.get(f"/gaze/cases/{cases[0].id}", headers=admin.headers)
     assert case_page.status_code == 200 and case_page.text.count("<circle class=\"fixation\"") == 10 * 4 * 3
+    assert case_page.text.count("/density.png") == 3  # everyone and each group, beside the methods' maps
+    density = client.get(f"/api/v1/gaze/cases/{cases[0].id}/density.png?group=non_clinician", headers=admin.headers)
+    assert density.status_code == 200 and density.content[:4] == b"\x89PNG"
+    assert density.headers["cache-control"] == "private, no-store"
+    assert client.get(f"/api/v1/gaze/cases/{cases[0].id}/density.png?participant=NOBODY",
+                      headers=admin.headers).status_code == 404
 
 
 def test_broken_files_import_nothing_and_say_why(app, client: TestClient, admin: Account, alice: Account,
@@ -165,6 +171,15 @@ def test_broken_files_import_nothing_and_say_why(app, client: TestClient, admin:
     refused("\t".join(["RECORDING_SESSION_LABEL", "CURRENT_FIX_X", "CURRENT_FIX_Y", "CURRENT_FIX_DURATION",
                        "image"]) + "\nCG01\t1\t2\t100\tGZ1\n", 422, "missing_option")  # EyeLink without rectangle
     refused("fixation_id,duration,norm_pos_x,norm_pos_y,on_surf\n1,200,0.5,0.5,True\n", 422, "missing_option")
+    tobii = "\t".join(["Participant name", "Presented Stimulus name", "Eye movement type", "Fixation point X",
+                       "Fixation point Y"]) + "\nCG01\tcase-GZ1.png\tFixation\t10\t10\n"
+    assert "eye movement type index" in refused(tobii, 422, "unknown_columns")["detail"]
+    eyelink = "\t".join(["RECORDING_SESSION_LABEL", "CURRENT_FIX_X", "CURRENT_FIX_Y", "CURRENT_FIX_DURATION",
+                         "picture"]) + "\nCG01\t1\t2\t100\tGZ1\n"
+    refused(eyelink, 422, "unknown_columns", rect="0,0,100,100")  # the image column is not "image"
+    assert _import(client, admin, "r.txt", eyelink.encode(), rect="0,0,100,100",
+                   stimulus_column="picture").status_code == 201
+    before = _count(app)
     far = "participant,case,x,y,duration_ms\nCG01,GZ1,-50,10,200\nCG01,GZ1,99999,10,200\n"
     assert refused(far, 422, "import_refused")["report"]["skipped"]["outside_photo"] == 2
     # alice (not an admin) may not import at all
