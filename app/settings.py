@@ -10,6 +10,7 @@ import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     # Where explanation workers run the attribution engine: "auto" (CUDA when this process sees a GPU, else the
     # CPU), "cpu", "cuda" or "cuda:N". Checked for form here; app.explain.engine.resolve_device checks the GPU.
     device: str = "auto"
+    # Explanation compute mode when a request names none (app.explain.fast): "exact" (naive Captum's maps) or
+    # "fast" (measured approximations for the methods offered in fast mode; every map records its mode).
+    explain_mode: Literal["exact", "fast"] = "exact"
     # Derived group data (composites, syndrome-wise maps) needs this many distinct patients; never below 5.
     cohort_min_patients: int = Field(default=5, ge=5)
 

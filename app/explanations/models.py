@@ -21,7 +21,7 @@ class Explanation(Base):
     __tablename__ = "explanations"
     __table_args__ = (
         UniqueConstraint("case_id", "model_id", "model_version", "method", "target_id", "params_key", "objective",
-                         "subject", name="uq_explanations_key"),
+                         "subject", "mode", name="uq_explanations_key"),
         Index("ix_explanations_case_created", "case_id", "created_at"),
         Index("ix_explanations_job", "job_id"),
     )
@@ -43,6 +43,9 @@ class Explanation(Base):
     #: re-rendered from the synthetic generator (the other side of a comparison; stored with the query case)
     subject: Mapped[str] = mapped_column(String(120), default="", server_default="")
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: how the map was computed (app.explain.fast): "exact" (naive Captum's numbers) or "fast" (a measured
+    #: approximation); part of the cache key, shown with the map and in figures so neither passes for the other
+    mode: Mapped[str] = mapped_column(String(8), default="exact", server_default="exact")
     params_key: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=QUEUED)
     error: Mapped[str | None] = mapped_column(Text, default=None)

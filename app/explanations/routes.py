@@ -3,7 +3,7 @@ the case page's comparison view (HTMX partials)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -40,6 +40,9 @@ class ExplainBody(BaseModel):
     target: StrictStr | StrictInt | None = Field(default=None,
                                                  description="syndrome id or class index; null = top-ranked")
     params: dict[str, dict[str, Any]] | None = Field(default=None, description="per-method parameters")
+    mode: Literal["exact", "fast"] | None = Field(
+        default=None, description="exact (naive Captum's maps) or fast (measured approximations where offered); "
+                                  "null = the deployment's GESTALTLENS_EXPLAIN_MODE")
 
 
 def _model_or_503(request: Request) -> LoadedModel:
@@ -73,7 +76,8 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
             run = _ranked_run(request, db, case, model) if body.target is None else None
             target = service.resolve_target(model, body.target, run)
             job_id, rows, job = service.request_explanations(
-                db, case=case, user=user, model=model, methods=methods, target=target, params=params)
+                db, case=case, user=user, model=model, methods=methods, target=target, params=params,
+                mode=body.mode or request.app.state.settings.explain_mode)
             limit = request.app.state.settings.max_active_jobs
             if job is not None and service.active_jobs(db, user=user, exclude=job.id) >= limit:
                 db.rollback()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.cases.models import Case
+from app.explain.fast import EXACT, effective_mode
 from app.explain.registry import DEFAULT_PANEL, METHODS, get_method, method_info, normalise_params
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
@@ -146,8 +147,12 @@ def request_explanations(
     methods: Sequence[str],
     target: Target,
     params: Mapping[str, dict[str, Any]],
+    mode: str = EXACT,
 ) -> tuple[str | None, list[Explanation], Job | None]:
     """Find or create one row per method; put the missing ones into a new job (not yet submitted).
+
+    ``mode`` ("exact" or "fast", app.explain.fast) is asked for the request; each row gets the mode its method
+    really runs in (fast only where offered), so a fast request reuses the exact maps of the other methods.
 
     Returns (the job id to poll, or None when every map is ready; the rows in method order; the new job).
     The caller commits, then hands the new job to the runner.
@@ -156,7 +161,8 @@ def request_explanations(
     pending: list[Explanation] = []
     for method in methods:
         key = params_key(params[method])
-        row = session.scalar(select(Explanation).where(
+        method_mode = effective_mode(method, mode)
+        row = session.scalar(select(Explanation).where(Explanation.mode == method_mode,
             Explanation.case_id == case.id, Explanation.model_id == model.card.id,
             Explanation.model_version == model.card.version, Explanation.method == method,
             Explanation.target_id == target.label.id, Explanation.params_key == key,
@@ -166,7 +172,7 @@ def request_explanations(
             row = Explanation(
                 case_id=case.id, requested_by=user.id, model_id=model.card.id, model_version=model.card.version,
                 method=method, target_id=target.label.id, target_index=target.index, target_name=target.label.name,
-                params=params[method], params_key=key, state=QUEUED,
+                params=params[method], params_key=key, state=QUEUED, mode=method_mode,
             )
             session.add(row)
             pending.append(row)
@@ -217,6 +223,7 @@ def explanation_out(row: Explanation) -> dict[str, Any]:
         "subject": row.subject or None,  # None: drawn on the case's crop; "gallery:<id>": on that gallery face
         "model": row.model_tag,
         "params": row.params,
+        "mode": row.mode,  # "exact" or "fast" (a measured approximation, app.explain.fast)
         "status": row.state,
         "error": row.error,
         "job_id": row.job_id,

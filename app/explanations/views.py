@@ -172,7 +172,9 @@ def figure(store: PhotoStore, db: Session, *, case: Case, model: LoadedModel, ta
             if rows[m].state == "done" and (methods is None or m in methods)]
     if not done:
         raise NothingToShow(f"No finished maps for target {target!r} with model {model.version}.")
-    panels = [figure_render.FigurePanel(method_id=row.method, label=METHODS[row.method].label,
+    # a fast-mode map says so in its title: a figure must not pass an approximation off as the exact map
+    panels = [figure_render.FigurePanel(method_id=row.method, label=METHODS[row.method].label
+                                        + (" (fast mode)" if row.mode == "fast" else ""),
                                         values=read_map(store.read(row.map_path or "")),
                                         signed=METHODS[row.method].signed) for row in done]
     crop = decode_png(store.read(case.aligned_path))

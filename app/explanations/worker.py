@@ -72,7 +72,7 @@ def run_explain(job: Job, context: WorkerContext) -> None:
         work = [(row.id, row.method, row.target_index, row.model_id, row.model_version, dict(row.params))
                 for row in rows]
         # what each map explains and which image it is drawn on (similarity maps, issue 9)
-        objective_of = {row.id: (row.objective or "logit", row.subject or "") for row in rows}
+        objective_of = {row.id: (row.objective or "logit", row.subject or "", row.mode or "exact") for row in rows}
     ids = [item[0] for item in work]
     try:
         try:
@@ -85,12 +85,12 @@ def run_explain(job: Job, context: WorkerContext) -> None:
                                f"{model.version}; ask again")
         crop = decode_png(context.photo_store.read(aligned_path))
         explainer = explainer_for(context, model)
-        by_target: dict[tuple[int, str, str], list[tuple[str, str, dict]]] = defaultdict(list)
+        by_target: dict[tuple[int, str, str, str], list[tuple[str, str, dict]]] = defaultdict(list)
         for row_id, method, target, _, _, params in work:
             by_target[(target, *objective_of[row_id])].append((row_id, method, params))
         write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
         done_so_far = 0
-        for (target, objective_key, subject), items in by_target.items():
+        for (target, objective_key, subject, mode), items in by_target.items():
             row_of = {method: row_id for row_id, method, _ in items}
             objective, subject_crop, value = objective_and_crop(context, model, crop, target, objective_key, subject)
             offset, share = done_so_far / len(work), len(items) / len(work)
@@ -105,6 +105,7 @@ def run_explain(job: Job, context: WorkerContext) -> None:
             explainer.explain(
                 subject_crop, objective=objective, methods=[method for _, method, _ in items],
                 params={method: params for _, method, params in items},
+                mode=mode,  # each row's own (effective) mode, app.explain.fast
                 on_map=store,
                 on_progress=lambda fraction, offset=offset, share=share: write_progress(offset + share * fraction),
             )
