@@ -104,6 +104,10 @@ def test_the_floor_counts_patients_and_a_cohort_is_computed_and_isolated(
     assert missing.status_code == 404
     assert client.get(done["urls"]["composite"], headers=admin.headers).status_code == 404
 
+    # erasing one patient's case removes every composite it went into
+    assert client.delete(f"/api/v1/cases/{case_id}", headers=alice.headers).status_code == 204
+    assert client.get(done["urls"]["composite"], headers=alice.headers).status_code == 404
+
 
 def test_demo_cohort_import_is_marked_synthetic_and_idempotent(client: TestClient, alice: Account) -> None:
     app = client.app

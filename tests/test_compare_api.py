@@ -84,6 +84,13 @@ def test_compare_two_cases_and_a_centroid(client: TestClient, alice: Account, fa
     assert [e["objective"] for e in mine] == [f"similarity:case:{first['id']}"]
     assert mine[0]["status"] == "done"
 
+    # erasing the second case also drops the maps the first case holds for its similarity to it
+    assert any(e["objective"] == f"similarity:case:{second['id']}" for e in client.get(
+        f"/api/v1/cases/{first['id']}/explanations", headers=alice.headers).json())
+    assert client.delete(f"/api/v1/cases/{second['id']}", headers=alice.headers).status_code == 204
+    assert not any(e["objective"] == f"similarity:case:{second['id']}" for e in client.get(
+        f"/api/v1/cases/{first['id']}/explanations", headers=alice.headers).json())
+
     syndrome = first["predictions"][0]["syndrome_id"]
     centroid = client.post(f"/api/v1/cases/{first['id']}/compare", headers=alice.headers,
                            json={"reference": f"centroid:{syndrome}", "methods": ["saliency"]}).json()

@@ -259,5 +259,8 @@ def delete_case(session: Session, *, case: Case) -> None:
     from app.audit.service import scrub_case  # late: the audit domain imports the auth models only
 
     scrub_case(session, case_id=case.id)
+    from app.cohorts.service import purge_case  # composites and similarity maps derived from this case go too
+
+    purge_case(session, case_id=case.id)
     session.delete(case)
     session.flush()

@@ -123,6 +123,7 @@ def request_cohort(session: Session, *, user: User, model: LoadedModel, group: C
                    methods: Sequence[str], data_dir: Path) -> tuple[CohortResult, str | None]:
     """Refuse below the floor; else the stored result or a new one with its job (not yet submitted)."""
     require_floor(group)
+    sweep_files(session, data_dir)
     row = find_result(session, user=user, model=model, group=group, objective=objective, methods=methods)
     if row is not None and row.state != FAILED and not (
             row.state in (QUEUED, RUNNING) and job_service.is_lost(session, session.get(Job, row.job_id)
@@ -178,3 +179,31 @@ def result_out(row: CohortResult) -> dict[str, Any]:
                      | {"npy": f"{base}/maps/{m}.npy?kind=mean"} for m in methods},
         } if done else None,
     }
+
+
+def purge_case(session: Session, *, case_id: str) -> int:
+    """Erasure: drop every cohort result that used the case, and the similarity maps other cases hold *for*
+    this case (objective ``similarity:case:<id>``). Result folders left behind are unreachable and are removed
+    by :func:`sweep_files` on the next cohort request. Returns the number of results dropped."""
+    from app.explanations.models import Explanation
+
+    dropped = 0
+    for row in session.scalars(select(CohortResult)):
+        if case_id in (row.case_ids or []):
+            session.delete(row)
+            dropped += 1
+    for row in session.scalars(select(Explanation).where(Explanation.objective == f"similarity:case:{case_id}")):
+        session.delete(row)  # its .npy stays in the other case's folder, unreferenced, until that case is erased
+    session.flush()
+    return dropped
+
+
+def sweep_files(session: Session, data_dir: Path) -> None:
+    """Remove result folders whose row is gone (erasure, superseded results)."""
+    root = data_dir / "cohorts"
+    if not root.is_dir():
+        return
+    known = set(session.scalars(select(CohortResult.id)))
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.name not in known:
+            shutil.rmtree(folder, ignore_errors=True)
