@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from app.cohorts.command import cohort_command, demo_cohort_command
+from app.evaluate.command import evaluate_command
 from app.explain.command import explain_command
 from app.gaze.command import gaze_cli
 from app.nets.calibrate import model_cli
@@ -29,6 +30,7 @@ model_cli.command("import")(import_command)  # app/nets/import_command.py: ONNX 
 cli.command("synth")(synth_command)
 cli.command("train")(train_command)
 cli.command("explain")(explain_command)
+cli.command("evaluate")(evaluate_command)
 cli.command("cohort")(cohort_command)  # app/cohorts/command.py (issue 9)
 cli.command("demo-cohort")(demo_cohort_command)
 

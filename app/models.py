@@ -6,6 +6,7 @@ from app.cases import models as case_models
 from app.cohorts import models as cohort_models
 from app.db import Base
 from app.diagnoses import models as diagnosis_models
+from app.evaluations import models as evaluation_models
 from app.explanations import models as explanation_models
 from app.gaze import models as gaze_models
 from app.jobs import models as job_models
@@ -21,6 +22,7 @@ __all__ = [
     "case_models",
     "cohort_models",
     "diagnosis_models",
+    "evaluation_models",
     "explanation_models",
     "gaze_models",
     "job_models",

@@ -41,6 +41,7 @@ def load_handlers() -> None:
     """Import the modules that register job kinds (not at import time: they import domain code)."""
     import app.cohorts.worker
     import app.demo.worker
+    import app.evaluations.worker
     import app.explanations.worker  # noqa: F401
 
 
