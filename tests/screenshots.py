@@ -21,6 +21,17 @@ from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, Server, first_run_se
 VIEWPORT = {"width": 1440, "height": 900}
 
 
+
+def wait_until(page, expression: str, timeout: float = 120.0) -> None:
+    """Poll a JS expression (Playwright's wait_for_function evaluates strings, which our CSP forbids)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
+
+
 def _upload(page, server: Server, photo: Path, pseudonym: str) -> str:
     page.goto(server.url + "/cases/new")
     page.set_input_files("#photo-input", str(photo))
@@ -51,12 +62,14 @@ def make_screenshots(out: Path) -> list[Path]:
                 page.locator("#explanations .explain-form").wait_for()
                 page.click(".explain-form button[type=submit]")
                 page.locator(".map-card.state-done").nth(4).wait_for(timeout=120_000)
-                page.wait_for_function("!document.querySelector('.map-card.state-queued, .map-card.state-running')",
-                                       timeout=120_000)
+                wait_until(page, "!document.querySelector('.map-card.state-queued, .map-card.state-running')")
                 shots = []
                 page.evaluate("window.scrollTo(0, 0)")
-                shots.append(out / "case-page.png")
-                page.screenshot(path=str(shots[-1]))
+                shots.append(out / "case-page.png")  # photo, crop, intended use and the ranking
+                bottom = page.locator("#ranking").bounding_box()
+                page.screenshot(path=str(shots[-1]), full_page=True,
+                                clip={"x": 0, "y": 0, "width": VIEWPORT["width"],
+                                      "height": bottom["y"] + bottom["height"] + 16})
                 shots.append(out / "explanation-grid.png")
                 page.locator("#explanations").screenshot(path=str(shots[-1]))
 
@@ -74,8 +87,11 @@ def make_screenshots(out: Path) -> list[Path]:
                 page.goto(f"{server.url}/studies/{study}/cases/1")
                 page.locator(".rate-card .rate-enlarge").nth(2).wait_for(timeout=120_000)
                 page.keyboard.press("4")
+                page.locator("#map-A .rate-status").filter(has_text="Saved").wait_for()
+                page.evaluate("window.scrollTo(0, 0)")
                 shots.append(out / "rating-page.png")
-                page.screenshot(path=str(shots[-1]))
+                page.screenshot(path=str(shots[-1]), full_page=True,
+                                clip={"x": 0, "y": 0, "width": VIEWPORT["width"], "height": 1250})
                 browser.close()
         finally:
             server.stop()

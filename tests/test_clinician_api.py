@@ -146,7 +146,8 @@ def test_first_run_offers_and_loads_the_synthetic_demo_cohort(
 
     import app.demo.routes as demo_routes
 
-    monkeypatch.setattr(demo_routes, "PER_SYNDROME", 1)  # one face per syndrome keeps the test short
+    monkeypatch.setattr(demo_routes, "PER_SYNDROME", 1)  # two faces keep the test short
+    monkeypatch.setattr(demo_routes, "SYNDROMES", ["syn_a", "syn_e"])
     token = login(client, alice)
     assert "Load the demo cohort" in client.get("/cases").text
     started = client.post("/demo-cohort", headers=browser_headers(token))
@@ -161,6 +162,6 @@ def test_first_run_offers_and_loads_the_synthetic_demo_cohort(
         time.sleep(0.5)
     assert progress.headers.get("HX-Redirect") == "/cases", progress.text
     listed = client.get("/api/v1/cases", headers=alice.headers).json()
-    assert listed["total"] == 8 and all(c["pseudonym"].startswith("SYNTHETIC ") for c in listed["items"])
+    assert listed["total"] == 2 and all(c["pseudonym"].startswith("SYNTHETIC ") for c in listed["items"])
     assert all(c["diagnosis"] is not None for c in listed["items"])
     assert "Load the demo cohort" not in client.get("/cases").text

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from app.demo.worker import KIND, PER_SYNDROME
+from app.demo.worker import KIND, PER_SYNDROME, SYNDROMES
 from app.jobs import service as job_service
 from app.jobs.models import QUEUED, RUNNING, Job
 from app.web.deps import CurrentUser, DbSession
@@ -24,7 +24,8 @@ async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) 
                                               Job.state.in_((QUEUED, RUNNING))).limit(1))
         if running is not None:
             return running
-        job = job_service.create_job(db, kind=KIND, payload={"per_syndrome": PER_SYNDROME}, owner=user)
+        payload = {"per_syndrome": PER_SYNDROME, "syndromes": SYNDROMES}
+        job = job_service.create_job(db, kind=KIND, payload=payload, owner=user)
         db.commit()
         return job
 

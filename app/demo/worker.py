@@ -13,6 +13,7 @@ from app.predictions.provider import ModelUnavailable
 
 KIND = "demo_cohort"
 PER_SYNDROME = 6  # 5 meet the cohort floor; one more so a single erasure does not break the demo
+SYNDROMES: list[str] | None = None  # every synthetic syndrome of the model
 
 
 @handler(KIND)
@@ -28,4 +29,5 @@ def run_demo_cohort(job: Job, context: WorkerContext) -> None:
             raise RuntimeError("the user who asked for the demo cohort no longer exists or is deactivated")
         import_demo_cohort(session, owner=owner, store=context.photo_store, model=model,
                            per_syndrome=int(job.payload.get("per_syndrome", PER_SYNDROME)),
+                           syndromes=job.payload.get("syndromes"),
                            on_progress=lambda done, total: write_progress(done / max(1, total)))
