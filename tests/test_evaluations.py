@@ -110,3 +110,41 @@ def test_page_without_a_scorecard_offers_admins_the_computation(client: TestClie
     login(client, admin)
     page = client.get("/models/demo/evaluation")
     assert "evaluate-submit" in page.text
+
+
+def test_case_maps_carry_completeness_and_a_deletion_curve(client: TestClient, alice: Account, bob: Account) -> None:
+    from app.synth.generate import generate_one
+    from tests.conftest import upload
+
+    case = upload(client, alice, generate_one(seed=4242, class_id="syn_d", index=0, severity=1.0).jpeg).json()
+    body = client.post(f"/api/v1/cases/{case['id']}/explanations", headers=alice.headers,
+                       json={"methods": ["integrated_gradients", "deeplift", "gradcam"]}).json()
+    assert wait_for(client, alice, body["job_id"])["state"] == "done"
+    listed = {e["method"]: e for e in client.get(f"/api/v1/cases/{case['id']}/explanations",
+                                                 headers=alice.headers).json()}
+    ig, deeplift = listed["integrated_gradients"]["stats"], listed["deeplift"]["stats"]
+    # IG at 50 steps is complete only to ~1-2 % on PReLU nets; DeepLIFT's rescale rule to float rounding
+    assert 0 < ig["completeness_error"] < 0.05
+    assert deeplift["completeness_error"] < 1e-3
+    assert ig["completeness_error"] > deeplift["completeness_error"]
+    assert "completeness_error" not in listed["gradcam"]["stats"]
+
+    gradcam_id = listed["gradcam"]["id"]
+    answer = client.get(f"/api/v1/explanations/{gradcam_id}/faithfulness", headers=alice.headers)
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    measured = answer.json()
+    assert measured["deletion_morf"]["fractions"][0] == 0.0 and len(measured["deletion_morf"]["scores"]) == 11
+    assert measured["deletion_morf"]["scores"][0] == measured["deletion_lerf"]["scores"][0]  # nothing removed yet
+    assert measured["deletion_morf"]["scores"][-1] == pytest.approx(measured["deletion_lerf"]["scores"][-1])
+    assert sum(measured["context"]["areas"].values()) == pytest.approx(1.0)
+    png = client.get(f"/api/v1/explanations/{gradcam_id}/deletion.png", headers=alice.headers)
+    assert png.status_code == 200 and png.headers["cache-control"] == "no-store" and png_size(png.content)[0] > 200
+    assert client.get(f"/api/v1/explanations/{gradcam_id}/faithfulness", headers=bob.headers).status_code == 404
+
+    login(client, alice)
+    card = client.get(f"/explanations/{gradcam_id}/card")
+    assert "Deletion curve" in card.text and f"/explanations/{gradcam_id}/faithfulness" in card.text
+    ig_card = client.get(f"/explanations/{listed['integrated_gradients']['id']}/card")
+    assert "sum error" in ig_card.text
+    partial = client.get(f"/explanations/{gradcam_id}/faithfulness")
+    assert partial.status_code == 200 and "Deletion gap" in partial.text

@@ -100,10 +100,10 @@ def _summarise(card: dict[str, Any], rare_class: str) -> dict[str, Any]:
 
 
 def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: tuple[int, ...] = (4, 16),
-                   shortcut: bool = True, epochs: int = 12, methods: tuple[str, ...] = ("gradcam", "saliency",
+                   shortcut: bool = True, epochs: int = 8, methods: tuple[str, ...] = ("gradcam", "saliency",
                    "integrated_gradients", "guided_backprop"), faces_per_other: int = 2,
-                   road_percentages: tuple[float, ...] = (0.2, 0.5, 0.8), threads: int = 2,
-                   log: Any = print) -> dict[str, Any]:
+                   road_percentages: tuple[float, ...] = (0.3, 0.7), threads: int = 2,
+                   log: Any = print, command: str = "") -> dict[str, Any]:
     """Train and evaluate every condition; write report.json, report.md and plots into ``out``."""
     import torch
 
@@ -165,7 +165,7 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
     experiment = {
         "question": "Do explanations for a rare syndrome, or for a shortcut-trained model, localise worse, and "
                     "can the metrics detect a shortcut?",
-        "data": str(data), "rare_class": rare_class, "epochs": epochs, "methods": list(methods),
+        "command": command, "data": str(data), "rare_class": rare_class, "epochs": epochs, "methods": list(methods),
         "road_percentages": list(road_percentages), "threads": threads, "n_eval_faces": len(benchmark.faces),
         "torch": torch.__version__, "conditions": results,
     }
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rare-class", default="syn_a")
     parser.add_argument("--ratios", default="4,16")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--methods", default="gradcam,saliency,integrated_gradients,guided_backprop")
     parser.add_argument("--faces-per-other", type=int, default=2)
     parser.add_argument("--no-shortcut", action="store_true")
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                    ratios=tuple(int(r) for r in args.ratios.split(",") if r),
                    shortcut=not args.no_shortcut, epochs=args.epochs, methods=tuple(args.methods.split(",")),
                    faces_per_other=args.faces_per_other, threads=args.threads,
-                   log=lambda m: print(m, file=sys.stderr, flush=True))
+                   log=lambda m: print(m, file=sys.stderr, flush=True),
+                   command="python -m app.evaluate.imbalance " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 
 

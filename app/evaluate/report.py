@@ -142,6 +142,7 @@ def write_imbalance_report(experiment: dict[str, Any], out: Path) -> None:
         f"{experiment['n_eval_faces']} test faces (every `{rare}` test face and a few of each other syndrome); "
         f"ROAD at {', '.join(str(p) for p in experiment['road_percentages'])}; torch {experiment['torch']}, "
         f"{experiment['threads']} threads. Every number below is in `report.json`.", "",
+        f"Made by: `{experiment.get('command', '')}` on the data set `{experiment['data']}`.", "",
         "## Accuracy", "",
         f"| condition | training images ({rare}) | top-1 (gallery) | top-1 (softmax) | {rare} top-1 | "
         "cue faces in eval | train s |",

@@ -87,12 +87,14 @@ def card(row: Explanation) -> dict[str, Any]:
         "vmin": stats.get("vmin"),
         "vmax": stats.get("vmax"),
         "duration_ms": row.duration_ms,
+        "mode": row.mode,  # "fast" maps carry a visible tag (app.explain.fast)
         "heat_crop": f"{base}/map.png?view=heat&space=crop",
         "heat_photo": f"{base}/map.png?view=heat&space=photo",
         "overlay": f"{base}/map.png?view=overlay&space=crop",
         "npy": f"{base}/map.npy",
         "colorbar": f"/api/v1/colorbars/{'signed' if signed else 'magnitude'}.png",
         "case_id": row.case_id,
+        "completeness_error": stats.get("completeness_error"),  # IG / DeepLIFT: |Σ map − Δf| / |Δf| (issue 10)
     }
 
 
@@ -129,6 +131,7 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
         ctx["problem"] = model_problem(request)
         return ctx
     ctx["model_version"] = model.version
+    ctx["fast_default"] = request.app.state.settings.explain_mode == "fast"  # the form's fast-mode box
     run = latest_run(db, case_id=case.id)
     scores = {}
     if run and (run.model_id, run.model_version) == (model.card.id, model.card.version):

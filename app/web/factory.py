@@ -22,6 +22,7 @@ from app.compare import routes as compare_routes
 from app.db import make_engine, make_sessionmaker
 from app.demo import routes as demo_routes
 from app.diagnoses import routes as diagnosis_routes
+from app.evaluations import case_routes as evaluation_case_routes
 from app.evaluations import routes as evaluation_routes
 from app.explanations import routes as explanation_routes
 from app.gaze import attention_routes
@@ -122,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(attention_routes.pages)
     app.include_router(evaluation_routes.api)
     app.include_router(evaluation_routes.pages)
+    app.include_router(evaluation_case_routes.api)
+    app.include_router(evaluation_case_routes.pages)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
 
     # Outermost last: security headers wrap everything, including CSRF refusals.
