@@ -27,6 +27,7 @@ from app.gaze.models import Fixation, GazeImport, Participant
 from app.gaze.service import check_group
 from app.studies import access, lifecycle
 from app.studies.models import ATTENTION, RatingStudy, StudyCase
+from app.studies.order import draw_order
 from app.studies.progress import Progress, all_complete
 
 VIEWERS = ("window", "bubbles")
@@ -63,6 +64,11 @@ def create(session: Session, *, admin: User, body: AttentionRequest, ip: str | N
     for position, case in enumerate(cases, start=1):
         session.add(StudyCase(study_id=study.id, case_id=case.id, position=position, target_id="", target_name=""))
     lifecycle.add_members(session, study=study, users=users, cases=cases)
+    positions = list(range(1, len(cases) + 1))
+    # Each member sees the photos in an order drawn for them (order effects — fatigue, learning what the
+    # study is about — then average out), stored with the study so it never changes under a member.
+    study.settings = {**(study.settings or {}), "orders": {
+        str(user.id): draw_order(positions, seed=study.seed, rater_id=user.id, case_id="cases") for user in users}}
     for user in users:
         participant_for(session, user=user, group=group)
     audit.record(session, action="study_create", user=admin, ip=ip,
@@ -85,6 +91,16 @@ def participant_for(session: Session, *, user: User, group: str) -> Participant:
 def viewing_digest(study_id: str, user_id: int, case_id: str) -> str:
     """Each (study, member, case) is viewed once: the digest is the import's unique key."""
     return hashlib.sha256(f"attention:{study_id}:{user_id}:{case_id}".encode()).hexdigest()
+
+
+def member_cases(session: Session, *, study: RatingStudy, user_id: int) -> list[StudyCase]:
+    """The study's cases in the order this member sees them (study order for anyone without one)."""
+    cases = access.study_cases(session, study_id=study.id)
+    order = ((study.settings or {}).get("orders") or {}).get(str(user_id))
+    if not order or sorted(order) != [c.position for c in cases]:
+        return cases
+    by_position = {c.position: c for c in cases}
+    return [by_position[p] for p in order]
 
 
 def progress(session: Session, *, study: RatingStudy, user_id: int) -> Progress:
@@ -155,12 +171,13 @@ def record_viewing(session: Session, *, study: RatingStudy, user: User, position
 
 def study_out(session: Session, *, study: RatingStudy, user: User) -> dict[str, Any]:
     cases = access.study_cases(session, study_id=study.id)
+    settings = {k: v for k, v in (study.settings or {}).items() if k != "orders"}  # orders name account ids
     out: dict[str, Any] = {"id": study.id, "name": study.name, "kind": study.kind, "closed": study.is_closed,
-                           "cases": len(cases), **(study.settings or {})}
+                           "cases": len(cases), **settings}
     if access.is_member(session, study_id=study.id, user_id=user.id):
         mine = progress(session, study=study, user_id=user.id)
         out["progress"] = mine.to_dict()
-        out["resume_position"] = mine.first_open_position(cases)
+        out["resume_position"] = mine.first_open_position(member_cases(session, study=study, user_id=user.id))
     if user.is_admin:
         members = access.study_raters(session, study_id=study.id)
         out["participants"] = len(members)

@@ -98,7 +98,7 @@ def viewing(study_id: str, position: Position, body: ViewingBody, request: Reque
                                    clicks=body.clicks, ip=client_ip(request))
     db.commit()
     mine = attention.progress(db, study=study, user_id=user.id)
-    following = mine.first_open_position(access.study_cases(db, study_id=study.id))
+    following = mine.first_open_position(attention.member_cases(db, study=study, user_id=user.id))
     return JSONResponse({"fixations": row.fixations, "progress": mine.to_dict(),
                          "next_url": f"/attention/{study.id}/cases/{following}" if following else
                          f"/attention/{study.id}"}, status_code=201, headers=NO_STORE)
@@ -153,12 +153,14 @@ def study_page(study_id: str, request: Request, user: CurrentUser, db: DbSession
 def view_page(study_id: str, position: Position, request: Request, user: CurrentUser, db: DbSession) -> Response:
     study = _study(db, study_id, user)
     access.require_member(db, study=study, user=user)
-    access.study_case_at(db, study_id=study.id, position=position)
-    cases = access.study_cases(db, study_id=study.id)
+    study_case = access.study_case_at(db, study_id=study.id, position=position)
+    cases = attention.member_cases(db, study=study, user_id=user.id)
+    ordinal = next(i for i, c in enumerate(cases, start=1) if c.position == position)
     mine = attention.progress(db, study=study, user_id=user.id)
-    done = mine.per_case.get(cases[position - 1].case_id, 0) > 0 if position <= len(cases) else False
-    case = db.get(Case, cases[position - 1].case_id)
+    done = mine.per_case.get(study_case.case_id, 0) > 0
+    case = db.get(Case, study_case.case_id)
     return _no_store(render(request, "gaze/attention_view.html", {
-        "study": study, "settings": study.settings or {}, "position": position, "n_cases": len(cases),
+        "study": study, "settings": study.settings or {}, "position": position, "ordinal": ordinal,
+        "n_cases": len(cases),
         "progress": mine, "done": done, "case": case,
         "photo_url": f"/api/v1/attention-studies/{study.id}/cases/{position}/photo"}))

@@ -9,8 +9,12 @@ import io
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from app.auth.models import User
 from app.gaze import pointer
+from app.studies.models import RatingStudy
+from app.studies.order import draw_order
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
 
@@ -28,7 +32,8 @@ def test_pointer_dwell_and_clicks_become_pseudo_fixations() -> None:
     assert [(f.x, f.onset_ms, f.duration_ms) for f in clicks] == [(1.0, 200.0, 800.0), (5.0, 1000.0, 2000.0)]
 
 
-def test_attention_study_through_the_api(client: TestClient, admin: Account, alice: Account, bob: Account) -> None:
+def test_attention_study_through_the_api(app, client: TestClient, admin: Account, alice: Account,
+                                         bob: Account) -> None:
     faces = [generate_one(seed=515 + i, class_id="syn_b", index=0, severity=1.0).jpeg for i in range(2)]
     cases = [upload(client, admin, face, pseudonym=f"AT{i}").json() for i, face in enumerate(faces)]
     body = {"name": "Where do you look", "cases": [c["id"] for c in cases], "participants": ["alice"],
@@ -50,20 +55,27 @@ def test_attention_study_through_the_api(client: TestClient, admin: Account, ali
     assert photo.status_code == 200 and photo.headers["cache-control"] == "private, no-store"
     mine = client.get(f"/api/v1/attention-studies/{sid}", headers=alice.headers).json()
     assert mine["progress"] == {"rated": 0, "total": 2, "pending": 0, "complete": False}
-    assert mine["resume_position"] == 1
+    first = mine["resume_position"]  # the first photo of alice's own order
+    second = 3 - first
+    assert first in (1, 2) and "orders" not in mine  # orders are stored with the study, not shown
+    with app.state.sessions() as session:
+        row = session.get(RatingStudy, sid)
+        member = session.scalar(select(User.id).where(User.username == "alice"))
+        stored = row.settings["orders"][str(member)]
+        assert stored[0] == first and stored == draw_order([1, 2], seed=row.seed, rater_id=member, case_id="cases")
 
     dwell = [[t, 200.0, 220.0] for t in range(0, 1500, 50)] + [[t, 400.0, 300.0] for t in range(1500, 3000, 50)]
-    saved = client.post(f"/api/v1/attention-studies/{sid}/cases/1/viewing", headers=alice.headers,
+    saved = client.post(f"/api/v1/attention-studies/{sid}/cases/{first}/viewing", headers=alice.headers,
                         json={"samples": dwell})
     assert saved.status_code == 201, saved.text
-    assert saved.json()["fixations"] == 2 and saved.json()["next_url"].endswith(f"/attention/{sid}/cases/2")
-    again = client.post(f"/api/v1/attention-studies/{sid}/cases/1/viewing", headers=alice.headers,
+    assert saved.json()["fixations"] == 2 and saved.json()["next_url"].endswith(f"/attention/{sid}/cases/{second}")
+    again = client.post(f"/api/v1/attention-studies/{sid}/cases/{first}/viewing", headers=alice.headers,
                         json={"samples": dwell})
     assert again.status_code == 409 and again.json()["code"] == "already_viewed"
     assert client.post(f"/api/v1/attention-studies/{sid}/cases/2/viewing", headers=bob.headers,
                        json={"samples": dwell}).status_code == 404
     resumed = client.get(f"/api/v1/attention-studies/{sid}", headers=alice.headers).json()
-    assert resumed["progress"]["rated"] == 1 and resumed["resume_position"] == 2
+    assert resumed["progress"]["rated"] == 1 and resumed["resume_position"] == second
 
     # the export waits for the study to close (members); admins see it at once
     assert client.get(f"/api/v1/attention-studies/{sid}/fixations.csv", headers=alice.headers).status_code == 403
@@ -78,7 +90,7 @@ def test_attention_study_through_the_api(client: TestClient, admin: Account, ali
 
     closed = client.post(f"/api/v1/attention-studies/{sid}/close", headers=admin.headers)
     assert closed.status_code == 200 and closed.json()["closed"]
-    late = client.post(f"/api/v1/attention-studies/{sid}/cases/2/viewing", headers=alice.headers, json={})
+    late = client.post(f"/api/v1/attention-studies/{sid}/cases/{second}/viewing", headers=alice.headers, json={})
     assert late.status_code == 409 and late.json()["code"] == "study_closed"
     assert client.get(f"/api/v1/attention-studies/{sid}/fixations.csv", headers=alice.headers).status_code == 200
     # a case in a study cannot be erased

@@ -92,10 +92,13 @@ def test_two_participants_take_an_attention_study_in_the_browser(server: Server,
     one = _log_in(browser, server, PARTICIPANTS[0], problems)
     one.goto(server.url + "/attention")
     one.click("text=Start")
-    one.wait_for_url(re.compile(rf"/attention/{study_id}/cases/1$"))
+    one.wait_for_url(re.compile(rf"/attention/{study_id}/cases/[12]$"))
+    first = one.url.rsplit("/", 1)[1]  # the first photo of this participant's own order
+    assert "Photo 1 of 2" in one.locator("h1").inner_text()
     assert "sharp window follows your mouse" not in one.content()  # the instructions live on the study page
     _view_with_mouse(one)
-    one.wait_for_url(re.compile(rf"/attention/{study_id}/cases/2$"), timeout=15_000)
+    one.wait_for_url(re.compile(rf"/attention/{study_id}/cases/{3 - int(first)}$"), timeout=15_000)
+    assert "Photo 2 of 2" in one.locator("h1").inner_text()
     _view_with_mouse(one)
     one.wait_for_url(re.compile(rf"/attention/{study_id}$"), timeout=15_000)
     assert "2/2 photos viewed" in one.locator("#attention-progress").inner_text()
@@ -105,16 +108,18 @@ def test_two_participants_take_an_attention_study_in_the_browser(server: Server,
     two.goto(f"{server.url}/attention/{study_id}")
     assert "arrow keys" in two.content()
     two.click("#attention-start")
+    two.wait_for_url(re.compile(rf"/attention/{study_id}/cases/[12]$"))
+    first = two.url.rsplit("/", 1)[1]
     _view_with_keyboard(two)
-    two.wait_for_url(re.compile(rf"/attention/{study_id}/cases/2$"), timeout=15_000)
+    two.wait_for_url(re.compile(rf"/attention/{study_id}/cases/{3 - int(first)}$"), timeout=15_000)
     two.goto(f"{server.url}/attention/{study_id}")  # leaves; comes back later
     assert "1/2 photos viewed" in two.locator("#attention-progress").inner_text()
     assert two.locator("#attention-start").inner_text() == "Resume"
     two.click("#attention-start")
-    two.wait_for_url(re.compile(rf"/attention/{study_id}/cases/2$"))
+    two.wait_for_url(re.compile(rf"/attention/{study_id}/cases/{3 - int(first)}$"))
     _view_with_keyboard(two)
     two.wait_for_url(re.compile(rf"/attention/{study_id}$"), timeout=15_000)
-    two.goto(f"{server.url}/attention/{study_id}/cases/1")
+    two.goto(f"{server.url}/attention/{study_id}/cases/{first}")
     assert two.locator("#attention-already").is_visible()  # a photo is viewed once
 
     admin.goto(f"{server.url}/attention/{study_id}")
