@@ -32,6 +32,7 @@ class EvaluationSpec:
     road_percentages: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     sanity_faces: int = 4
     sanity_methods: tuple[str, ...] = ()
+    ig_tolerance: float = 1e-3
 
     def resolved(self) -> EvaluationSpec:
         """Defaults made explicit and every value checked (ValueError says which is wrong)."""
@@ -52,6 +53,8 @@ class EvaluationSpec:
             raise ValueError("severity must be in (0, 1]")
         if not 0 <= self.tolerance_px <= 56:
             raise ValueError("tolerance_px must be in 0..56")
+        if not 0 <= self.ig_tolerance <= 1:
+            raise ValueError("ig_tolerance must be in [0, 1] (0: no step rule)")
         if not 0 <= self.sanity_faces <= 50:
             raise ValueError("sanity_faces must be in 0..50")
         if any(not 0 < p < 1 for p in self.road_percentages) or list(self.road_percentages) != sorted(
@@ -61,7 +64,8 @@ class EvaluationSpec:
                               severity=float(self.severity), classes=tuple(self.classes),
                               tolerance_px=int(self.tolerance_px),
                               road_percentages=tuple(float(p) for p in self.road_percentages),
-                              sanity_faces=int(self.sanity_faces), sanity_methods=tuple(self.sanity_methods))
+                              sanity_faces=int(self.sanity_faces), sanity_methods=tuple(self.sanity_methods),
+                              ig_tolerance=float(self.ig_tolerance))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -88,7 +92,8 @@ def run_evaluation(network: Any, labels: list[str], gradcam_layer: str, spec: Ev
         BenchmarkSpec(seed=spec.seed, per_class=spec.per_class, severity=spec.severity, classes=spec.classes),
         progress=lambda done, total: report(0.1 * done / total, "building the benchmark faces"))
     options = EvaluationOptions(tolerance_px=spec.tolerance_px, road_percentages=spec.road_percentages,
-                                sanity_faces=spec.sanity_faces, sanity_methods=spec.sanity_methods)
+                                sanity_faces=spec.sanity_faces, sanity_methods=spec.sanity_methods,
+                                ig_tolerance=spec.ig_tolerance)
     card = evaluate_model(network, labels, benchmark, list(spec.methods), gradcam_layer=gradcam_layer,
                           options=options, progress=lambda f, m: report(0.1 + 0.9 * f, m))
     card["spec"] = spec.to_dict()
@@ -110,6 +115,7 @@ def evaluate_command(
     sanity_faces: Annotated[int, typer.Option(help="Faces for the randomisation sanity checks (0: none).")] = 4,
     road: Annotated[str, typer.Option(help="ROAD removal fractions, comma-separated.")] = "0.1,0.3,0.5,0.7,0.9",
     tolerance: Annotated[int, typer.Option(help="Pointing-game tolerance in pixels.")] = 4,
+    ig_tolerance: Annotated[float, typer.Option(help="IG completeness target of the step rule (0: none).")] = 1e-3,
 ) -> None:
     """Score every explanation method of a model on the synthetic benchmark (ground-truth masks)."""
     from tqdm import tqdm
@@ -123,7 +129,7 @@ def evaluate_command(
     try:
         spec = EvaluationSpec(methods=_split(methods), per_class=per_class, seed=seed, classes=_split(classes),
                               tolerance_px=tolerance, road_percentages=tuple(float(p) for p in _split(road)),
-                              sanity_faces=sanity_faces).resolved()
+                              sanity_faces=sanity_faces, ig_tolerance=ig_tolerance).resolved()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
@@ -153,5 +159,10 @@ def evaluate_command(
                    f"{s['faithfulness']['deletion_gap']['mean']:+.2f}  context "
                    f"{s['context']['areas']['context']['mean']:.2f}  sanity "
                    f"{'-' if verdict is None else ('pass' if verdict else 'FAIL')}")
+    if card.get("ig_step_rule"):
+        rule = card["ig_step_rule"]
+        tried = ", ".join(f"{steps} steps {error:.2e}" for steps, error in rule["tried"])
+        typer.echo(f"integrated gradients completeness ≤ {rule['tolerance']:g}: "
+                   f"{rule['steps'] or 'not reached'} steps ({tried})")
     typer.echo(f"chance: area share {card['chance']['area_share']['mean']:.3f}, centre prior mass "
                f"{card['chance']['centre_prior']['mass']['mean']:.3f}")

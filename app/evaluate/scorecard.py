@@ -30,7 +30,7 @@ from torch import nn
 from app.evaluate import context as ctx_metrics
 from app.evaluate import faithfulness, localisation, sanity
 from app.evaluate.benchmark import BenchmarkSet
-from app.evaluate.completeness import completeness, objective_change
+from app.evaluate.completeness import completeness, objective_change, steps_for_tolerance
 
 __all__ = ["FORMAT", "EvaluationOptions", "evaluate_model"]
 
@@ -49,6 +49,8 @@ class EvaluationOptions:
     sanity_faces: int = 4
     sanity_methods: tuple[str, ...] = ()  # empty: every evaluated method
     seed: int = 0
+    #: integrated gradients' completeness target for the step rule (on the first face); 0 = no step rule
+    ig_tolerance: float = 1e-3
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -193,6 +195,20 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
         per_image.append(row)
         report((n + 1) / len(faces) * (1 - sanity_share), f"face {n + 1}/{len(faces)}")
 
+    step_rule = None
+    if "integrated_gradients" in methods and options.ig_tolerance > 0:
+        face = faces[0]
+        target = list(labels).index(face.label)
+        delta = objective_change(network, prepare_input(face.crop), target)
+
+        def ig_error(steps: int) -> float:
+            ig = explainer.explain(face.crop, target=target, methods=["integrated_gradients"],
+                                   params={"integrated_gradients": {"steps": steps}})["integrated_gradients"]
+            return completeness(ig, delta).relative_error
+
+        step_rule = {"image_id": face.image_id,
+                     **steps_for_tolerance(ig_error, options.ig_tolerance, start=50, maximum=800).to_dict()}
+
     sanity_methods = [m for m in (options.sanity_methods or methods) if m in methods]
     sanity_result: dict[str, Any] = {}
     chosen = _spread(faces, options.sanity_faces)
@@ -237,6 +253,7 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
         "scores": out_methods,
         "sanity": sanity_result,
         "context_occlusion": {k: _interval(v, seed) for k, v in occl.items()},
+        "ig_step_rule": _round_tree(step_rule),
         "accuracy": {c: _r(np.mean(v)) for c, v in sorted(correct.items())},
         "per_image": per_image,
         "timings": {m: _r(np.mean(acc[m].seconds)) for m in methods},

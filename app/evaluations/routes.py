@@ -42,6 +42,7 @@ class EvaluateBody(BaseModel):
     tolerance_px: int | None = Field(default=None, ge=0, le=56)
     road_percentages: list[float] | None = Field(default=None, max_length=9)
     sanity_faces: int | None = Field(default=None, ge=0, le=50)
+    ig_tolerance: float | None = Field(default=None, ge=0, le=1)
     recompute: bool = False
 
 
