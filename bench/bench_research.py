@@ -40,11 +40,13 @@ def faces(syndrome: str, n: int, seed: int = 4711) -> list[np.ndarray]:
     return [process_photo(generate_one(seed, syndrome, i).jpeg).aligned.crop for i in range(n)]
 
 
-def cohort_run(network: torch.nn.Module, crops: list[np.ndarray], objective: Objective) -> float:
-    """Seconds for the whole cohort pipeline on ``crops`` (as app.cohorts.worker runs it)."""
+def cohort_run(network: torch.nn.Module, crops: list[np.ndarray], objective: Objective) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) for the whole cohort pipeline on ``crops`` (as
+    app.cohorts.worker runs it). On a shared machine the CPU time is the steadier figure: CPU s / threads is
+    what the wall time would be on idle cores."""
     explainer = Explainer(network)
     explainer.explain(crops[0], objective=objective, methods=["saliency"])  # warm-up: folded copies, first pass
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     maps: dict[str, list[np.ndarray]] = {m: [] for m in DEFAULT_PANEL}
     for crop in crops:
         for method, values in explainer.explain(crop, objective=objective, methods=list(DEFAULT_PANEL)).items():
@@ -54,7 +56,7 @@ def cohort_run(network: torch.nn.Module, crops: list[np.ndarray], objective: Obj
         cohort_maps(maps[method], registration.flows)
     composite = np.clip(np.round(registration.composite), 0, 255).astype(np.uint8)
     explainer.explain(composite, objective=objective, methods=list(DEFAULT_PANEL))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> None:
@@ -76,19 +78,21 @@ def main() -> None:
         took = time.perf_counter() - started
         single = float(np.mean([sharpness(c) for c in crops]))
         print(f"| {syndrome} | {len(crops)} | {single:.1f} | {sharpness(reg.plain):.1f} | "
-              f"{sharpness(reg.composite):.1f} | {took:.2f} |")
+              f"{sharpness(reg.composite):.1f} | {took:.2f} |", flush=True)
 
     demo = load_network("demo")
     big = load_network("iresnet50")
     crops = cohorts[SYNDROMES[0]]
     with torch.no_grad():
         reference = demo(torch.zeros(1, 3, 112, 112))[1][0].numpy()
-    print("\n| model | objective | cases | seconds | cases / minute |")
-    print("|---|---|---|---|---|")
+    print("\n| model | objective | cases | wall s | CPU s | cases / minute (wall) | cases / minute (idle 2 cores) |")
+    print("|---|---|---|---|---|---|---|")
     for name, network, subset in (("demo", demo, crops), ("iresnet50 (random)", big, crops[:args.big_cases])):
         for objective in (Objective.logit(1), Objective.similarity(reference, name="similarity:centroid:syn_a")):
-            seconds = cohort_run(network, subset, objective)
-            print(f"| {name} | {objective.kind} | {len(subset)} | {seconds:.1f} | {60 * len(subset) / seconds:.1f} |")
+            wall, cpu = cohort_run(network, subset, objective)
+            idle = cpu / torch.get_num_threads()
+            print(f"| {name} | {objective.kind} | {len(subset)} | {wall:.1f} | {cpu:.1f} | "
+                  f"{60 * len(subset) / wall:.1f} | {60 * len(subset) / idle:.1f} |", flush=True)
 
     for name, network in (("demo", demo), ("iresnet50 (random)", big)):
         explainer = Explainer(network)

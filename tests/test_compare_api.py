@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.explain.registry import METHODS
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
 from tests.test_explanations_api import wait_for
@@ -93,9 +94,16 @@ def test_compare_two_cases_and_a_centroid(client: TestClient, alice: Account, fa
 
     syndrome = first["predictions"][0]["syndrome_id"]
     centroid = client.post(f"/api/v1/cases/{first['id']}/compare", headers=alice.headers,
-                           json={"reference": f"centroid:{syndrome}", "methods": ["saliency"]}).json()
+                           json={"reference": f"centroid:{syndrome}"}).json()  # default: all ten + decomposition
     assert centroid["other"] is None and "centroid" in centroid["other_reason"]
     assert -1.0 <= centroid["similarity"] <= 1.0
+    _finish(client, alice, centroid)
+    done = client.get(f"/api/v1/cases/{first['id']}/compare", headers=alice.headers,
+                      params={"reference": f"centroid:{syndrome}"}).json()
+    assert [e["method"] for e in done["query"]] == list(METHODS) and len(METHODS) == 11
+    for item in done["query"]:
+        assert item["status"] == "done" and item["objective"] == f"similarity:centroid:{syndrome}", item
+        assert np.abs(_npy(client, alice, item)).max() > 0, item["method"]
 
 
 def test_comparisons_are_isolated_between_users(client: TestClient, alice: Account, bob: Account,
