@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.migrate import upgrade
 from app.nets.ensemble import ALL_AUGMENTATIONS, augment
 from app.nets.predict import embed
 from app.nets.registry import load_model, sha256_file
@@ -209,7 +210,15 @@ def _gm_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_genes_subjects_and_omim_follow_the_gallery(migrated_url: str, tmp_path: Path, one_face: bytes) -> None:
+def _sqlite(tmp_path: Path) -> str:
+    """A private SQLite database: these tests are about model folders, not databases (no second backend run)."""
+    url = f"sqlite:///{tmp_path / 'gm.db'}"
+    upgrade(url)
+    return url
+
+
+def test_genes_subjects_and_omim_follow_the_gallery(tmp_path: Path, one_face: bytes) -> None:
+    migrated_url = _sqlite(tmp_path)
     folder = _gm_folder(tmp_path)
     settings = Settings(data_dir=tmp_path / "d", database_url=migrated_url, secret_key="k" * 40,
                         models_dir=folder.parent)
@@ -244,8 +253,8 @@ def test_genes_subjects_and_omim_follow_the_gallery(migrated_url: str, tmp_path:
     assert all(set(g) == GENE_KEYS for g in data["suggested_genes_list"])
 
 
-def test_an_ensemble_with_tta_encodes_and_ranks_like_the_service(migrated_url: str, tmp_path: Path,
-                                                                 one_face: bytes) -> None:
+def test_an_ensemble_with_tta_encodes_and_ranks_like_the_service(tmp_path: Path, one_face: bytes) -> None:
+    migrated_url = _sqlite(tmp_path)
     folder = build_ensemble_folder(tmp_path / "models", per_class=1)
     settings = Settings(data_dir=tmp_path / "d", database_url=migrated_url, secret_key="k" * 40,
                         models_dir=folder.parent, model="ens")
