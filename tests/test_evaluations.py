@@ -24,6 +24,17 @@ SPEC = {"methods": ["gradcam", "guided_backprop"], "per_class": 1, "classes": ["
         "road_percentages": [0.5], "sanity_faces": 3}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Any:
+    """One thread here and in the CLI: torch's spinning threads crawl on shared cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _close(a: Any, b: Any, path: str = "") -> None:
     """Equal structure; floats within 1e-5 relative (the CLI runs in another process, other thread counts)."""
     if isinstance(a, dict):
@@ -43,7 +54,7 @@ def _close(a: Any, b: Any, path: str = "") -> None:
 @pytest.fixture(scope="module")
 def cli_card(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("evaluation")
-    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(out / "data")}
+    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(out / "data"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "evaluate", "--model", "demo", "--methods", ",".join(SPEC["methods"]),
          "--per-class", "1", "--classes", ",".join(SPEC["classes"]), "--road", "0.5", "--sanity-faces", "3",
