@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.explanations.models import Explanation
 from app.settings import Settings
 from app.synth.generate import generate_one
-from tests.conftest import Account, upload
+from tests.conftest import Account, browser_headers, login, upload
 
 # small parameters: every code path, a fraction of the default cost
 PARAMS = {"integrated_gradients": {"steps": 8}, "occlusion": {"stride": 10}}
@@ -82,6 +82,23 @@ def test_fast_mode_is_recorded_per_map_and_keyed_apart(app, client: TestClient, 
 
     figure = client.get(f"/api/v1/cases/{case['id']}/explanations/figure.png", headers=alice.headers)
     assert figure.status_code == 200 and figure.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_case_page_form_asks_for_fast_mode_and_tags_the_cards(client: TestClient, alice: Account,
+                                                                  face_jpeg: bytes) -> None:
+    case = upload(client, alice, face_jpeg).json()
+    token = login(client, alice)
+    panel = client.get(f"/cases/{case['id']}/explanations/panel")
+    assert 'name="mode" value="fast"' in panel.text and "checked> Fast mode" not in panel.text  # exact by default
+    response = client.post(f"/cases/{case['id']}/explanations",
+                           data={"methods": ["saliency", "integrated_gradients"], "mode": "fast",
+                                 "target": case["predictions"][0]["syndrome_id"]}, headers=browser_headers(token))
+    assert response.status_code == 200, response.text
+    listed = client.get(f"/api/v1/cases/{case['id']}/explanations", headers=alice.headers).json()
+    assert {e["method"]: e["mode"] for e in listed} == {"saliency": "exact", "integrated_gradients": "fast"}
+    wait_for(client, alice, listed[0]["job_id"])
+    grid = client.get(f"/cases/{case['id']}/explanations/grid")
+    assert grid.text.count("state-done") == 2 and grid.text.count(">fast mode</span>") == 1
 
 
 def test_an_unknown_mode_is_refused(app, client: TestClient, alice: Account, face_jpeg: bytes) -> None:

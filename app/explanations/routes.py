@@ -214,6 +214,7 @@ async def explain_form(
     db: DbSession,
     methods: Annotated[list[str] | None, Form()] = None,
     target: Annotated[str | None, Form(max_length=64)] = None,
+    mode: Annotated[Literal["exact", "fast"] | None, Form()] = None,
 ) -> Response:
     if not methods:  # the form never means "the default panel" (issue 11: an empty form computed every method)
         if "hx-request" not in request.headers:
@@ -221,7 +222,7 @@ async def explain_form(
         ctx = await run_in_threadpool(views.grid_context, request, db, user=user, case_id=case_id, target=target)
         ctx["form_error"] = "Tick at least one method: nothing was computed."
         return render(request, "explanations/_grid.html", ctx)
-    body = ExplainBody(methods=methods or None, target=target or None)
+    body = ExplainBody(methods=methods or None, target=target or None, mode=mode or "exact")  # unticked: exact
     job_id, rows = await run_in_threadpool(_request_maps, request, db, user=user, case_id=case_id, body=body)
     if "hx-request" not in request.headers:
         return RedirectResponse(f"/cases/{case_id}#explanations", status_code=303)
