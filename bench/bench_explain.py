@@ -1,6 +1,7 @@
 """Explanation panel: naive Captum, one method at a time, against this project's engine, on this CPU.
 
     python bench/bench_explain.py [--models demo,iresnet50] [--repeat N] [--methods a,b,...] [--threads N]
+                                  [--krypton 0.9,0.6] [--cohort-cases demo:6,iresnet50:2] [--no-detail]
 
 Per model and method: the time of stock Captum with its defaults on a logits-only wrapper of the network
 (``Saliency``, ``InputXGradient``, ``IntegratedGradients`` with 50 steps in one batch, ``NoiseTunnel(Saliency)``
@@ -9,7 +10,13 @@ layer4, ``GuidedGradCam``, ``Occlusion`` with ``perturbations_per_eval=1``; base
 engine's defaults, so the maps are comparable), the engine's time for that method alone
 (``Explainer.explain(..., methods=[m])``), their ratio, and the Pearson correlation of the two maps after the
 engine's per-channel reduction is applied to Captum's raw output. The panel row is the whole default panel:
-naive = the sum of the methods run one by one, engine = one ``explain`` call (passes shared).
+naive = the sum of the methods run one by one, exact / fast = one ``explain`` call (passes shared).
+
+Modes (:mod:`app.explain.fast`): ``exact`` is the engine's default; ``fast`` runs the methods offered in fast
+mode with their approximation (``= exact`` where a method has none) and ``corr fast~ex`` is the agreement of
+the fast map with the exact one (``!`` below the 0.99 bar). ``--krypton`` measures Krypton-style capped
+occlusion as a candidate, and the cohort table (bench/cohort_throughput.py) cases per minute one at a time
+against batched across cases, each in a fresh process so its peak memory is its own.
 
 Stock Captum is *wrong* on PReLU networks for guided backprop, deconvolution (both silently become the plain
 gradient) and DeepLIFT (PReLU treated as linear); the engine applies the PReLU rule on purpose, so its maps
@@ -274,8 +281,21 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, detail: bool) -> None:
+def krypton_candidates(network: IResNet, x: torch.Tensor, target: int, exact_map: np.ndarray, exact_s: float,
+                       caps: list[float], repeat: int) -> None:
+    """Krypton-style projective-field thresholding (every block on crops capped at a fraction of the map)."""
+    forward = inference_forward(network)
+    for cap in caps:
+        seconds, capped = best_of(lambda cap=cap: occlusion_map(forward, x, target=target, projective_cap=cap),
+                                  repeat)
+        print(f"  candidate: occlusion, Krypton cap {cap:.2f}: {seconds:.3f} s ({exact_s / seconds:.2f}x exact), "
+              f"corr vs exact {corr(capped, exact_map):.5f}", flush=True)
+
+
+def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, detail: bool,
+                caps: list[float]) -> None:
     from app.explain.engine import Explainer
+    from app.explain.fast import FAST_VARIANTS, MIN_FAST_CORR
 
     network = load_network(name)
     naive_model = LogitsOnly(copy.deepcopy(network)).eval()
@@ -289,37 +309,58 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
     start = time.perf_counter()
     inference_forward(explainer._network)  # what the engine builds on its first occlusion
     fold = time.perf_counter() - start
-    # warm-up: one forward+backward each way (allocator, oneDNN primitive caches)
+    # warm-up: one forward+backward each way (allocator, oneDNN primitive caches), and each fast variant once
     NAIVE["saliency"](naive_model, x, target)
     explainer.explain(crop, target=target, methods=["saliency"])
+    explainer.explain(crop, target=target, methods=[m for m in FAST_VARIANTS if m in methods] or ["saliency"],
+                      params={"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 4},
+                              "occlusion": {"window": 56, "stride": 56}}, mode="fast")
 
     t = pass_times(naive_model, x, target, repeat)
     windows = len(occlusion_windows(112, 112, OCC_WINDOW, OCC_STRIDE))
     per_bound = bounds(t, windows)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n{name}: target {target} (logit {float(logits[0, target]):.3f}); engine setup {setup:.2f} s "
-          f"(+ {fold:.2f} s folding the inference copy on first occlusion)")
+          f"(+ {fold:.2f} s folding the inference copy on first occlusion); load average {load:.2f}")
     print(f"  pass times per image: fwd+bwd b=1 {t['fb1'] * 1000:.1f} ms, b=2 {t['fb2'] * 1000:.1f} ms, "
           f"b=16 {t['fb16'] * 1000:.1f} ms; no-grad forward b=64 {t['f64'] * 1000:.2f} ms")
     references = rule_references()
-    header = (f"  {'method':<22} {'naive s':>9} {'engine s':>9} {'ratio':>7} {'corr':>9} {'corr rules':>11} "
-              f"{'bound s':>9}")
+    header = (f"  {'method':<22} {'naive s':>8} {'exact s':>8} {'ratio':>7} {'fast s':>8} {'ratio':>7} "
+              f"{'corr ex~naive':>13} {'corr rules':>10} {'corr fast~ex':>12} {'bound s':>8}")
     print(header)
     print("  " + "-" * (len(header) - 2))
     naive_total = 0.0
+    exact_maps: dict[str, np.ndarray] = {}
+    exact_times: dict[str, float] = {}
     for method in methods:
         naive_s, naive_map = best_of(lambda method=method: NAIVE[method](naive_model, x, target), repeat)
-        engine_s, maps = best_of(lambda method=method: explainer.explain(crop, target=target, methods=[method]),
-                                 repeat)
+        exact_s, maps = best_of(lambda method=method: explainer.explain(crop, target=target, methods=[method]),
+                                repeat)
+        exact_maps[method], exact_times[method] = maps[method], exact_s
         naive_total += naive_s
         ruled = ""
         if method in references:
-            ruled = f"{corr(maps[method], references[method](naive_model, x, target)):11.6f}"
-        print(f"  {method:<22} {naive_s:9.3f} {engine_s:9.3f} {naive_s / engine_s:6.2f}x "
-              f"{corr(maps[method], naive_map):9.6f} {ruled:>11} {per_bound[method]:9.3f}", flush=True)
-    engine_s, _ = best_of(lambda: explainer.explain(crop, target=target, methods=methods), repeat)
+            ruled = f"{corr(maps[method], references[method](naive_model, x, target)):10.6f}"
+        fast_time, agreement_cell = f"{'= exact':>8} {'':>7}", ""
+        if method in FAST_VARIANTS:
+            fast_s, fast_maps = best_of(lambda method=method: explainer.explain(
+                crop, target=target, methods=[method], mode="fast"), repeat)
+            agreement = corr(fast_maps[method], maps[method])
+            fast_time = f"{fast_s:8.3f} {naive_s / fast_s:6.2f}x"
+            agreement_cell = f"{agreement:10.6f}" + ("" if agreement >= MIN_FAST_CORR else " !")
+        print(f"  {method:<22} {naive_s:8.3f} {exact_s:8.3f} {naive_s / exact_s:6.2f}x {fast_time} "
+              f"{corr(maps[method], naive_map):13.6f} {ruled:>10} {agreement_cell:>12} {per_bound[method]:8.3f}",
+              flush=True)
+    exact_s, _ = best_of(lambda: explainer.explain(crop, target=target, methods=methods), repeat)
+    fast_s, _ = best_of(lambda: explainer.explain(crop, target=target, methods=methods, mode="fast"), repeat)
     print("  " + "-" * (len(header) - 2))
-    print(f"  {'panel':<22} {naive_total:9.3f} {engine_s:9.3f} {naive_total / engine_s:6.2f}x {'':>9} {'':>11} "
-          f"{panel_bound(per_bound, methods, t):9.3f}", flush=True)
+    print(f"  {'panel':<22} {naive_total:8.3f} {exact_s:8.3f} {naive_total / exact_s:6.2f}x {fast_s:8.3f} "
+          f"{naive_total / fast_s:6.2f}x {'':>13} {'':>10} {'':>12} {panel_bound(per_bound, methods, t):8.3f}",
+          flush=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"  (load average {load:.2f} at the end of this table; '!' = below the fast-mode bar {MIN_FAST_CORR})")
+    if caps and "occlusion" in methods:
+        krypton_candidates(network, x, target, exact_maps["occlusion"], exact_times["occlusion"], caps, repeat)
     if detail and "occlusion" in methods:
         occlusion_detail(network, x, repeat)
         start = time.perf_counter()
@@ -329,11 +370,15 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="demo,iresnet50", help="comma-separated: demo, iresnet50")
+    parser.add_argument("--models", default="demo,iresnet50", help="comma-separated: demo, iresnet50, iresnet100")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per cell (the best is shown)")
     parser.add_argument("--methods", default=",".join(METHOD_IDS), help="comma-separated method ids")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--no-detail", action="store_true", help="skip the occlusion per-window breakdown")
+    parser.add_argument("--krypton", default="0.9,0.6",
+                        help="Krypton projective-field caps to measure as fast-occlusion candidates ('' = none)")
+    parser.add_argument("--cohort-cases", default="demo:6,iresnet50:2",
+                        help="cohort throughput: model:cases,... ('' = skip the cohort table)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -348,8 +393,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu_name()} x {os.cpu_count()}, "
           f"load average {load:.2f} at start; best of {args.repeat} run(s) per cell")
     crop = face_crop()
+    caps = [float(c) for c in args.krypton.split(",") if c.strip()]
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        bench_model(name, methods, args.repeat, crop, detail=not args.no_detail)
+        bench_model(name, methods, args.repeat, crop, detail=not args.no_detail, caps=caps)
+    if args.cohort_cases:
+        from bench.cohort_throughput import cohort_table
+
+        cohort_table([(spec.split(":")[0], int(spec.split(":")[1])) for spec in args.cohort_cases.split(",")],
+                     threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

@@ -11,21 +11,25 @@ Why two modes, and why the fast one is narrow:
   even in a fast request, and :func:`effective_mode` says so per map, so a stored map or figure always carries the
   mode it was really computed in and no one mistakes one for the other.
 
-Candidates measured (see the README's Speed section for the figures and the machine):
+Candidates measured (see the README's Speed section for the figures, the machine and its load):
 
 * **bf16 autocast** of the forward and backward passes (``torch.autocast(device_type, torch.bfloat16)``):
   oneDNN runs convolutions in bfloat16 on CPUs with AVX512-BF16 / AMX (and CUDA on GPUs); accumulation stays
   float32 inside each convolution, each layer's output is rounded to an 8-bit mantissa. It pays off where a
-  method is many batched passes (integrated gradients, SmoothGrad), and its rounding noise averages out over them.
+  method is many batched passes (integrated gradients, SmoothGrad), and its rounding noise averages out over them
+  (corr 0.998-0.9998 with the exact maps). Single-pass methods gain little and are not offered.
+* **bf16 incremental occlusion**: autocast around the folded inference copy converts every weight on every call
+  (slower than float32), so fast occlusion uses a bf16 *twin* of the folded network (:func:`bf16_inference`,
+  weights converted once) with the linear tail in float32, so logit differences are not rounded to bf16.
 * **Krypton-style approximate incremental occlusion** (Nakandala et al., SIGMOD 2019, projective-field
   thresholding): every residual block runs on crops at most a fraction τ of its feature map wide
   (:func:`app.explain.occlusion.occlusion_map` ``projective_cap``). The iResNet tail is a *linear map over the
   flattened 7×7 grid*, not a global pooling, so the activations an occluder moves far from it still weigh on the
-  logit; the bench measures how far below 0.99 that leaves the map, and occlusion is offered in fast mode only
-  if a τ reaches it.
-* **torch.compile** is not used: on this CPU wheel it needs a C++ toolchain at run time and minutes of
-  compilation per shape, and the engine's passes change batch shape (last partial batch, hooks per method).
-
+  logit: on the demo model τ = 0.9 keeps corr 0.999 but saves nothing, τ = 0.6 saves 1.8× at corr 0.96. It is
+  below the bar wherever it pays, so it is measured by the bench and not offered.
+* **torch.compile** was not measured in issue 15 (time): Inductor on CPU needs a C++ compiler on every worker at
+  run time and recompiles per input shape, and the engine's passes change shape (last partial batch, hooks per
+  method); it is the next candidate for the bench.
 The ML core stays free of the web layer: callers pass a mode string and store :func:`effective_mode`'s answer.
 """
 
