@@ -125,7 +125,8 @@ def _load_member(spec: MemberSpec, index: int, labels: tuple[Label, ...], folder
     if spec.has_head:
         head = read_state_dict(folder / spec.head_weights, f"{where} head_weights file {spec.head_weights}") \
             if spec.head_weights else None
-    else:
+    else:  # its logits are never used; a head stored with it (an imported headless network's zeros) is dropped
+        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
         head = {"weight": torch.zeros(len(labels), network.head.in_features), "bias": torch.zeros(len(labels))}
     try:
         load_weights_into(network, weights, head)

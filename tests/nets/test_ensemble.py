@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.nets.checkpoint import split_state_dict
+from app.nets.checkpoint import export_state_dict
 from app.nets.ensemble import ALL_AUGMENTATIONS, Augmentation, Member, augment, encode_views
 from app.nets.errors import ModelFolderError
 from app.nets.gallery import write_gallery
@@ -46,7 +46,7 @@ def build_ensemble_folder(root: Path, per_class: int = 2) -> Path:
         shutil.copy(DEMO.folder / name, folder / name)
     torch.manual_seed(21)
     member = iresnet18(num_classes=len(DEMO.labels), width=0.25).eval()
-    torch.save(split_state_dict(member)[0], folder / "glint.pt")
+    torch.save(export_state_dict(member), folder / "glint.pt")  # with a (never used) head, as an import writes
     card = json.loads((DEMO.folder / "model.json").read_text())
     for key in ("calibration", "out_of_distribution"):
         card.pop(key, None)
