@@ -15,7 +15,7 @@ from app.auth import basic_cache
 from app.auth import service as auth_service
 from app.auth.models import User
 from app.settings import Settings
-from app.web.csrf import SESSION_COOKIE
+from app.web.csrf import SESSION_COOKIE, header_credentials
 from app.web.errors import ApiError, NotAuthenticated
 
 
@@ -50,6 +50,8 @@ def _user_from_basic(request: Request, db: Session, credentials: str) -> User | 
         username, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
+    if not (username + password).isprintable():  # NUL and control characters: no such user, never a 500
+        return None
     settings: Settings = request.app.state.settings
     try:
         # Verified credentials are cached (keyed digest, minutes, re-checked against the user row): GM clients
@@ -66,15 +68,16 @@ def _user_from_basic(request: Request, db: Session, credentials: str) -> User | 
 
 def optional_user(request: Request, db: DbSession) -> User | None:
     """The caller, from a Bearer token, HTTP Basic (GestaltMatcher clients) or the session cookie."""
-    authorization = request.headers.get("authorization")
+    # One rule with the CSRF middleware: the header authenticates exactly when CSRF checks are skipped.
+    found = header_credentials(request.url.path, request.headers.get("authorization"))
     user: User | None = None
-    if authorization:
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer" and credentials:
-            user = auth_service.user_for_api_token(db, token=credentials.strip())
+    if found is not None:
+        scheme, credentials = found
+        if scheme == "bearer":
+            user = auth_service.user_for_api_token(db, token=credentials) if credentials.isprintable() else None
             db.commit()
-        elif scheme.lower() == "basic" and credentials:
-            user = _user_from_basic(request, db, credentials.strip())
+        else:
+            user = _user_from_basic(request, db, credentials)
     elif token := request.cookies.get(SESSION_COOKIE):
         user = auth_service.user_for_session_token(db, token=token)
     request.state.user = user
