@@ -159,3 +159,10 @@ def test_case_maps_carry_completeness_and_a_deletion_curve(client: TestClient, a
     assert "sum error" in ig_card.text
     partial = client.get(f"/explanations/{gradcam_id}/faithfulness")
     assert partial.status_code == 200 and "Deletion gap" in partial.text
+
+
+def test_navigation_leads_to_the_served_models_page(client: TestClient, alice: Account) -> None:
+    login(client, alice)
+    assert 'href="/evaluation"' in client.get("/cases").text
+    answer = client.get("/evaluation", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/models/demo/evaluation"

@@ -162,19 +162,30 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
         }
         log(f"[{name}] done in {results[name]['seconds']} s: top-1 {metrics['top1']:.3f}, "
             f"{rare_class} {results[name]['per_class_top1'][rare_class]:.3f}")
+        _write_report(out, results, complete=len(results) == len(conditions), command=command, data=data,
+                      rare_class=rare_class, epochs=epochs, methods=methods, road_percentages=road_percentages,
+                      threads=threads, n_faces=len(benchmark.faces))
+    shutil.rmtree(work, ignore_errors=True)
+    return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def _write_report(out: Path, results: dict[str, Any], *, complete: bool, command: str, data: Path,
+                  rare_class: str, epochs: int, methods: tuple[str, ...], road_percentages: tuple[float, ...],
+                  threads: int, n_faces: int) -> None:
+    """report.json and report.md after every condition, so a long run that is stopped keeps what it measured."""
+    import torch
+
+    from app.evaluate.report import write_imbalance_report
+
     experiment = {
         "question": "Do explanations for a rare syndrome, or for a shortcut-trained model, localise worse, and "
                     "can the metrics detect a shortcut?",
         "command": command, "data": str(data), "rare_class": rare_class, "epochs": epochs, "methods": list(methods),
-        "road_percentages": list(road_percentages), "threads": threads, "n_eval_faces": len(benchmark.faces),
-        "torch": torch.__version__, "conditions": results,
+        "road_percentages": list(road_percentages), "threads": threads, "n_eval_faces": n_faces,
+        "torch": torch.__version__, "complete": complete, "conditions": results,
     }
     _write_json(out / "report.json", experiment)
-    from app.evaluate.report import write_imbalance_report
-
     write_imbalance_report(experiment, out)
-    shutil.rmtree(work, ignore_errors=True)
-    return experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--methods", default="gradcam,saliency,integrated_gradients,guided_backprop")
     parser.add_argument("--faces-per-other", type=int, default=2)
+    parser.add_argument("--road", default="0.3,0.7", help="ROAD removal fractions")
     parser.add_argument("--no-shortcut", action="store_true")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GESTALTLENS_THREADS", "2")))
     args = parser.parse_args(argv)
@@ -193,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                    ratios=tuple(int(r) for r in args.ratios.split(",") if r),
                    shortcut=not args.no_shortcut, epochs=args.epochs, methods=tuple(args.methods.split(",")),
                    faces_per_other=args.faces_per_other, threads=args.threads,
+                   road_percentages=tuple(float(p) for p in args.road.split(",") if p),
                    log=lambda m: print(m, file=sys.stderr, flush=True),
                    command="python -m app.evaluate.imbalance " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0

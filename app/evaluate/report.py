@@ -138,6 +138,8 @@ def write_imbalance_report(experiment: dict[str, Any], out: Path) -> None:
     lines = [
         "# Class imbalance and a shortcut cue: do explanations localise worse?", "",
         f"Question: {experiment['question']}", "",
+        *([] if experiment.get("complete", True) else
+          ["**Incomplete run:** only the conditions below were measured before the run was stopped.", ""]),
         f"Rare class `{rare}`; {experiment['epochs']} epochs per model; methods {', '.join(methods)}; evaluated on "
         f"{experiment['n_eval_faces']} test faces (every `{rare}` test face and a few of each other syndrome); "
         f"ROAD at {', '.join(str(p) for p in experiment['road_percentages'])}; torch {experiment['torch']}, "

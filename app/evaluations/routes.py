@@ -135,6 +135,12 @@ def _page_context(db: Session, model: LoadedModel, run: str | None) -> dict[str,
             "runs": service.runs_for(db, model_id=model.card.id, limit=10), "figures": FIGURES}
 
 
+@pages.get("/evaluation")
+def served_evaluation(request: Request, user: CurrentUser) -> Response:
+    """The navigation's entry: the served model's Evaluation page."""
+    return RedirectResponse(f"/models/{_model_or_503(request).card.id}/evaluation", status_code=303)
+
+
 @pages.get("/models/{model_id}/evaluation")
 def evaluation_page(model_id: str, request: Request, user: CurrentUser, db: DbSession,
                     run: Annotated[str | None, Query(max_length=32)] = None) -> Response:
