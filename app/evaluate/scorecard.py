@@ -49,6 +49,8 @@ class EvaluationOptions:
     sanity_faces: int = 4
     sanity_methods: tuple[str, ...] = ()  # empty: every evaluated method
     seed: int = 0
+    #: methods whose similarity maps are scored on same- vs different-syndrome pairs (those evaluated)
+    similarity_methods: tuple[str, ...] = ("gradcam", "saliency", "integrated_gradients")
     #: integrated gradients' completeness target for the step rule (on the first face); 0 = no step rule
     ig_tolerance: float = 1e-3
 
@@ -209,6 +211,12 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
         step_rule = {"image_id": face.image_id,
                      **steps_for_tolerance(ig_error, options.ig_tolerance, start=50, maximum=800).to_dict()}
 
+    from app.evaluate.similarity import similarity_localisation
+
+    similarity_methods = [m for m in options.similarity_methods if m in methods]
+    similarity = similarity_localisation(explainer, network, faces, similarity_methods,
+                                         tolerance=options.tolerance_px, seed=seed) if similarity_methods else {}
+
     sanity_methods = [m for m in (options.sanity_methods or methods) if m in methods]
     sanity_result: dict[str, Any] = {}
     chosen = _spread(faces, options.sanity_faces)
@@ -254,6 +262,7 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
         "sanity": sanity_result,
         "context_occlusion": {k: _interval(v, seed) for k, v in occl.items()},
         "ig_step_rule": _round_tree(step_rule),
+        "similarity": similarity,
         "accuracy": {c: _r(np.mean(v)) for c, v in sorted(correct.items())},
         "per_image": per_image,
         "timings": {m: _r(np.mean(acc[m].seconds)) for m in methods},
