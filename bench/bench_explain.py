@@ -29,7 +29,10 @@ SmoothGrad, one full forward per occlusion window). The incremental occlusion be
 does not run full forward passes.
 
 Times are the best of ``--repeat`` runs after a warm-up pass (other processes on the same cores only ever add
-time; the load average is printed so a reader can tell a contaminated run). The iResNet-50 has random weights
+time; the load average is printed so a reader can tell a contaminated run). The ``CPU s`` columns are this
+process's CPU time for the same runs: on loaded shared cores the steadier measure, since waiting for a core
+adds wall time but not CPU time (run with ``--threads 1`` there: spinning OpenMP threads burn CPU waiting).
+The iResNet-50 has random weights
 (``randomise_`` with convolutions x2, so activations stay finite and the logits respond to the input).
 """
 
@@ -168,6 +171,18 @@ def best_of(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         result = run()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+def best_of_both(run: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+    """(best wall seconds, best CPU seconds of this process, result): on loaded shared cores CPU time is the
+    steadier measure of the work done (other processes add wall time, much less CPU time)."""
+    walls, cpus, result = [], [], None
+    for _ in range(repeat):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = run()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    return min(walls), min(cpus), result
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -326,37 +341,43 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
           f"b=16 {t['fb16'] * 1000:.1f} ms; no-grad forward b=64 {t['f64'] * 1000:.2f} ms")
     references = rule_references()
     header = (f"  {'method':<22} {'naive s':>8} {'exact s':>8} {'ratio':>7} {'fast s':>8} {'ratio':>7} "
-              f"{'corr ex~naive':>13} {'corr rules':>10} {'corr fast~ex':>12} {'bound s':>8}")
+              f"{'corr ex~naive':>13} {'corr rules':>10} {'corr fast~ex':>12} {'bound s':>8} | CPU s: "
+              f"{'naive':>7} {'exact':>7} {'ratio':>6} {'fast':>7} {'ratio':>6}")
     print(header)
     print("  " + "-" * (len(header) - 2))
-    naive_total = 0.0
+    naive_total = naive_cpu_total = 0.0
     exact_maps: dict[str, np.ndarray] = {}
     exact_times: dict[str, float] = {}
     for method in methods:
-        naive_s, naive_map = best_of(lambda method=method: NAIVE[method](naive_model, x, target), repeat)
-        exact_s, maps = best_of(lambda method=method: explainer.explain(crop, target=target, methods=[method]),
-                                repeat)
+        naive_s, naive_cpu, naive_map = best_of_both(lambda method=method: NAIVE[method](naive_model, x, target),
+                                                     repeat)
+        exact_s, exact_cpu, maps = best_of_both(
+            lambda method=method: explainer.explain(crop, target=target, methods=[method]), repeat)
+        naive_cpu_total += naive_cpu
         exact_maps[method], exact_times[method] = maps[method], exact_s
         naive_total += naive_s
         ruled = ""
         if method in references:
             ruled = f"{corr(maps[method], references[method](naive_model, x, target)):10.6f}"
-        fast_time, agreement_cell = f"{'= exact':>8} {'':>7}", ""
+        fast_time, agreement_cell, fast_cpu_cells = f"{'= exact':>8} {'':>7}", "", f"{'':>7} {'':>6}"
         if method in FAST_VARIANTS:
-            fast_s, fast_maps = best_of(lambda method=method: explainer.explain(
+            fast_s, fast_cpu, fast_maps = best_of_both(lambda method=method: explainer.explain(
                 crop, target=target, methods=[method], mode="fast"), repeat)
+            fast_cpu_cells = f"{fast_cpu:7.2f} {naive_cpu / fast_cpu:5.2f}x"
             agreement = corr(fast_maps[method], maps[method])
             fast_time = f"{fast_s:8.3f} {naive_s / fast_s:6.2f}x"
             agreement_cell = f"{agreement:10.6f}" + ("" if agreement >= MIN_FAST_CORR else " !")
         print(f"  {method:<22} {naive_s:8.3f} {exact_s:8.3f} {naive_s / exact_s:6.2f}x {fast_time} "
-              f"{corr(maps[method], naive_map):13.6f} {ruled:>10} {agreement_cell:>12} {per_bound[method]:8.3f}",
-              flush=True)
-    exact_s, _ = best_of(lambda: explainer.explain(crop, target=target, methods=methods), repeat)
-    fast_s, _ = best_of(lambda: explainer.explain(crop, target=target, methods=methods, mode="fast"), repeat)
+              f"{corr(maps[method], naive_map):13.6f} {ruled:>10} {agreement_cell:>12} {per_bound[method]:8.3f} | "
+              f"       {naive_cpu:7.2f} {exact_cpu:7.2f} {naive_cpu / exact_cpu:5.2f}x {fast_cpu_cells}", flush=True)
+    exact_s, exact_cpu, _ = best_of_both(lambda: explainer.explain(crop, target=target, methods=methods), repeat)
+    fast_s, fast_cpu, _ = best_of_both(
+        lambda: explainer.explain(crop, target=target, methods=methods, mode="fast"), repeat)
     print("  " + "-" * (len(header) - 2))
     print(f"  {'panel':<22} {naive_total:8.3f} {exact_s:8.3f} {naive_total / exact_s:6.2f}x {fast_s:8.3f} "
-          f"{naive_total / fast_s:6.2f}x {'':>13} {'':>10} {'':>12} {panel_bound(per_bound, methods, t):8.3f}",
-          flush=True)
+          f"{naive_total / fast_s:6.2f}x {'':>13} {'':>10} {'':>12} {panel_bound(per_bound, methods, t):8.3f} | "
+          f"       {naive_cpu_total:7.2f} {exact_cpu:7.2f} {naive_cpu_total / exact_cpu:5.2f}x {fast_cpu:7.2f} "
+          f"{naive_cpu_total / fast_cpu:5.2f}x", flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"  (load average {load:.2f} at the end of this table; '!' = below the fast-mode bar {MIN_FAST_CORR})")
     if caps and "occlusion" in methods:
