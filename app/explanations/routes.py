@@ -145,7 +145,8 @@ def _done_row(db: Session, user: User, explanation_id: str) -> Explanation:
 def map_npy(explanation_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     row = _done_row(db, user, explanation_id)
     data = request.app.state.photo_store.read(row.map_path)
-    name = f"{row.case_id[:8]}-{row.method}-{row.target_id}.npy"
+    what = row.target_id if row.objective == "logit" else row.objective.replace(":", "_")  # the objective names it
+    name = f"{row.case_id[:8]}-{row.method}-{what}{'-on-' + row.subject.replace(':', '_') if row.subject else ''}.npy"
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
