@@ -145,10 +145,12 @@ def cohort_map_npy(result_id: str, method: str, request: Request, user: CurrentU
     import io
 
     values = _result_array(request, db, user, result_id, f"{_method(method)}.{kind}.npy")
+    row = service.get_result_for(db, user=user, result_id=result_id)
+    objective = row.objective.replace(":", "_") if row is not None else "map"
     buffer = io.BytesIO()
     np.save(buffer, values.astype(np.float32), allow_pickle=False)
     return Response(buffer.getvalue(), media_type="application/octet-stream", headers={
-        **NO_STORE, "Content-Disposition": f'attachment; filename="{method}.{kind}.npy"'})
+        **NO_STORE, "Content-Disposition": f'attachment; filename="{method}.{kind}.{objective}.npy"'})
 
 
 # --- pages ---------------------------------------------------------------------------------------------
