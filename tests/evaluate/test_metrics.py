@@ -196,3 +196,32 @@ def test_completeness_and_step_rule() -> None:
     rule = steps_for_tolerance(lambda steps: 1.0 / steps, 0.004, start=50, maximum=1000)
     assert rule.steps == 400 and [s for s, _ in rule.tried] == [50, 100, 200, 400]
     assert steps_for_tolerance(lambda steps: 1.0, 0.01, start=50, maximum=120).steps is None
+
+
+def test_sanity_similarities_of_known_pairs_and_the_cascade_leaves_the_model_alone() -> None:
+    import copy
+
+    import torch
+
+    from app.evaluate import sanity
+    from app.nets.iresnet import build_network
+
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(112, 112))
+    assert sanity.similarities(a, a) == pytest.approx({"spearman": 1.0, "ssim": 1.0, "hog": 1.0})
+    assert sanity.spearman_abs(a, -a) == pytest.approx(1.0)  # magnitudes: the sign is not compared
+    unrelated = sanity.similarities(a, rng.normal(size=(112, 112)))
+    assert abs(unrelated["spearman"]) < 0.05 and abs(unrelated["hog"]) < 0.2
+    summary = sanity.summarise_sanity("m", [a, a[::-1]], {"head": [a, a[::-1]]})
+    assert summary.per_stage["head"]["spearman"].mean == pytest.approx(1.0) and not summary.passes
+
+    torch.manual_seed(0)
+    network = build_network("iresnet18", num_classes=3, width=0.25).eval()
+    before = copy.deepcopy(network.state_dict())
+    stages = list(sanity.cascading_randomisation(network, seed=1))
+    assert [name for name, _ in stages] == [name for name, _ in sanity.CASCADE]
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+    head_only = stages[0][1].state_dict()
+    assert not torch.equal(head_only["head.weight"], before["head.weight"])
+    assert torch.equal(head_only["layer4.0.conv1.weight"], before["layer4.0.conv1.weight"])  # not yet
+    assert not torch.equal(stages[-1][1].state_dict()["conv1.weight"], before["conv1.weight"])
