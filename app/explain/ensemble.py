@@ -23,7 +23,7 @@ the shared networks never carry hooks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,11 +75,17 @@ class EnsembleExplainer:
         reference_name: str = "similarity:image:reference",
         member: str | None = None,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        mode: str = "exact",
+        on_map: Callable[[str, np.ndarray], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
     ) -> dict[str, np.ndarray]:
         """Maps of ``methods`` for the logit of class ``target`` or the similarity to ``reference_crop``.
 
         ``member`` chooses one network; ``None`` averages the objective over the members (heads only for a
         logit; every member for a similarity, each comparing with its own embedding of the reference).
+        ``mode``, ``on_map`` and ``on_progress`` are :meth:`Explainer.explain`'s (the explanation worker
+        stores each map as it comes): for the mean, ``on_map`` is called once per method after the last
+        member, and the progress runs over the members in turn.
         """
         if (target is None) == (reference_crop is None):
             raise ValueError("give exactly one of target (a class index) or reference_crop (an aligned face)")
@@ -96,13 +102,20 @@ class EnsembleExplainer:
                     f"objective for these methods; choose one member (member=...) or use "
                     f"{', '.join(sorted(LINEAR_METHODS))}"
                 )
+        single = len(chosen) == 1
         total: dict[str, np.ndarray] = {}
-        for m in chosen:
-            if target is not None:
-                maps = self._explainers[m.name].explain(crop, target=target, methods=methods, params=params)
-            else:
-                objective = Objective.similarity(self._embedding(m, reference_crop), name=reference_name)
-                maps = self._explainers[m.name].explain(crop, objective=objective, methods=methods, params=params)
+        for i, m in enumerate(chosen):
+            goal: dict[str, Any] = {"target": target} if target is not None else {
+                "objective": Objective.similarity(self._embedding(m, reference_crop), name=reference_name)}
+            progress = None if on_progress is None else (
+                lambda fraction, i=i: on_progress((i + fraction) / len(chosen)))
+            maps = self._explainers[m.name].explain(crop, **goal, methods=methods, params=params, mode=mode,
+                                                    on_map=on_map if single else None,
+                                                    on_progress=progress)
             for key, value in maps.items():
                 total[key] = total.get(key, 0) + value.astype(np.float64)
-        return {key: (value / len(chosen)).astype(np.float32) for key, value in total.items()}
+        out = {key: (value / len(chosen)).astype(np.float32) for key, value in total.items()}
+        if on_map is not None and not single:
+            for key, value in out.items():
+                on_map(key, value)
+        return out

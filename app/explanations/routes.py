@@ -43,6 +43,10 @@ class ExplainBody(BaseModel):
     mode: Literal["exact", "fast"] | None = Field(
         default=None, description="exact (naive Captum's maps) or fast (measured approximations where offered); "
                                   "null = the deployment's GESTALTLENS_EXPLAIN_MODE")
+    member: StrictStr | StrictInt | None = Field(
+        default=None, description="ensemble models: null = the target logit averaged over the members (linear "
+                                  "methods only), or a member index, \"m<k>\" or member id; single-network models: "
+                                  "null, 0, \"m0\" or the model id")
 
 
 def _model_or_503(request: Request) -> LoadedModel:
@@ -67,8 +71,11 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
     model = _model_or_503(request)
     try:
         methods = service.check_methods(body.methods)
+        member, methods = service.resolve_member(model, body.member, methods, default_panel=not body.methods)
         params = service.checked_params(methods, body.params)
-        service.check_cost(methods, params)
+        networks = sum(m.has_head for m in model.ensemble) if member == service.MEAN_MEMBER else 1
+        service.check_cost(methods, params, networks=networks)
+        params = service.with_member(params, member)
     except service.ExplainRequestError as exc:
         raise ApiError(422, exc.code, exc.detail) from exc
     for attempt in range(2):  # a concurrent identical request may insert the same cache key first
@@ -216,6 +223,7 @@ async def explain_form(
     methods: Annotated[list[str] | None, Form()] = None,
     target: Annotated[str | None, Form(max_length=64)] = None,
     mode: Annotated[Literal["exact", "fast"] | None, Form()] = None,
+    member: Annotated[str | None, Form(max_length=64)] = None,
 ) -> Response:
     if not methods:  # the form never means "the default panel" (issue 11: an empty form computed every method)
         if "hx-request" not in request.headers:
@@ -223,7 +231,9 @@ async def explain_form(
         ctx = await run_in_threadpool(views.grid_context, request, db, user=user, case_id=case_id, target=target)
         ctx["form_error"] = "Tick at least one method: nothing was computed."
         return render(request, "explanations/_grid.html", ctx)
-    body = ExplainBody(methods=methods or None, target=target or None, mode=mode or "exact")  # unticked: exact
+    # the form's "mean" is the API's null; no member field (a single network, or an older page): the API's default
+    body = ExplainBody(methods=methods or None, target=target or None, mode=mode or "exact",  # unticked: exact
+                       member=None if member in (None, "", "mean") else member)
     job_id, rows = await run_in_threadpool(_request_maps, request, db, user=user, case_id=case_id, body=body)
     if "hx-request" not in request.headers:
         return RedirectResponse(f"/cases/{case_id}#explanations", status_code=303)

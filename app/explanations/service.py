@@ -101,6 +101,58 @@ def checked_params(methods: Sequence[str], params: Mapping[str, Any] | None) -> 
     return out
 
 
+#: ``params["member"]`` of an ensemble's map: the logit averaged over the members with a head (app.explain.ensemble).
+MEAN_MEMBER = "mean"
+
+
+def resolve_member(model: LoadedModel, member: str | int | None, methods: Sequence[str], *,
+                   default_panel: bool) -> tuple[str | None, list[str]]:
+    """Which network(s) of the served model a request explains: (the ``member`` value stored in each map's
+    params, or None for a single-network model; the methods to compute).
+
+    Single network: ``member`` must be null, 0, ``"m0"`` or the model's id (they all mean the one network) and
+    nothing is stored, so the maps and their cache keys are exactly those from before ensembles. Ensemble:
+    null averages the target logit over the members with a head (``"mean"``), allowed only for the methods whose
+    map of a mean is the mean of the maps (``LINEAR_METHODS``; the default panel shrinks to those); an index,
+    ``"m<k>"`` or a member's id chooses that network (it must have a syndrome head). Part of the cache key: one
+    member's map and the averaged map are different stored maps.
+    """
+    from app.explain.ensemble import LINEAR_METHODS
+
+    members = model.ensemble
+    if isinstance(member, bool):
+        raise ExplainRequestError("invalid_params", "member must be null, a member index or a member id")
+    chosen = None
+    if member is not None:
+        chosen = next((m for i, m in enumerate(members) if member in (i, m.name, m.id)), None)
+        if chosen is None:
+            known = ", ".join(f"{i} = {m.name} ({m.id})" for i, m in enumerate(members))
+            raise ExplainRequestError("invalid_params", f"Unknown ensemble member {member!r}; model {model.version} "
+                                      f"has {known}.")
+    if not model.members:  # one network: null and "m0" are the same maps, stored as they always were
+        return None, list(methods)
+    if chosen is not None:
+        if not chosen.has_head:
+            raise ExplainRequestError("invalid_params", f"Member {chosen.name} ({chosen.id}) has no syndrome head, so "
+                                      "it has no target logit to explain; choose a member with a head.")
+        return chosen.name, list(methods)
+    if sum(m.has_head for m in members) > 1:
+        if default_panel:
+            methods = [m for m in methods if m in LINEAR_METHODS]
+        nonlinear = [m for m in methods if m not in LINEAR_METHODS]
+        if nonlinear:
+            raise ExplainRequestError("invalid_params", f"{', '.join(nonlinear)} cannot be averaged over the "
+                                      "ensemble's members (the mean of their maps is not the map of the mean "
+                                      "logit); choose one member (\"member\": \"m0\", an index or a member id) or use "
+                                      f"{', '.join(sorted(LINEAR_METHODS))}.")
+    return MEAN_MEMBER, list(methods)
+
+
+def with_member(params: Mapping[str, Mapping[str, Any]], member: str | None) -> dict[str, dict[str, Any]]:
+    """The per-method parameters with the chosen member folded in (so into the row and its cache key)."""
+    return {method: {**given, **({"member": member} if member is not None else {})} for method, given in params.items()}
+
+
 #: The most forward+backward passes of one image a single request may cost (the engine's cost model, shared
 #: passes counted once). The default panel costs about 200; integrated gradients with 1000 steps 1000;
 #: occlusion at stride 2 about 680. Beyond this a job would hold a worker for many minutes on a large net
@@ -115,8 +167,9 @@ def job_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]]) ->
     return float(sum(costs.values()))
 
 
-def check_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]]) -> None:
-    cost = job_cost(methods, params)
+def check_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]], *, networks: int = 1) -> None:
+    """``networks``: how many networks each map runs on (an ensemble's averaged maps run on every member)."""
+    cost = job_cost(methods, params) * networks
     if cost > MAX_JOB_PASSES:
         raise ExplainRequestError("invalid_params", f"These parameters cost {cost:.0f} network passes; a request may "
                                   f"cost at most {MAX_JOB_PASSES:.0f} (fewer steps or samples, a larger stride, "
@@ -223,6 +276,8 @@ def explanation_out(row: Explanation) -> dict[str, Any]:
         "subject": row.subject or None,  # None: drawn on the case's crop; "gallery:<id>": on that gallery face
         "model": row.model_tag,
         "params": row.params,
+        # which network of an ensemble: "mean" (logit averaged over the members), "m<k>"; None = the only one
+        "member": (row.params or {}).get("member"),
         "mode": row.mode,  # "exact" or "fast" (a measured approximation, app.explain.fast)
         "status": row.state,
         "error": row.error,

@@ -68,6 +68,14 @@ def colorbar(kind: str) -> bytes:
     return render.colorbar_png(render.SIGNED_CMAP if kind == "signed" else render.MAGNITUDE_CMAP)
 
 
+def member_label(row: Explanation) -> str:
+    """What an ensemble map explains, for titles ("" for a single network's map; service.resolve_member)."""
+    member = (row.params or {}).get("member")
+    if member is None:
+        return ""
+    return " (averaged over the members)" if member == "mean" else f" (member {member})"
+
+
 def card(row: Explanation) -> dict[str, Any]:
     """Everything one map card shows (the template adds no logic of its own)."""
     info = METHODS.get(row.method)
@@ -77,7 +85,7 @@ def card(row: Explanation) -> dict[str, Any]:
     return {
         "id": row.id,
         "method": row.method,
-        "label": info.label if info else row.method,
+        "label": (info.label if info else row.method) + member_label(row),
         "description": info.description if info else "",
         "reduction": info.reduction if info else "",
         "signed": signed,
@@ -126,11 +134,14 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
     model = served_model(request)
     ctx: dict[str, Any] = {"case": case, "cards": [], "job": None, "target": None, "problem": None,
                            "model_version": None, "figure_url": None, "targets": [], "methods": [],
-                           "default_panel": DEFAULT_PANEL}
+                           "default_panel": DEFAULT_PANEL, "members": []}
     if model is None:
         ctx["problem"] = model_problem(request)
         return ctx
     ctx["model_version"] = model.version
+    # an ensemble's form offers each member (m0 first: the maps from before ensembles) and the averaged logit
+    ctx["members"] = [{"value": m.name, "label": f"{m.name} ({m.id})"} for m in model.ensemble if m.has_head] \
+        if model.members else []
     ctx["fast_default"] = request.app.state.settings.explain_mode == "fast"  # the form's fast-mode box
     run = latest_run(db, case_id=case.id)
     scores = {}
@@ -176,7 +187,7 @@ def figure(store: PhotoStore, db: Session, *, case: Case, model: LoadedModel, ta
     if not done:
         raise NothingToShow(f"No finished maps for target {target!r} with model {model.version}.")
     # a fast-mode map says so in its title: a figure must not pass an approximation off as the exact map
-    panels = [figure_render.FigurePanel(method_id=row.method, label=METHODS[row.method].label
+    panels = [figure_render.FigurePanel(method_id=row.method, label=METHODS[row.method].label + member_label(row)
                                         + (" (fast mode)" if row.mode == "fast" else ""),
                                         values=read_map(store.read(row.map_path or "")),
                                         signed=METHODS[row.method].signed) for row in done]

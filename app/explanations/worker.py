@@ -7,6 +7,7 @@ copy of the network for its hooks, so the model that serves predictions is never
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.cases.models import Case
 from app.db import utcnow
 from app.explain.engine import Explainer, resolve_device
+from app.explain.ensemble import EnsembleExplainer
 from app.explain.objectives import Objective
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
@@ -35,6 +37,17 @@ def explainer_for(context: WorkerContext, model: LoadedModel) -> Explainer:
     if explainer is None:
         explainer = Explainer(model.network, gradcam_layer=model.card.gradcam_layer,
                               device=resolve_device(context.settings.device))
+        context.cache[key] = explainer
+    return explainer
+
+
+def ensemble_explainer_for(context: WorkerContext, model: LoadedModel) -> EnsembleExplainer:
+    """One private Explainer per member of an ensemble (maps whose params name a ``member``)."""
+    key = f"ensemble-explainer:{model.version}"
+    explainer = context.cache.get(key)
+    if explainer is None:
+        explainer = EnsembleExplainer(model.ensemble, gradcam_layer=model.card.gradcam_layer,
+                                      device=resolve_device(context.settings.device))
         context.cache[key] = explainer
     return explainer
 
@@ -85,14 +98,16 @@ def run_explain(job: Job, context: WorkerContext) -> None:
                                f"{model.version}; ask again")
         crop = decode_png(context.photo_store.read(aligned_path))
         explainer = explainer_for(context, model)
-        by_target: dict[tuple[int, str, str, str], list[tuple[str, str, dict]]] = defaultdict(list)
+        by_target: dict[tuple[int, str, str, str, str | None], list[tuple[str, str, dict]]] = defaultdict(list)
         for row_id, method, target, _, _, params in work:
-            by_target[(target, *objective_of[row_id])].append((row_id, method, params))
+            member = params.pop("member", None)  # an ensemble's network(s): app.explanations.service.resolve_member
+            by_target[(target, *objective_of[row_id], member)].append((row_id, method, params))
         write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
         done_so_far = 0
-        for (target, objective_key, subject, mode), items in by_target.items():
+        for (target, objective_key, subject, mode, member), items in by_target.items():
             row_of = {method: row_id for row_id, method, _ in items}
             objective, subject_crop, value = objective_and_crop(context, model, crop, target, objective_key, subject)
+            checked = _member_model(model, member, objective)  # whose logit completeness is checked against
             offset, share = done_so_far / len(work), len(items) / len(work)
             started = [time.perf_counter()]
 
@@ -101,12 +116,23 @@ def run_explain(job: Job, context: WorkerContext) -> None:
             def store(method: str, values: np.ndarray, row_of: dict[str, str] = row_of,
                       started: list[float] = started, value: float | None = value,
                       objective: Objective = objective, params_of: dict = params_of,
-                      subject_crop: np.ndarray = subject_crop, target: int = target) -> None:
+                      subject_crop: np.ndarray = subject_crop, target: int = target,
+                      checked: LoadedModel | None = checked) -> None:
                 elapsed_ms = (time.perf_counter() - started[0]) * 1000
-                extra = _completeness(model, subject_crop, target, objective, method, params_of[method], values)
+                extra = {} if checked is None else _completeness(checked, subject_crop, target, objective, method,
+                                                                 params_of[method], values)
                 started[0] = time.perf_counter()
                 _store_map(context, job.case_id or "", row_of[method], values, elapsed_ms, value, extra)
 
+            if member is not None:
+                ensemble_explainer_for(context, model).explain(
+                    subject_crop, target=target, member=None if member == "mean" else member,
+                    methods=[method for _, method, _ in items], params={method: params for _, method, params in items},
+                    mode=mode, on_map=store,
+                    on_progress=lambda fraction, offset=offset, share=share: write_progress(offset + share * fraction),
+                )
+                done_so_far += len(items)
+                continue
             explainer.explain(
                 subject_crop, objective=objective, methods=[method for _, method, _ in items],
                 params={method: params for _, method, params in items},
@@ -119,6 +145,24 @@ def run_explain(job: Job, context: WorkerContext) -> None:
         _fail_rows(context, ids, str(exc) or type(exc).__name__)
         raise
     _fail_rows(context, ids, "the engine returned no map for this method")  # only rows still not done
+
+
+def _member_model(model: LoadedModel, member: str | None, objective: Objective) -> LoadedModel | None:
+    """The model whose network a group of maps explains (None: the ensemble's mean, no single network's logit).
+
+    A ``member`` is only ever stored for a logit map of the case's own crop (the API's rule); anything else
+    would explain the wrong objective, so it fails loudly."""
+    if member is None:
+        return model
+    if objective.kind != "logit":
+        raise RuntimeError(f"ensemble member {member!r} was stored with a {objective.kind} objective; only logit "
+                           "maps choose a member")
+    if member == "mean":
+        return None
+    network = next((m.network for m in model.ensemble if m.name == member), None)
+    if network is None:
+        raise RuntimeError(f"model {model.version} has no ensemble member {member!r}")
+    return dataclasses.replace(model, network=network)
 
 
 def objective_and_crop(context: WorkerContext, model: LoadedModel, crop: np.ndarray, target: int, objective_key: str,
