@@ -32,8 +32,8 @@ Times are the best of ``--repeat`` runs after a warm-up pass (other processes on
 time; the load average is printed so a reader can tell a contaminated run). The ``CPU s`` columns are this
 process's CPU time for the same runs: on loaded shared cores the steadier measure, since waiting for a core
 adds wall time but not CPU time (run with ``--threads 1`` there: spinning OpenMP threads burn CPU waiting).
-The iResNet-50 has random weights
-(``randomise_`` with convolutions x2, so activations stay finite and the logits respond to the input).
+The iResNet-50 has random weights (``randomise_`` with convolutions x2, so activations stay finite and the logits
+respond to the input).
 """
 
 from __future__ import annotations
