@@ -129,6 +129,16 @@ def test_ensemble_members_and_mean_through_the_api(tmp_path: Path) -> None:
         saliency_m1 = _npy(client, account, chosen["saliency"])
         with app.state.sessions() as session:
             crop = decode_png(app.state.photo_store.read(session.get(Case, cid).aligned_path))
+        # The case page's panel offers the networks and names each card's member (newest request per method: m1).
+        panel = client.get(f"/cases/{cid}/explanations/panel", headers=account.headers)
+        assert panel.status_code == 200, panel.text
+        assert 'name="member"' in panel.text and "m1 (sibling)" in panel.text
+        assert "averaged over the members" in panel.text and "(member m1)" in panel.text
+        # The form's "mean" is the API's null: the same stored averaged maps, no new job.
+        form = client.post(f"/cases/{cid}/explanations", headers={**account.headers, "HX-Request": "true"},
+                           data={"methods": LINEAR, "target": target, "member": "mean"})
+        assert form.status_code == 200, form.text
+        assert "(averaged over the members)" in form.text
         figure = client.get(f"/api/v1/cases/{cid}/explanations/figure.png?target={target}", headers=account.headers)
         assert figure.status_code == 200 and figure.content[:4] == b"\x89PNG"
     app.state.engine.dispose()

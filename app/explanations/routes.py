@@ -238,7 +238,8 @@ async def explain_form(
     if "hx-request" not in request.headers:
         return RedirectResponse(f"/cases/{case_id}#explanations", status_code=303)
     ctx = await run_in_threadpool(views.grid_context, request, db, user=user, case_id=case_id,
-                                  target=rows[0].target_id, methods=[r.method for r in rows], job_id=job_id)
+                                  target=rows[0].target_id, methods=[r.method for r in rows], job_id=job_id,
+                                  shown=rows)
     return render(request, "explanations/_grid.html", ctx)
 
 

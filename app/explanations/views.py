@@ -129,7 +129,9 @@ def _default_target(db: Session, case_id: str, model: LoadedModel) -> str | None
 
 
 def grid_context(request: Request, db: Session, *, user: User, case_id: str, target: str | None = None,
-                 methods: list[str] | None = None, job_id: str | None = None) -> dict[str, Any]:
+                 methods: list[str] | None = None, job_id: str | None = None,
+                 shown: list[Explanation] | None = None) -> dict[str, Any]:
+    """``shown``: the rows just asked for, shown instead of the newest per method (an ensemble's member choice)."""
     case = case_service.get_case(db, user=user, case_id=case_id)
     model = served_model(request)
     ctx: dict[str, Any] = {"case": case, "cards": [], "job": None, "target": None, "problem": None,
@@ -163,6 +165,7 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
         return ctx
     ctx["target"] = {"id": target, "name": names[target]}
     rows = _latest_per_method(db, case_id=case.id, model=model, target=target)
+    rows.update({row.method: row for row in shown or () if row.target_id == target and row.method in METHODS})
     chosen = [rows[m] for m in sorted(rows, key=ORDER.__getitem__) if methods is None or m in methods]
     ctx["cards"] = [card(row) for row in chosen]
     if job_id is None:
