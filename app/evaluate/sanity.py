@@ -183,10 +183,10 @@ def run_sanity(explain: Callable[[nn.Module, np.ndarray, int], dict[str, np.ndar
     original = [explain(network, crop, target) for crop, target in zip(crops, targets, strict=True)]
     randomised: dict[str, dict[str, list[np.ndarray]]] = {m: {} for m in methods}
     for done, (stage, random_net) in enumerate(cascading_randomisation(network, seed=seed)):
-        for crop, target in zip(crops, targets, strict=True):
+        for k, (crop, target) in enumerate(zip(crops, targets, strict=True)):
             maps = explain(random_net, crop, target)
             for m in methods:
                 randomised[m].setdefault(stage, []).append(maps[m])
-        if progress is not None:
-            progress((done + 1) / len(CASCADE))
+            if progress is not None:  # per face: a job's progress writes are its heartbeat
+                progress((done + (k + 1) / len(crops)) / len(CASCADE))
     return {m: summarise_sanity(m, [o[m] for o in original], randomised[m], seed=seed) for m in methods}
