@@ -4,8 +4,11 @@ Why both families:
 
 * **Deletion / insertion curves** (Petsiuk et al., RISE 2018; Samek et al. 2017). Pixels are ordered by the
   map, most relevant first (MoRF) or least relevant first (LeRF). *Deletion* replaces the first ``f`` of them
-  with the baseline (black, −1, like the methods' baselines and the occluder); *insertion* starts from the
-  baseline image and puts them back. The target score is recorded at every fraction. A faithful map makes the
+  with the baseline (black, −1, like the methods' baselines and the occluder); *insertion* starts from a
+  blurred copy of the image (Gaussian, σ = 5 px, as RISE does) and puts the original pixels back. (Starting
+  insertion from the same black baseline would make it deletion run from the other end: insertion-LeRF at
+  ``f`` *is* deletion-MoRF at ``1 − f``, so its gap would equal the deletion gap and add nothing.)
+  The target score is recorded at every fraction. A faithful map makes the
   deletion-MoRF curve fall fast and the LeRF curve stay high; insertion the other way round. A model that
   ignores its input gives flat curves, whatever the map.
 * **ROAD** (Rong et al., ICML 2022). Black pixels are out of distribution, and a removal pattern's *shape*
@@ -100,13 +103,25 @@ def _counts(fractions: Sequence[float], n_pixels: int) -> list[int]:
     return [round(f * n_pixels) for f in fractions]
 
 
+#: σ (pixels) of the blurred image insertion starts from (RISE's blur).
+INSERTION_BLUR_SIGMA = 5.0
+
+
+def blurred(image: np.ndarray, sigma: float = INSERTION_BLUR_SIGMA) -> np.ndarray:
+    """Each channel of a (C, H, W) image Gaussian-blurred (reflecting borders): insertion's start image."""
+    from scipy import ndimage
+
+    return np.stack([ndimage.gaussian_filter(c, sigma, mode="reflect") for c in np.asarray(image, np.float32)])
+
+
 def _perturbed(image: np.ndarray, order: np.ndarray, counts: Sequence[int], *, insert: bool) -> np.ndarray:
     channels, height, width = image.shape
     flat = image.reshape(channels, -1)
+    start = blurred(image).reshape(channels, -1) if insert else None
     batch = np.empty((len(counts), channels, height * width), dtype=np.float32)
     for i, k in enumerate(counts):
-        if insert:
-            row = np.full_like(flat, BASELINE)
+        if start is not None:
+            row = start.copy()
             row[:, order[:k]] = flat[:, order[:k]]
         else:
             row = flat.copy()
@@ -136,7 +151,7 @@ def deletion_curve(score: Score, image: np.ndarray, attribution: np.ndarray,
 
 def insertion_curve(score: Score, image: np.ndarray, attribution: np.ndarray,
                     fractions: Sequence[float] = DEFAULT_FRACTIONS, *, most_relevant_first: bool = True) -> Curve:
-    """Target score as the first ``f`` of the ordered pixels are put back onto the black baseline."""
+    """Target score as the first ``f`` of the ordered pixels are put back onto the blurred image."""
     return _curve(score, image, attribution, fractions, most_relevant_first=most_relevant_first, insert=True)
 
 

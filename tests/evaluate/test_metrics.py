@@ -104,14 +104,23 @@ def _mask_model(mask: np.ndarray):
     return score
 
 
-def test_deletion_of_the_true_relevant_pixels_falls_faster_than_of_the_rest() -> None:
+def test_removing_the_truly_relevant_pixels_first_changes_the_score_fastest() -> None:
     mask = _mask()
-    image = np.ones((3, 112, 112), dtype=np.float32)
-    result = faithfulness.evaluate_faithfulness(_mask_model(mask), image, mask.astype(float), road_percentages=None)
-    assert result.deletion_morf.scores[0] == 1.0
-    assert result.deletion_morf.scores[-1] == -1.0  # everything black
-    assert result.deletion_gap > 1.0
-    assert result.insertion_gap > 1.0
+    stripes = np.where(np.arange(112) % 2 == 0, 1.0, -1.0)[None, :].repeat(112, axis=0)
+    image = np.stack([stripes] * 3).astype(np.float32)
+
+    def stripe_detector(batch: np.ndarray) -> np.ndarray:  # reads only the stripes inside the mask
+        return (batch[:, 0] * stripes)[:, mask].mean(axis=1)
+
+    result = faithfulness.evaluate_faithfulness(stripe_detector, image, mask.astype(float), road_percentages=None)
+    assert result.deletion_morf.scores[0] == pytest.approx(1.0)
+    assert result.deletion_morf.scores[-1] == pytest.approx(0.0)  # everything black: no stripes left
+    assert result.deletion_gap > 0.5
+    assert result.insertion_morf.scores[0] == pytest.approx(result.insertion_lerf.scores[0])  # the blurred image
+    assert abs(result.insertion_morf.scores[0]) < 0.05  # blurring removes the stripes
+    assert result.insertion_gap > 0.5
+    # insertion starts from a blur, not black: it is not deletion read backwards
+    assert result.insertion_gap != pytest.approx(result.deletion_gap)
 
 
 def test_deletion_curve_equals_a_slow_loop() -> None:
