@@ -50,7 +50,7 @@
   document.addEventListener("click", function (event) {
     const button = event.target.closest(".map-enlarge");
     if (button && !event.target.closest("dialog")) { enlarge(button.closest(".map-card")); return; }
-    if (event.target.closest("a, button, .adhoc-rating")) { return; }
+    if (event.target.closest("a, button, .adhoc-rating, .map-faithfulness")) { return; }
     const card = event.target.closest(".map-card");
     if (card && !event.target.closest("dialog")) { enlarge(card); }
   });

@@ -1,0 +1,41 @@
+"""In a real browser: a map card's "Deletion curve & context" loads on click, and the Evaluation page opens."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.browser_support import Server, first_run_setup
+
+
+def test_deletion_curve_one_click_away_and_the_evaluation_page(server: Server, browser, tmp_path: Path) -> None:
+    from app.synth.generate import generate_one
+
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(generate_one(seed=5151, class_id="syn_g", index=0, severity=1.0).jpeg)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    first_run_setup(page, server)
+    page.goto(server.url + "/cases/new")
+    page.set_input_files("#photo-input", str(photo))
+    page.click("#upload-button")
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+    page.locator(".explain-form").wait_for(state="visible")
+    page.evaluate("""() => document.querySelectorAll('.explain-form input[name=methods]').forEach(
+        box => { box.checked = ['gradcam', 'integrated_gradients'].includes(box.value); })""")
+    page.click(".explain-form button[type=submit]")
+    page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 2", timeout=120_000)
+
+    card = page.locator(".map-card[data-method=gradcam]")
+    card.locator(".map-faithfulness summary").click()
+    card.locator("text=Deletion gap").wait_for(timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.map-faithfulness img')].some("
+                           "i => i.complete && i.naturalWidth > 100)")
+    assert "context" in card.locator(".map-faithfulness").inner_text()
+    assert "sum error" in page.locator(".map-card[data-method=integrated_gradients]").inner_text()
+
+    page.click("nav >> text=Evaluation")
+    page.wait_for_url(re.compile(r"/models/demo/evaluation$"))
+    assert "No scorecard" in page.content() and page.locator("#evaluate-submit").is_visible()
+    assert not problems, problems
