@@ -70,7 +70,7 @@ def test_compare_with_the_nearest_gallery_face_draws_both_sides(client: TestClie
     assert figure.status_code == 200 and figure.content[:4] == b"\x89PNG"
 
 
-def test_compare_two_cases_and_a_centroid(client: TestClient, alice: Account, faces: list[bytes]) -> None:
+def test_compare_two_cases_and_a_centroid(client: TestClient, alice: Account, faces: list[bytes], settings) -> None:
     first, second = (upload(client, alice, face).json() for face in faces)
     body = client.post(f"/api/v1/cases/{first['id']}/compare", headers=alice.headers,
                        json={"reference": f"case:{second['id']}", "methods": ["occlusion"],
@@ -86,11 +86,16 @@ def test_compare_two_cases_and_a_centroid(client: TestClient, alice: Account, fa
     assert mine[0]["status"] == "done"
 
     # erasing the second case also drops the maps the first case holds for its similarity to it
-    assert any(e["objective"] == f"similarity:case:{second['id']}" for e in client.get(
-        f"/api/v1/cases/{first['id']}/explanations", headers=alice.headers).json())
+    held = [e for e in client.get(f"/api/v1/cases/{first['id']}/explanations", headers=alice.headers).json()
+            if e["objective"] == f"similarity:case:{second['id']}"]
+    assert held and all(e["status"] == "done" for e in held)
+    first_folder = settings.data_dir / "photos" / first["id"]
+    files_before = set(first_folder.rglob("*.npy"))
     assert client.delete(f"/api/v1/cases/{second['id']}", headers=alice.headers).status_code == 204
     assert not any(e["objective"] == f"similarity:case:{second['id']}" for e in client.get(
         f"/api/v1/cases/{first['id']}/explanations", headers=alice.headers).json())
+    # ... and their files, which live in the first case's folder, not the erased one's
+    assert len(files_before - set(first_folder.rglob("*.npy"))) == len(held)
 
     syndrome = first["predictions"][0]["syndrome_id"]
     centroid = client.post(f"/api/v1/cases/{first['id']}/compare", headers=alice.headers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from typing import Annotated, Literal
 from urllib.parse import urlencode
@@ -191,10 +192,14 @@ def delete_case(case_id: str, request: Request, user: CurrentUser, db: DbSession
         # Erasing it would silently remove every rater's ratings of it from the study's results.
         raise ApiError(409, "case_in_study", "This case is part of a rating study; an admin must delete the study "
                        "(Studies → the study → Delete study) before the case can be erased.")
-    service.delete_case(db, case=case)
+    orphans = service.delete_case(db, case=case)
     audit.record(db, action="delete", user=user, case_id=case_id, ip=client_ip(request))
     db.commit()
-    _store(request).remove_case(case_id)
+    store = _store(request)
+    store.remove_case(case_id)
+    for relative in orphans:  # similarity maps other cases held for this one
+        with contextlib.suppress(OSError, ValueError):
+            store.path(relative).unlink(missing_ok=True)
     headers = {"HX-Redirect": "/cases"} if "hx-request" in request.headers else {}
     return Response(status_code=204, headers=headers)
 

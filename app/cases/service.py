@@ -252,15 +252,19 @@ def free_text_diagnoses(session: Session, *, user: User) -> list[tuple[str, str]
     return [(omim, name or "") for omim, name in session.execute(query)]
 
 
-def delete_case(session: Session, *, case: Case) -> None:
+def delete_case(session: Session, *, case: Case) -> list[str]:
     """Erasure of the row. The caller commits and only then removes the files (``PhotoStore.remove_case``):
     a failed commit must not leave a case whose photo is gone. The audit trail keeps the id, who did what
-    and when, and loses any health-derived value an older row still held."""
+    and when, and loses any health-derived value an older row still held.
+
+    Returns the files outside the case's own folder that the erasure orphans (similarity maps other cases
+    held for this one); the caller removes them after the commit, with the case folder."""
     from app.audit.service import scrub_case  # late: the audit domain imports the auth models only
 
     scrub_case(session, case_id=case.id)
     from app.cohorts.service import purge_case  # composites and similarity maps derived from this case go too
 
-    purge_case(session, case_id=case.id)
+    orphans = purge_case(session, case_id=case.id)
     session.delete(case)
     session.flush()
+    return orphans

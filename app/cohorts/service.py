@@ -181,21 +181,26 @@ def result_out(row: CohortResult) -> dict[str, Any]:
     }
 
 
-def purge_case(session: Session, *, case_id: str) -> int:
+def purge_case(session: Session, *, case_id: str) -> list[str]:
     """Erasure: drop every cohort result that used the case, and the similarity maps other cases hold *for*
     this case (objective ``similarity:case:<id>``). Result folders left behind are unreachable and are removed
-    by :func:`sweep_files` on the next cohort request. Returns the number of results dropped."""
+    by :func:`sweep_files` on the next cohort request.
+
+    Returns the photo-store paths of those similarity maps' ``.npy`` files: they live in the *other* cases'
+    folders, so removing the erased case's folder does not reach them. The caller removes them once the erasure
+    has committed (a failed commit must not leave rows whose files are gone)."""
     from app.explanations.models import Explanation
 
-    dropped = 0
     for row in session.scalars(select(CohortResult)):
         if case_id in (row.case_ids or []):
             session.delete(row)
-            dropped += 1
+    files: list[str] = []
     for row in session.scalars(select(Explanation).where(Explanation.objective == f"similarity:case:{case_id}")):
-        session.delete(row)  # its .npy stays in the other case's folder, unreferenced, until that case is erased
+        if row.map_path:
+            files.append(row.map_path)
+        session.delete(row)
     session.flush()
-    return dropped
+    return files
 
 
 def sweep_files(session: Session, data_dir: Path) -> None:
