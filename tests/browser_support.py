@@ -95,3 +95,21 @@ def first_run_setup(page, server: Server) -> None:
     page.fill("input[name=password_repeat]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/cases$"))
+
+
+def watch(page, problems: list[str]) -> None:
+    """Collect the page's console errors and uncaught exceptions (a CSP violation is a console error)."""
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+
+def log_in(browser, server: Server, username: str, problems: list[str]):
+    """A fresh browser context logged in as ``username`` (password :data:`PASSWORD`), on the case list."""
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    watch(page, problems)
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/cases$"))
+    return page

@@ -18,7 +18,7 @@ import pytest
 from app.explain.registry import METHODS
 from app.ratings import stats
 from app.synth.regions import REGION_IDS
-from tests.browser_support import PASSWORD, Server, first_run_setup
+from tests.browser_support import PASSWORD, Server, first_run_setup, log_in, watch
 
 METHOD_IDS = ["saliency", "gradcam", "occlusion"]
 RATERS = ("rater-one", "rater-two")
@@ -27,22 +27,6 @@ KEYS = {
     "rater-one": [["4", "2", "5"], ["3", "3", "1"]],
     "rater-two": [["5", "2", "4"], ["3", "1", "1"]],
 }
-
-
-def watch(page, problems: list[str]) -> None:
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-
-
-def log_in(browser, server: Server, username: str, problems: list[str]):
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    watch(page, problems)
-    page.goto(server.url + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/cases$"))
-    return page
 
 
 def assert_blind(html: str, where: str) -> None:

@@ -9,26 +9,10 @@ import io
 import re
 from pathlib import Path
 
-from tests.browser_support import PASSWORD, Server, first_run_setup
+from tests.browser_support import PASSWORD, Server, first_run_setup, log_in, watch
 
 PARTICIPANTS = ("viewer-one", "viewer-two")
 SECONDS = 2
-
-
-def _watch(page, problems: list[str]) -> None:
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-
-
-def _log_in(browser, server: Server, username: str, problems: list[str]):
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    _watch(page, problems)
-    page.goto(server.url + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/cases$"))
-    return page
 
 
 def _view_with_mouse(page) -> None:
@@ -57,7 +41,7 @@ def test_two_participants_take_an_attention_study_in_the_browser(server: Server,
 
     problems: list[str] = []
     admin = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    _watch(admin, problems)
+    watch(admin, problems)
     first_run_setup(admin, server)
     for name in PARTICIPANTS:
         admin.goto(server.url + "/admin/users")
@@ -89,7 +73,7 @@ def test_two_participants_take_an_attention_study_in_the_browser(server: Server,
     study_id = admin.url.rsplit("/", 1)[1]
 
     # Participant one: the mouse, both photos in one go.
-    one = _log_in(browser, server, PARTICIPANTS[0], problems)
+    one = log_in(browser, server, PARTICIPANTS[0], problems)
     one.goto(server.url + "/attention")
     one.click("text=Start")
     one.wait_for_url(re.compile(rf"/attention/{study_id}/cases/[12]$"))
@@ -104,7 +88,7 @@ def test_two_participants_take_an_attention_study_in_the_browser(server: Server,
     assert "2/2 photos viewed" in one.locator("#attention-progress").inner_text()
 
     # Participant two: the keyboard; stops after the first photo and resumes from the study page.
-    two = _log_in(browser, server, PARTICIPANTS[1], problems)
+    two = log_in(browser, server, PARTICIPANTS[1], problems)
     two.goto(f"{server.url}/attention/{study_id}")
     assert "arrow keys" in two.content()
     two.click("#attention-start")
