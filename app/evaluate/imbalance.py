@@ -16,7 +16,8 @@ Each condition trains a demo-size model (iResNet-18 ×0.25, ``app.nets.train``),
 accuracy and the scorecard (:mod:`app.evaluate.scorecard`) on the test faces of the base data set, for the
 rare class and the others apart. It writes ``report.json`` (every number), ``report.md`` and PNG plots.
 
-Run: ``python -m app.evaluate.imbalance --data var/imbalance/data-base --out reports/imbalance``.
+Run: ``python -m app.evaluate.imbalance --data var/imbalance/data-120 --out reports/imbalance``
+(the committed report names its exact commands).
 """
 
 from __future__ import annotations
