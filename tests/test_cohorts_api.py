@@ -109,6 +109,31 @@ def test_the_floor_counts_patients_and_a_cohort_is_computed_and_isolated(
     assert client.get(done["urls"]["composite"], headers=alice.headers).status_code == 404
 
 
+def test_a_cohort_reuses_exact_maps_only_and_batches_its_cases(client: TestClient, alice: Account,
+                                                                 faces: list[bytes]) -> None:
+    """A fast-mode map of a member case is not an exact map: the cohort computes its own (issue 15)."""
+    cases = [_case(client, alice, faces[i], f"Q{i}") for i in range(5)]
+    url = f"/api/v1/cases/{cases[0]['id']}/explanations"
+    asked = client.post(url, json={"methods": ["integrated_gradients"], "mode": "fast"}, headers=alice.headers)
+    assert asked.status_code == 202, asked.text
+    assert wait_for(client, alice, asked.json()["job_id"])["state"] == "done"
+    accepted = client.post(f"/api/v1/syndromes/{SYNDROME}/cohort", json={"methods": ["integrated_gradients"]},
+                           headers=alice.headers)
+    assert accepted.status_code == 202, accepted.text
+    assert wait_for(client, alice, accepted.json()["job_id"], timeout=240)["state"] == "done"
+    done = client.get(f"/api/v1/syndromes/{SYNDROME}/cohort", headers=alice.headers,
+                      params={"methods": "integrated_gradients"}).json()["result"]
+    assert done["result"]["maps_computed"] == 5 and done["result"]["maps_reused"] == 0
+    listed = client.get(url, headers=alice.headers).json()
+    assert sorted(e["mode"] for e in listed) == ["exact", "fast"]
+    # the five exact maps were computed in shared batches; the exact map is not the fast one, but agrees with it
+    exact = {e["mode"]: e for e in listed}["exact"]
+    fast = {e["mode"]: e for e in listed}["fast"]
+    a, b = (np.load(io.BytesIO(client.get(f"/api/v1/explanations/{e['id']}/map.npy", headers=alice.headers).content),
+                    allow_pickle=False) for e in (exact, fast))
+    assert not np.array_equal(a, b) and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
 def test_demo_cohort_import_is_marked_synthetic_and_idempotent(client: TestClient, alice: Account) -> None:
     app = client.app
     model = app.state.models.get()

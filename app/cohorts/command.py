@@ -69,6 +69,7 @@ def cohort_command(
 
     from app.cohorts.service import MIN_PATIENTS
     from app.compare.references import case_embedding
+    from app.explain.cohort_batch import CASES_PER_BATCH, CohortItem, explain_cohort
     from app.explain.composite import cohort_maps, register, sharpness
     from app.explain.engine import Explainer
     from app.explain.figure import FigurePanel, panel_figure_png
@@ -118,10 +119,18 @@ def cohort_command(
                 safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in label)[:100] or "label"
                 target = Objective.similarity(np.mean(units, axis=0), name=f"similarity:centroid:{safe}")
             per_method: dict[str, list[np.ndarray]] = {m: [] for m in chosen}
-            for crop in crops:
-                for method, values in explainer.explain(crop, objective=target, methods=chosen).items():
-                    per_method[method].append(values)
-                bar.update(1)
+            if target.kind == "logit":  # passes of several faces share batches (same maps, app.explain.cohort_batch)
+                for begin in range(0, len(crops), CASES_PER_BATCH):
+                    chunk = [CohortItem(crop, target.target) for crop in crops[begin:begin + CASES_PER_BATCH]]
+                    for maps in explain_cohort(explainer, chunk, methods=chosen,
+                                               on_face=lambda _i, _maps: bar.update(1)):
+                        for method, values in maps.items():
+                            per_method[method].append(values)
+            else:
+                for crop in crops:
+                    for method, values in explainer.explain(crop, objective=target, methods=chosen).items():
+                        per_method[method].append(values)
+                    bar.update(1)
             registration = register(crops)
             composite = np.clip(np.round(registration.composite), 0, 255).astype(np.uint8)
             own = explainer.explain(composite, objective=target, methods=chosen)

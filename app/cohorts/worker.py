@@ -1,7 +1,9 @@
 """The "cohort" job: per-case maps (stored ones reused), groupwise registration, composite and syndrome-wise maps.
 
-Only missing (case, method, objective) maps are computed — as ordinary ``explanations`` rows of their cases,
-so they are reused by the case page, later cohorts and erasure alike. The arrays are written to
+Only missing (case, method, objective) maps are computed — as ordinary exact-mode ``explanations`` rows of their
+cases, so they are reused by the case page, later cohorts and erasure alike. For a logit objective the passes of
+up to :data:`CASES_PER_BATCH` cases share batches (:func:`app.explain.cohort_batch.explain_cohort`: the same maps as
+one case at a time, up to float rounding); a similarity objective runs case by case. The arrays are written to
 ``<data dir>/cohorts/<result id>/``: ``composite.npy`` / ``plain.npy`` (float32 RGB), and per method
 ``<method>.mean.npy``, ``<method>.agreement.npy`` and ``<method>.composite.npy`` (the map of the composite face
 itself). Progress: maps 80 %, registration and aggregation the rest.
@@ -20,7 +22,9 @@ from app.cases.models import Case
 from app.cohorts.models import CohortResult
 from app.cohorts.service import COHORT_JOB, MIN_PATIENTS, patient_count, result_dir
 from app.db import utcnow
+from app.explain.cohort_batch import CASES_PER_BATCH, CohortItem, explain_cohort
 from app.explain.composite import cohort_maps, register, sharpness
+from app.explain.fast import EXACT
 from app.explain.objectives import Objective
 from app.explain.registry import METHODS, normalise_params
 from app.explanations.models import Explanation
@@ -31,6 +35,18 @@ from app.jobs.models import DONE, FAILED, RUNNING, Job
 from app.jobs.registry import WorkerContext, handler
 from app.predictions.provider import ModelUnavailable
 from app.predictions.service import decode_png
+
+
+def _groups(todo: list[tuple[int, tuple[str, ...]]], *, logit: bool) -> list[list[tuple[int, tuple[str, ...]]]]:
+    """Consecutive cases that need the same methods, at most CASES_PER_BATCH together (one each for similarity
+    objectives, which the engine serves one face at a time)."""
+    groups: list[list[tuple[int, tuple[str, ...]]]] = []
+    for entry in todo:
+        if logit and groups and groups[-1][0][1] == entry[1] and len(groups[-1]) < CASES_PER_BATCH:
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    return groups
 
 
 def _fail(session: Session, job: Job) -> None:
@@ -48,12 +64,12 @@ def _map_row(session: Session, *, case: Case, result: CohortResult, method: str,
         Explanation.case_id == case.id, Explanation.model_id == result.model_id,
         Explanation.model_version == result.model_version, Explanation.method == method,
         Explanation.target_id == result.syndrome_id, Explanation.params_key == key,
-        Explanation.objective == result.objective, Explanation.subject == ""))
+        Explanation.objective == result.objective, Explanation.subject == "", Explanation.mode == EXACT))
     if row is None:
         row = Explanation(case_id=case.id, requested_by=result.owner_id, model_id=result.model_id,
                           model_version=result.model_version, method=method, target_id=result.syndrome_id,
                           target_index=target_index, target_name=target_name[:200], params=params, params_key=key,
-                          objective=result.objective, subject="")
+                          objective=result.objective, subject="", mode=EXACT)
         session.add(row)
     if row.state == DONE and row.map_path:
         return row, False
@@ -96,11 +112,11 @@ def run_cohort(job: Job, context: WorkerContext) -> None:
     explainer = explainer_for(context, model)
     write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
     crops: list[np.ndarray] = []
-    maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    computed = 0
+    row_ids: list[dict[str, str]] = []
+    stored: list[dict[str, str]] = []
+    todo: list[tuple[int, tuple[str, ...]]] = []  # (index into work, the methods to compute for that case)
     for i, (case_id, aligned_path) in enumerate(work):
-        crop = decode_png(context.photo_store.read(aligned_path))
-        crops.append(crop)
+        crops.append(decode_png(context.photo_store.read(aligned_path)))
         with context.sessions() as session:
             case = session.get(Case, case_id)
             if case is None:
@@ -108,21 +124,44 @@ def run_cohort(job: Job, context: WorkerContext) -> None:
             rows = {m: _map_row(session, case=case, result=session.get(CohortResult, result_id), method=m,
                                 target_index=target_index, target_name=name, job=job) for m in methods}
             session.commit()
-            ids = {m: row.id for m, (row, _) in rows.items()}
-            missing = [m for m, (_, new) in rows.items() if new]
-            stored = {m: row.map_path for m, (row, new) in rows.items() if not new}
-        fresh: dict[str, np.ndarray] = {}
+            row_ids.append({m: row.id for m, (row, _) in rows.items()})
+            stored.append({m: row.map_path for m, (row, new) in rows.items() if not new})
+            missing = tuple(m for m, (_, new) in rows.items() if new)
         if missing:
-            started = time.perf_counter()
-            fresh = explainer.explain(crop, objective=objective, methods=missing)
-            elapsed = (time.perf_counter() - started) * 1000 / len(missing)
-            for method, values in fresh.items():
-                _store_map(context, case_id, ids[method], values, elapsed)
-            computed += len(missing)
+            todo.append((i, missing))
+    fresh: dict[int, dict[str, np.ndarray]] = {}
+    computed = sum(len(missing) for _, missing in todo)
+    done_units = [0.0]
+
+    def store(i: int, maps: dict[str, np.ndarray], elapsed_ms: float) -> None:
+        fresh[i] = maps
+        for method, values in maps.items():
+            _store_map(context, work[i][0], row_ids[i][method], values, elapsed_ms / len(maps))
+
+    for group in _groups(todo, logit=objective.kind == "logit"):
+        missing = list(group[0][1])
+        started = time.perf_counter()
+        if objective.kind == "logit":  # passes of several cases share batches (app.explain.cohort_batch)
+            items = [CohortItem(crops[i], target_index) for i, _ in group]
+            explain_cohort(
+                explainer, items, methods=missing,
+                on_face=lambda k, maps, group=group, started=started: store(
+                    group[k][0], maps, (time.perf_counter() - started) * 1000 / (k + 1)),
+                on_progress=lambda f, n=len(group): write_progress(0.8 * (done_units[0] + f * n) / len(work)))
+        else:
+            i = group[0][0]
+            store(i, explainer.explain(crops[i], objective=objective, methods=missing,
+                                       on_progress=lambda f: write_progress(0.8 * (done_units[0] + f) / len(work))),
+                  (time.perf_counter() - started) * 1000)
+        done_units[0] += len(group)
+        write_progress(0.8 * done_units[0] / len(work))
+    maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    for i in range(len(work)):
         for method in methods:
-            values = fresh[method] if method in fresh else read_map(context.photo_store.read(stored[method]))
+            values = fresh[i][method] if method in fresh.get(i, {}) else \
+                read_map(context.photo_store.read(stored[i][method]))
             maps[method].append(values)
-        write_progress(0.8 * (i + 1) / len(work))
+    write_progress(0.8)
 
     registration = register(crops, on_progress=lambda f: write_progress(0.8 + 0.1 * f))
     composite_crop = np.clip(np.round(registration.composite), 0, 255).astype(np.uint8)

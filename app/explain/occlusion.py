@@ -52,7 +52,7 @@ from torch import nn
 
 from app.nets.iresnet import INPUT_SIZE, IBasicBlock, IResNet
 
-__all__ = ["InferenceForward", "inference_forward", "occlusion_map", "occlusion_windows"]
+__all__ = ["InferenceForward", "inference_forward", "map_from_differences", "occlusion_map", "occlusion_windows"]
 
 #: Spatial padding of the cached clean activations (every convolution in iResNet pads by 0 or 1).
 _PAD = 1
@@ -490,6 +490,14 @@ class _IncrementalOcclusion:
         return _Crop(values.contiguous(memory_format=torch.channels_last), starts, self.side)
 
     def logits(self, rows: slice) -> torch.Tensor:
+        """Logits of the occluded copies ``rows`` (indices into the windows)."""
+        with torch.inference_mode():
+            return self.net.tail(self.front(rows), self.blocks_on_crops)
+
+    def front(self, rows: slice) -> torch.Tensor:
+        """Full feature maps entering block :attr:`blocks_on_crops` for the occluded copies ``rows``: the part
+        computed on crops, spliced into the clean activations. ``net.tail(front, blocks_on_crops)`` gives the
+        logits; cohort batching (:mod:`app.explain.cohort_batch`) runs that tail over several faces at once."""
         net = self.net
         with torch.inference_mode():
             crop = _conv_crop(net.stem, self.clean_input, self._input_crops(rows), _select(self.stem_plan, rows))
@@ -506,8 +514,7 @@ class _IncrementalOcclusion:
                 else:
                     identity = _gather(clean_t, crop, y.starts + _PAD, y.size)
                 crop = _Crop(y.values + identity, y.starts, y.n)
-            full = _gather(self.clean_tail, crop, torch.full_like(crop.starts, _PAD), crop.n)
-            return net.tail(full, len(self.block_plans))
+            return _gather(self.clean_tail, crop, torch.full_like(crop.starts, _PAD), crop.n)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -586,6 +593,11 @@ def occlusion_map(
         if on_progress is not None:
             on_progress(rows.stop / len(windows))
 
+    return map_from_differences(windows, diffs, height, width)
+
+
+def map_from_differences(windows: np.ndarray, diffs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Per pixel, the mean of ``diffs`` (one per window) over the windows covering it: the occlusion map."""
     total = np.zeros((height, width), dtype=np.float32)
     count = np.zeros((height, width), dtype=np.float32)
     for (y0, y1, x0, x1), diff in zip(windows, diffs, strict=True):

@@ -4,7 +4,8 @@
   exact map, :data:`app.explain.fast.FastVariant.min_corr`) on the demo model, for a synthetic face through the
   real detection/alignment pipeline and for an image-like crop; methods not offered come back exact.
 * A cohort batch (several faces' rows in one batch, batches straddling faces, a different target per face)
-  gives the same maps as one face at a time in exact mode, for every method of the default panel.
+  gives the same maps as one face at a time in exact mode, for every method of the default panel (occlusion
+  included: windows of several faces share the batches of the network's tail).
 * Krypton-style capped occlusion with a cap of 1 is the exact computation (the capping code path itself).
 """
 
@@ -91,10 +92,13 @@ def test_cohort_batch_equals_one_at_a_time(demo_explainer: Explainer, face_crop:
     one = [demo_explainer.explain(i.crop, target=i.target, methods=methods, params=SMALL, mode=mode)
            for i in items]
     seen: list[int] = []
-    # batch 5: the 3 x 8 IG rows and 3 x 6 SmoothGrad rows straddle faces in every batch
+    progress: list[float] = []
+    # batch 5: the 3 x 8 IG rows and 3 x 6 SmoothGrad rows straddle faces in every batch; window batch 50: the
+    # 3 x 121 occlusion windows share tail batches across faces (face 0's last 21 windows with face 1's first 29)
     batched = explain_cohort(demo_explainer, items, methods=methods, params=SMALL, mode=mode, batch_size=5,
-                             on_face=lambda i, maps: seen.append(i))
+                             window_batch=50, on_face=lambda i, maps: seen.append(i), on_progress=progress.append)
     assert seen == [0, 1, 2]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0) and len(progress) > 10
     assert len(batched) == len(items)
     # bf16 rounding depends on batch composition, so fast mode is held to agreement, exact mode to rounding
     for a, b in zip(one, batched, strict=True):
