@@ -1,7 +1,8 @@
 """Explanation panel: naive Captum, one method at a time, against this project's engine, on this CPU.
 
-    python bench/bench_explain.py [--models demo,iresnet50] [--repeat N] [--methods a,b,...] [--threads N]
-                                  [--krypton 0.9,0.6] [--cohort-cases demo:6,iresnet50:2] [--no-detail]
+    python bench/bench_explain.py [--models demo,iresnet50,iresnet100] [--repeat N] [--methods a,b,...]
+                                  [--threads N] [--krypton 0.9,0.6] [--cohort-cases demo:6,iresnet50:2]
+                                  [--no-detail] [--no-compile]
 
 Per model and method: the time of stock Captum with its defaults on a logits-only wrapper of the network
 (``Saliency``, ``InputXGradient``, ``IntegratedGradients`` with 50 steps in one batch, ``NoiseTunnel(Saliency)``
@@ -32,6 +33,12 @@ Times are the best of ``--repeat`` runs after a warm-up pass (other processes on
 time; the load average is printed so a reader can tell a contaminated run). The ``CPU s`` columns are this
 process's CPU time for the same runs: on loaded shared cores the steadier measure, since waiting for a core
 adds wall time but not CPU time (run with ``--threads 1`` there: spinning OpenMP threads burn CPU waiting).
+``roofline``: the floating-point operations of each exact map (torch's FlopCounterMode), the rate the engine
+reaches, and that rate against the float32 peak of this CPU's convolution kernels (measured on the network's own
+layer3 convolution); exact mode does naive Captum's arithmetic, so naive / (FLOPs / peak) is the best ratio any
+exact implementation can reach on this CPU. ``candidate: torch.compile`` compiles the engine's forward+backward
+with Inductor and compares speed and gradients with eager mode.
+
 The iResNet-50 has random weights (``randomise_`` with convolutions x2, so activations stay finite and the logits
 respond to the input).
 """
@@ -307,8 +314,117 @@ def krypton_candidates(network: IResNet, x: torch.Tensor, target: int, exact_map
               f"corr vs exact {corr(capped, exact_map):.5f}", flush=True)
 
 
+def flops_of(run: Callable[[], Any]) -> float:
+    """Floating-point operations ``run`` executes (torch's FlopCounterMode: convolutions and matrix products,
+    forward and backward; a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return float(counter.get_total_flops())
+
+
+def conv_peak(network: IResNet, dtype: torch.dtype, repeat: int) -> float:
+    """GFLOP/s of the convolution that dominates the network (a 3x3 block conv of layer3, the stage with most
+    of the multiply-adds), batch 64, channels-last, no grad: what this CPU's oneDNN kernels reach in ``dtype``."""
+    conv = network.layer3[1].conv1
+    side = 112 // 8
+    x = torch.randn(64, conv.in_channels, side, side).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
+
+    def run() -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, weight, padding=1)
+
+    with torch.no_grad():
+        run()
+        seconds = best_of(run, max(repeat, 10))[0]  # AMX and AVX-512 units take a few calls to come up to speed
+        flops = flops_of(run)
+    return flops / seconds / 1e9
+
+
+def roofline(network: IResNet, explainer: Any, x: torch.Tensor, target: int, methods: list[str],
+             exact_times: dict[str, float], naive_total: float, exact_panel: float, repeat: int) -> None:
+    """How close the exact engine is to this CPU's float32 arithmetic ceiling, per method and for the panel.
+
+    Exact mode must do the same arithmetic as naive Captum (the same passes, in float32), so its time is bounded
+    below by its floating-point operations over the conv peak; ``best ratio`` is naive / that bound: no exact
+    implementation on this CPU can beat it. bf16's peak is shown beside it: the headroom only fast mode can use.
+    """
+
+    peak32, peak16 = conv_peak(network, torch.float32, repeat), conv_peak(network, torch.bfloat16, repeat)
+    model = explainer._model
+
+    def fb(batch: int) -> float:
+        xb = x.expand(batch, -1, -1, -1).clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        return flops_of(lambda: model(xb)[:, target].sum().backward()) / batch
+
+    per_image = fb(4)
+    forward = inference_forward(explainer._network)
+    windows = occlusion_windows(112, 112, OCC_WINDOW, OCC_STRIDE)
+    engine = _IncrementalOcclusion(forward, x, windows, BASELINE)
+    middle = slice(len(windows) // 2 - 32, len(windows) // 2 + 32)
+    per_window = flops_of(lambda: engine.logits(middle)) / 64
+    passes = {"saliency": 1, "input_x_gradient": 1, "gradcam": 1, "guided_backprop": 1, "deconvolution": 1,
+              "guided_gradcam": 2, "deeplift": 2, "integrated_gradients": IG_STEPS, "smoothgrad": SG_SAMPLES}
+    work = {m: passes[m] * per_image for m in methods if m in passes}
+    if "occlusion" in methods:
+        work["occlusion"] = len(windows) * per_window
+    print(f"  roofline: float32 conv peak {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s ({peak16 / peak32:.1f}x) "
+          f"on this network's layer3 convolution, batch 64; forward+backward {per_image / 1e9:.2f} GFLOP per image, "
+          f"incremental occlusion {per_window / 1e9:.2f} GFLOP per window")
+    print(f"    {'method':<22} {'GFLOP':>8} {'exact s':>8} {'GFLOP/s':>8} {'of peak':>8}")
+    for method, flops in work.items():
+        seconds = exact_times[method]
+        print(f"    {method:<22} {flops / 1e9:8.1f} {seconds:8.3f} {flops / seconds / 1e9:8.0f} "
+              f"{flops / seconds / 1e9 / peak32:7.0%}")
+    # the panel shares passes: one gradient pass (saliency, input x gradient, Grad-CAM), one guided pass
+    shared = {"gradient": per_image if {"saliency", "input_x_gradient", "gradcam", "guided_gradcam"} & set(methods)
+              else 0.0, "guided": per_image if {"guided_backprop", "guided_gradcam"} & set(methods) else 0.0}
+    panel_flops = sum(shared.values()) + sum(work.get(m, 0.0) for m in
+                                             ("deconvolution", "deeplift", "integrated_gradients", "smoothgrad",
+                                              "occlusion"))
+    floor = panel_flops / (peak32 * 1e9)
+    print(f"    {'panel':<22} {panel_flops / 1e9:8.1f} {exact_panel:8.3f} {panel_flops / exact_panel / 1e9:8.0f} "
+          f"{panel_flops / exact_panel / 1e9 / peak32:7.0%}   at 100% of the float32 peak: {floor:.2f} s, "
+          f"best possible exact ratio {naive_total / floor:.2f}x naive (measured {naive_total / exact_panel:.2f}x)")
+
+
+def compile_candidate(explainer: Any, x: torch.Tensor, target: int, repeat: int) -> None:
+    """torch.compile (Inductor, CPU) of the engine's forward+backward at IG's batch: compile time, speed, agreement."""
+    model = explainer._model
+    xb = x.expand(16, -1, -1, -1).clone().contiguous(memory_format=torch.channels_last)
+
+    def fb(m: nn.Module) -> torch.Tensor:
+        xg = xb.clone().requires_grad_(True)
+        return torch.autograd.grad(m(xg)[:, target].sum(), xg)[0]
+
+    reference = fb(model)
+    eager = best_of(lambda: fb(model), repeat)[0]
+    import shutil
+    import tempfile
+
+    # a fresh Inductor cache, so the first call's time is a cold compile (as on a new worker), not a cache hit
+    cache = tempfile.mkdtemp(prefix="gestaltlens-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+    try:
+        start = time.perf_counter()
+        compiled = torch.compile(model, dynamic=False)
+        grads = fb(compiled)
+        compile_s = time.perf_counter() - start
+        seconds = best_of(lambda: fb(compiled), repeat)[0]
+    except Exception as exc:  # a candidate that does not run here is reported, not fatal
+        print(f"  candidate: torch.compile did not run here: {type(exc).__name__}: {str(exc)[:160]}")
+        return
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    print(f"  candidate: torch.compile (Inductor, CPU): first call {compile_s:.1f} s (cold compile), forward+backward "
+          f"b=16 {seconds / 16 * 1000:.1f} ms per image vs eager {eager / 16 * 1000:.1f} ({eager / seconds:.2f}x), "
+          f"corr {corr(grads.numpy(), reference.numpy()):.6f}, max |diff| / max |grad| "
+          f"{float((grads - reference).abs().max() / reference.abs().max()):.1e}", flush=True)
+
+
 def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, detail: bool,
-                caps: list[float]) -> None:
+                caps: list[float], compile_candidate_too: bool = True) -> None:
     from app.explain.engine import Explainer
     from app.explain.fast import FAST_VARIANTS, MIN_FAST_CORR
 
@@ -380,6 +496,9 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
           f"{naive_cpu_total / fast_cpu:5.2f}x", flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"  (load average {load:.2f} at the end of this table; '!' = below the fast-mode bar {MIN_FAST_CORR})")
+    roofline(network, explainer, x, target, methods, exact_times, naive_total, exact_s, repeat)
+    if compile_candidate_too:
+        compile_candidate(explainer, x, target, repeat)
     if caps and "occlusion" in methods:
         krypton_candidates(network, x, target, exact_maps["occlusion"], exact_times["occlusion"], caps, repeat)
     if detail and "occlusion" in methods:
@@ -391,11 +510,13 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="demo,iresnet50", help="comma-separated: demo, iresnet50, iresnet100")
+    parser.add_argument("--models", default="demo,iresnet50,iresnet100",
+                        help="comma-separated: demo, iresnet50, iresnet100")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per cell (the best is shown)")
     parser.add_argument("--methods", default=",".join(METHOD_IDS), help="comma-separated method ids")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--no-detail", action="store_true", help="skip the occlusion per-window breakdown")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile candidate (~1 min per model)")
     parser.add_argument("--krypton", default="0.9,0.6",
                         help="Krypton projective-field caps to measure as fast-occlusion candidates ('' = none)")
     parser.add_argument("--cohort-cases", default="demo:6,iresnet50:2",
@@ -416,7 +537,8 @@ def main() -> None:
     crop = face_crop()
     caps = [float(c) for c in args.krypton.split(",") if c.strip()]
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        bench_model(name, methods, args.repeat, crop, detail=not args.no_detail, caps=caps)
+        bench_model(name, methods, args.repeat, crop, detail=not args.no_detail, caps=caps,
+                    compile_candidate_too=not args.no_compile)
     if args.cohort_cases:
         from bench.cohort_throughput import cohort_table
 

@@ -7,7 +7,8 @@ Called by bench/bench_explain.py (its last table); runnable alone:
 Per model and way of running: ``one at a time`` = one :meth:`Explainer.explain` per case (the explainer and its
 folded inference copy built once and reused, as a worker does); ``batched`` = one
 :func:`app.explain.cohort_batch.explain_cohort` call (IG steps, SmoothGrad samples and the gradient pass of several
-cases in one batch of 32 rows; the other methods per case). Each way runs in a fresh process (spawned), so the peak
+cases in shared batches of the explainer's 16 rows, as the cohort job runs them, and occlusion windows of several cases
+in shared batches of the tail; the other methods per case). Each way runs in a fresh process (spawned), so the peak
 resident memory it reports (``VmHWM``) is its own; ``base`` is that process's resident memory after loading the
 network and a warm-up pass, so peak - base is what the cohort run itself added. CPU seconds
 (``time.process_time``) are shown beside wall seconds: on shared, loaded cores they are the steadier measure of
@@ -31,7 +32,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-COHORT_BATCH = 32
+#: Rows per forward/backward of the batched way: None = the explainer's own batch (16), as the cohort job runs it.
+COHORT_BATCH: int | None = None
 
 
 def _status_mib(field: str) -> float:
@@ -47,7 +49,7 @@ def _status_mib(field: str) -> float:
 
 
 def _run(name: str, crops: list[np.ndarray], methods: list[str], way: str, mode: str, threads: int,
-         queue: multiprocessing.Queue) -> None:
+         batch: int | None, queue: multiprocessing.Queue) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -65,7 +67,7 @@ def _run(name: str, crops: list[np.ndarray], methods: list[str], way: str, mode:
     start, cpu_start = time.perf_counter(), time.process_time()
     if way == "batched":
         explain_cohort(explainer, [CohortItem(c, t) for c, t in zip(crops, targets, strict=True)],
-                       methods=methods, mode=mode, batch_size=COHORT_BATCH)
+                       methods=methods, mode=mode, batch_size=batch)
     else:
         for crop, target in zip(crops, targets, strict=True):
             explainer.explain(crop, target=target, methods=methods, mode=mode)
@@ -75,11 +77,11 @@ def _run(name: str, crops: list[np.ndarray], methods: list[str], way: str, mode:
 
 
 def measure(name: str, crops: list[np.ndarray], methods: list[str], way: str, mode: str,
-            threads: int) -> tuple[float, float, float, float]:
+            threads: int, batch: int | None = COHORT_BATCH) -> tuple[float, float, float, float]:
     """(wall seconds, CPU seconds, base RSS MiB, peak RSS MiB) of one cohort run in a fresh process."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_run, args=(name, crops, methods, way, mode, threads, queue))
+    process = context.Process(target=_run, args=(name, crops, methods, way, mode, threads, batch, queue))
     process.start()
     result = queue.get()
     process.join()

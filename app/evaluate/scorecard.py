@@ -203,9 +203,13 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
         target = list(labels).index(face.label)
         delta = objective_change(network, prepare_input(face.crop), target)
 
+        at = 1 - sanity_share  # the per-face part is done; the same fraction again is the job's heartbeat
+
         def ig_error(steps: int) -> float:
             ig = explainer.explain(face.crop, target=target, methods=["integrated_gradients"],
-                                   params={"integrated_gradients": {"steps": steps}})["integrated_gradients"]
+                                   params={"integrated_gradients": {"steps": steps}},
+                                   on_progress=lambda f: report(at, f"IG step rule: {steps} steps"))[
+                                       "integrated_gradients"]
             return completeness(ig, delta).relative_error
 
         step_rule = {"image_id": face.image_id,
@@ -214,8 +218,9 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
     from app.evaluate.similarity import similarity_localisation
 
     similarity_methods = [m for m in options.similarity_methods if m in methods]
-    similarity = similarity_localisation(explainer, network, faces, similarity_methods,
-                                         tolerance=options.tolerance_px, seed=seed) if similarity_methods else {}
+    similarity = similarity_localisation(
+        explainer, network, faces, similarity_methods, tolerance=options.tolerance_px, seed=seed,
+        progress=lambda f: report(1 - sanity_share, f"similarity maps: {f:.0%}")) if similarity_methods else {}
 
     sanity_methods = [m for m in (options.sanity_methods or methods) if m in methods]
     sanity_result: dict[str, Any] = {}

@@ -14,7 +14,7 @@ same position of the next class (different).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,8 +54,11 @@ def pairs(faces: Sequence[BenchmarkFace]) -> tuple[list[tuple[int, int]], list[t
 
 def similarity_localisation(explainer: Any, network: nn.Module, faces: Sequence[BenchmarkFace],
                             methods: Sequence[str], *, tolerance: int = localisation.DEFAULT_TOLERANCE_PX,
-                            seed: int = 0) -> dict[str, Any]:
-    """Per method: localisation of similarity maps for same-syndrome pairs and for different-syndrome pairs."""
+                            seed: int = 0, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Per method: localisation of similarity maps for same-syndrome pairs and for different-syndrome pairs.
+
+    ``progress`` gets the fraction of pairs done as each pair's maps finish (an evaluation job's heartbeat: on an
+    iResNet-50 the pairs take minutes)."""
     from app.explain.objectives import Objective
 
     same, different = pairs(faces)
@@ -64,10 +67,14 @@ def similarity_localisation(explainer: Any, network: nn.Module, faces: Sequence[
     embeddings = [_embedding(network, face.crop) for face in faces]
     scores: dict[str, dict[str, dict[str, list[float]]]] = {
         m: {"same": defaultdict(list), "different": defaultdict(list)} for m in methods}
+    total, done = len(same) + len(different), 0
     for group, group_pairs in (("same", same), ("different", different)):
         for i, j in group_pairs:
             objective = Objective.similarity(embeddings[j], name=f"similarity:image:{faces[j].image_id}")
-            maps = explainer.explain(faces[i].crop, objective=objective, methods=list(methods))
+            maps = explainer.explain(
+                faces[i].crop, objective=objective, methods=list(methods),
+                on_progress=None if progress is None else lambda f, done=done: progress((done + f) / total))
+            done += 1
             for method in methods:
                 result = localisation.score_map(maps[method], faces[i].mask, tolerance)
                 for key in ("pointing", "mass", "rank"):

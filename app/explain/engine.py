@@ -43,9 +43,9 @@ import torch
 from torch import Tensor, nn
 
 from app.explain.fast import EXACT, check_mode, fast_context
+from app.explain.folded import inference_forward
 from app.explain.methods.base import Context, Method, to_map
 from app.explain.objectives import Objective, objective_module
-from app.explain.occlusion import inference_forward
 from app.explain.registry import get_method, normalise_params
 from app.nets.iresnet import INPUT_SIZE, IResNet
 from app.nets.preprocess import preprocess

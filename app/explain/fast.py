@@ -7,9 +7,9 @@ Why two modes, and why the fast one is narrow:
   method. This is what clinicians rate and what the evaluation scorecard reads unless told otherwise.
 * **fast** trades agreement for time on CPU workers, but only for methods where the trade was *measured* to be
   safe: a method is offered in fast mode only if, in the bench, its fast map correlates ≥ :data:`MIN_FAST_CORR`
-  with its exact map on both benchmark networks (the demo model and an iResNet-50). Every other method runs exact
-  even in a fast request, and :func:`effective_mode` says so per map, so a stored map or figure always carries the
-  mode it was really computed in and no one mistakes one for the other.
+  with its exact map on every benchmark network (the demo model, iResNet-50, iResNet-100). Every other method runs
+  exact even in a fast request, and :func:`effective_mode` says so per map, so a stored map or figure always carries
+  the mode it was really computed in and no one mistakes one for the other.
 
 Candidates measured (see the README's Speed section for the figures, the machine and its load):
 
@@ -25,11 +25,19 @@ Candidates measured (see the README's Speed section for the figures, the machine
   thresholding): every residual block runs on crops at most a fraction τ of its feature map wide
   (:func:`app.explain.occlusion.occlusion_map` ``projective_cap``). The iResNet tail is a *linear map over the
   flattened 7×7 grid*, not a global pooling, so the activations an occluder moves far from it still weigh on the
-  logit: on the demo model τ = 0.9 keeps corr 0.999 but saves nothing, τ = 0.6 saves 1.8× at corr 0.96. It is
-  below the bar wherever it pays, so it is measured by the bench and not offered.
-* **torch.compile** was not measured in issue 15 (time): Inductor on CPU needs a C++ compiler on every worker at
-  run time and recompiles per input shape, and the engine's passes change shape (last partial batch, hooks per
-  method); it is the next candidate for the bench.
+  logit: on the demo model τ = 0.9 keeps corr 0.999 but saves nothing, τ = 0.6 saves 1.2-1.8× at corr 0.96; on
+  iResNet-50 τ = 0.6 saves 1.6× at corr 0.84. It is below the bar wherever it pays, so it is measured by the bench
+  and not offered.
+* **torch.compile** (Inductor on CPU) of the engine's forward+backward: measured by the bench, it brings nothing
+  here (0.92-0.97x eager on the demo model, iResNet-50 and -100, after a cold compile of tens of seconds per input
+  shape that needs a C++ compiler on every worker): oneDNN already runs the convolutions, which are nearly all of
+  the work. Not used.
+
+Why exact mode cannot simply be made faster instead: it must do naive Captum's float32 arithmetic, and on a CPU
+that arithmetic is the bound. The bench's roofline table counts each map's floating-point operations and divides by
+the float32 peak of the CPU's own convolution kernels: on 2 cores the exact iResNet-50 panel runs at ~80 % of that
+peak, and even at 100 % it would be only ~3.1x naive. bf16 has 5-8x the peak on CPUs with AMX, which is the
+headroom fast mode uses, and why it must be labelled.
 The ML core stays free of the web layer: callers pass a mode string and store :func:`effective_mode`'s answer.
 """
 
@@ -43,7 +51,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from app.explain.occlusion import InferenceForward, _Affine, _Block, _Conv
+from app.explain.folded import InferenceForward, _Affine, _Block, _Conv
 
 __all__ = ["EXACT", "FAST", "FAST_VARIANTS", "MIN_FAST_CORR", "MODES", "FastVariant", "check_mode",
            "effective_mode", "fast_context", "modes_for"]

@@ -22,8 +22,12 @@ def test_same_and_different_syndrome_pairs_are_scored() -> None:
     assert all(faces[i].label != faces[j].label for i, j in different)
 
     model = load_model(PROJECT_ROOT / "models", "demo")
-    result = similarity_localisation(Explainer(model.network), model.network, faces, ["gradcam"])
+    progress: list[float] = []
+    result = similarity_localisation(Explainer(model.network), model.network, faces, ["gradcam"],
+                                     progress=progress.append)
     assert result["pairs"] == {"same": 4, "different": 4}
+    # a job's heartbeat: reported within every pair, rising to the end
+    assert len(progress) >= 8 and progress == sorted(progress) and progress[-1] == 1.0
     for group in ("same", "different"):
         scores = result["methods"]["gradcam"][group]
         assert scores["mass"]["n"] == 4 and 0.0 <= scores["mass"]["mean"] <= 1.0
