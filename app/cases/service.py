@@ -265,6 +265,9 @@ def delete_case(session: Session, *, case: Case) -> list[str]:
     from app.cohorts.service import purge_case  # composites and similarity maps derived from this case go too
 
     orphans = purge_case(session, case_id=case.id)
+    from app.gaze.results_cache import forget  # gaze results computed with this case's fixations go too
+
+    forget()
     session.delete(case)
     session.flush()
     return orphans

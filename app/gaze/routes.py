@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.cases.models import Case
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
-from app.gaze import results, service
+from app.gaze import results, results_cache, service
 from app.gaze.models import GROUP_LABELS, STANDARD_GROUPS, Fixation, Participant
 from app.gaze.plots import bars_svg
 from app.jobs.models import DONE
@@ -90,7 +90,7 @@ def list_imports(user: AdminUser, db: DbSession) -> JSONResponse:
 
 def _result(request: Request, db: Session, study: str | None, angle: float, q: float) -> dict[str, Any]:
     selection = results.Selection(study_id=study, angle_deg=angle, q=q)
-    return results.compute(db, store=request.app.state.photo_store, selection=selection)
+    return results_cache.cached_results(db, store=request.app.state.photo_store, selection=selection)
 
 
 @api.get("/api/v1/gaze/results", summary="Maps vs gaze, group vs group, ceiling: per case and pooled with CIs")

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.cases.models import Case
-from app.gaze import synthetic
+from app.gaze import results_cache, synthetic
 from app.gaze.models import Fixation, GazeImport
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
@@ -131,6 +131,16 @@ def test_every_format_imports_and_maps_onto_the_aligned_face(app, client: TestCl
     assert float(pooled[("method", "gradcam", "clinical_geneticist", "nss")]["value"]) == pytest.approx(
         block["metrics"]["nss"]["mean"])
     assert len([r for r in exported if r["scope"] == "case"]) == len(result["per_case"]) * 8
+    # the CSV reused the numbers the JSON computed (same data, same selection); a new map is seen at once
+    before = results_cache.stats()
+    assert client.get("/api/v1/gaze/results", headers=admin.headers).json() == result
+    assert results_cache.stats()["hits"] > before["hits"] and results_cache.stats()["computed"] == before["computed"]
+    job = client.post(f"/api/v1/cases/{cases[0].id}/explanations", headers=admin.headers,
+                      json={"methods": ["input_x_gradient"]}).json()["job_id"]
+    assert wait_for(client, admin, job)["state"] == "done"
+    newer = client.get("/api/v1/gaze/results", headers=admin.headers).json()
+    assert set(newer["methods"]) == {"saliency", "gradcam", "input_x_gradient"}
+    assert newer["methods"]["input_x_gradient"]["groups"]["all"]["cases"] == 1
     fixations = client.get("/api/v1/gaze/fixations.csv", headers=admin.headers)
     assert fixations.headers["cache-control"].startswith("private, no-store")
     assert len(fixations.text.strip().splitlines()) == 1 + _count(app)[0]
@@ -144,6 +154,11 @@ def test_every_format_imports_and_maps_onto_the_aligned_face(app, client: TestCl
     assert density.headers["cache-control"] == "private, no-store"
     assert client.get(f"/api/v1/gaze/cases/{cases[0].id}/density.png?participant=NOBODY",
                       headers=admin.headers).status_code == 404
+    # erasing a case takes its gaze numbers out of the results (and out of the cache) at once
+    assert client.get("/api/v1/gaze/results", headers=admin.headers).json()["cases"] == 2
+    assert client.delete(f"/api/v1/cases/{cases[1].id}", headers=admin.headers).status_code == 204
+    after = client.get("/api/v1/gaze/results", headers=admin.headers).json()
+    assert after["cases"] == 1 and {row["case"] for row in after["per_case"]} == {cases[0].id}
 
 
 def test_broken_files_import_nothing_and_say_why(app, client: TestClient, admin: Account, alice: Account,
