@@ -29,6 +29,7 @@ from app.cases import service as case_service
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
 from app.compare.references import _synth_source, case_embedding
+from app.explain.fast import EXACT
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
 from app.explanations.service import EXPLAIN_JOB, explanation_out, is_stuck, params_key
@@ -127,7 +128,7 @@ def _rows(session: Session, *, case: Case, user: User, model: LoadedModel, metho
             Explanation.case_id == case.id, Explanation.model_id == model.card.id,
             Explanation.model_version == model.card.version, Explanation.method == method,
             Explanation.target_id == target_id, Explanation.params_key == key,
-            Explanation.objective == objective, Explanation.subject == subject))
+            Explanation.objective == objective, Explanation.subject == subject, Explanation.mode == EXACT))
         if row is None and create:
             row = Explanation(case_id=case.id, requested_by=user.id, model_id=model.card.id,
                               model_version=model.card.version, method=method, target_id=target_id,

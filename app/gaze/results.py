@@ -22,6 +22,7 @@ from app.cases.storage import PhotoStore
 from app.evaluate import gaze_maps
 from app.evaluate.gaze import ALL_METRICS, HIGHER_IS_BETTER
 from app.evaluate.gaze_maps import GazeTable, ViewingGeometry, matrix_scale
+from app.explain.fast import EXACT
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
 from app.explanations.service import read_map
@@ -68,8 +69,11 @@ def gaze_table(session: Session, *, selection: Selection) -> tuple[GazeTable, di
 
 
 def method_maps(session: Session, *, store: PhotoStore, case_ids: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """method → case → the newest computed map of that case (target and model as they were asked for)."""
-    rows = session.scalars(select(Explanation).where(Explanation.case_id.in_(case_ids), Explanation.state == DONE)
+    """method → case → the newest computed *exact* map of that case (target and model as they were asked for).
+
+    Fast-mode maps (app.explain.fast) are approximations; a research comparison must not mix them in silently."""
+    rows = session.scalars(select(Explanation).where(Explanation.case_id.in_(case_ids), Explanation.state == DONE,
+                                                     Explanation.mode == EXACT)
                            .order_by(Explanation.created_at))
     out: dict[str, dict[str, np.ndarray]] = {}
     for row in rows:

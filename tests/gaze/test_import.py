@@ -141,6 +141,12 @@ def test_every_format_imports_and_maps_onto_the_aligned_face(app, client: TestCl
     newer = client.get("/api/v1/gaze/results", headers=admin.headers).json()
     assert set(newer["methods"]) == {"saliency", "gradcam", "input_x_gradient"}
     assert newer["methods"]["input_x_gradient"]["groups"]["all"]["cases"] == 1
+    # a fast-mode map is an approximation: the research comparison does not mix it in
+    job = client.post(f"/api/v1/cases/{cases[0].id}/explanations", headers=admin.headers,
+                      json={"methods": ["integrated_gradients"], "mode": "fast",
+                            "params": {"integrated_gradients": {"steps": 8}}}).json()["job_id"]
+    assert wait_for(client, admin, job)["state"] == "done"
+    assert set(client.get("/api/v1/gaze/results", headers=admin.headers).json()["methods"]) == set(newer["methods"])
     fixations = client.get("/api/v1/gaze/fixations.csv", headers=admin.headers)
     assert fixations.headers["cache-control"].startswith("private, no-store")
     assert len(fixations.text.strip().splitlines()) == 1 + _count(app)[0]
