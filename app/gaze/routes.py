@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cases.models import Case
+from app.explain.fast import EXACT
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
 from app.gaze import results, results_cache, service
@@ -205,7 +206,8 @@ def case_page(request: Request, case_id: str, user: AdminUser, db: DbSession) ->
     case = db.get(Case, case_id)
     if case is None:
         raise NotFound("case")
-    maps = db.scalars(select(Explanation).where(Explanation.case_id == case_id, Explanation.state == DONE)
+    maps = db.scalars(select(Explanation).where(Explanation.case_id == case_id, Explanation.state == DONE,
+                                                Explanation.mode == EXACT)  # the maps the results compare
                       .order_by(Explanation.created_at.desc()))
     newest: dict[str, Explanation] = {}
     for row in maps:
