@@ -20,8 +20,8 @@ target per call, and the similarity decomposition) run per face on the same expl
 network copy and its folded inference copy. Only logit objectives are batched;
 the engine's own :meth:`~app.explain.engine.Explainer.explain` serves similarity objectives.
 
-``mode`` is the engine's (:mod:`app.explain.fast`): a fast request runs the fast variants under bf16 autocast
-(occlusion on the folded network's bf16 twin, as the engine does).
+``mode`` is the engine's (:mod:`app.explain.fast`): a fast request runs the fast variants as the engine does (IG,
+SmoothGrad and occlusion on the bf16 twin of the folded network).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor
 
 from app.explain.engine import Explainer, _check_target, prepare_input
-from app.explain.fast import EXACT, FAST, bf16_inference, check_mode, effective_mode, fast_context
+from app.explain.fast import EXACT, FAST, check_mode, effective_mode, fast_context
 from app.explain.methods.base import to_map, upsample
 from app.explain.methods.smoothgrad import smoothgrad_noise
 from app.explain.occlusion import InferenceForward, _IncrementalOcclusion, map_from_differences, occlusion_windows
@@ -69,17 +69,17 @@ def _target_sum(logits: Tensor, targets: Tensor) -> Tensor:
     return logits.gather(1, targets.view(-1, 1)).sum()
 
 
-def _rows_gradients(explainer: Explainer, inputs: Tensor, targets: Tensor, batch_size: int,
+def _rows_gradients(model: Callable[[Tensor], Tensor], inputs: Tensor, targets: Tensor, batch_size: int,
                     sink: Callable[[slice, Tensor], None]) -> None:
     """d target logit / d input for every row, ``batch_size`` rows per forward/backward, handed to ``sink``."""
     for start in range(0, len(inputs), batch_size):
         rows = slice(start, min(len(inputs), start + batch_size))
         chunk = inputs[rows].detach().clone().requires_grad_(True)
-        (grads,) = torch.autograd.grad(_target_sum(explainer._model(chunk), targets[rows]), chunk)
+        (grads,) = torch.autograd.grad(_target_sum(model(chunk), targets[rows]), chunk)
         sink(rows, grads)
 
 
-def _integrated_gradients(explainer: Explainer, xs: Tensor, targets: Tensor, params: Mapping[str, Any],
+def _integrated_gradients(model: Callable[[Tensor], Tensor], xs: Tensor, targets: Tensor, params: Mapping[str, Any],
                           batch_size: int, tick: Callable[[float], None]) -> Tensor:
     """(F, 3, H, W) IG attributions of F faces, (face, step) rows batched together."""
     steps = params["steps"]
@@ -97,13 +97,13 @@ def _integrated_gradients(explainer: Explainer, xs: Tensor, targets: Tensor, par
         rows = slice(start, min(faces * steps, start + batch_size))
         face, step = face_of[rows], step_of[rows].to(xs.device)
         scaled = (base + alpha[step].view(-1, 1, 1, 1) * (xs[face] - base)).requires_grad_(True)
-        (grads,) = torch.autograd.grad(_target_sum(explainer._model(scaled), targets[face]), scaled)
+        (grads,) = torch.autograd.grad(_target_sum(model(scaled), targets[face]), scaled)
         totals.index_add_(0, face, grads * weight[step].view(-1, 1, 1, 1))
         tick(rows.stop - rows.start)
     return totals * (xs - base)
 
 
-def _smoothgrad(explainer: Explainer, xs: Tensor, targets: Tensor, params: Mapping[str, Any],
+def _smoothgrad(model: Callable[[Tensor], Tensor], xs: Tensor, targets: Tensor, params: Mapping[str, Any],
                 batch_size: int, tick: Callable[[float], None]) -> Tensor:
     """(F, 3, H, W) SmoothGrad of F faces, (face, sample) rows batched together, noise as the single method's."""
     samples = params["samples"]
@@ -117,7 +117,7 @@ def _smoothgrad(explainer: Explainer, xs: Tensor, targets: Tensor, params: Mappi
         totals.index_add_(0, face_of[rows], grads.abs())
         tick(rows.stop - rows.start)
 
-    _rows_gradients(explainer, noisy, row_targets, batch_size, sink)
+    _rows_gradients(model, noisy, row_targets, batch_size, sink)
     return totals * 1 / samples
 
 
@@ -269,8 +269,11 @@ def explain_cohort(
                         results[i][method_id] = to_map(maps[method_id][i])
             for method_id, run in (("integrated_gradients", _integrated_gradients), ("smoothgrad", _smoothgrad)):
                 if method_id in batched:
+                    # as the engine's methods: fast mode differentiates the bf16 twin of the folded network
+                    model = explainer.fast_inference().differentiable \
+                        if effective_mode(method_id, mode) == FAST else explainer._model
                     with fast_context(method_id, mode, explainer.device):
-                        attribution = run(explainer, xs, targets, normalised[method_id], batch_size, tick)
+                        attribution = run(model, xs, targets, normalised[method_id], batch_size, tick)
                     reduced = attribution.sum(dim=1) if method_id == "integrated_gradients" else attribution.amax(dim=1)
                     for i in range(len(items)):
                         results[i][method_id] = to_map(reduced[i])
@@ -279,7 +282,7 @@ def explain_cohort(
                 if not isinstance(forward, InferenceForward):  # the engine folds every IResNet it explains
                     raise RuntimeError("cohort occlusion needs the engine's folded inference copy")
                 if effective_mode("occlusion", mode) == FAST:  # as the engine's occlusion method: the bf16 twin
-                    forward = bf16_inference(forward)
+                    forward = explainer.fast_inference()
                 for i, values in enumerate(_occlusion(forward, xs, targets_list, normalised["occlusion"],
                                                       window_batch, tick)):
                     results[i]["occlusion"] = values

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from app.explain.fast import EXACT, check_mode, fast_context
-from app.explain.folded import inference_forward
+from app.explain.fast import EXACT, bf16_inference, check_mode, fast_context
+from app.explain.folded import InferenceForward, inference_forward
 from app.explain.methods.base import Context, Method, to_map
 from app.explain.objectives import Objective, objective_module
 from app.explain.registry import get_method, normalise_params
@@ -229,6 +229,13 @@ class Explainer:
             self._inference = inference_forward(self._network)
         return self._inference
 
+    def fast_inference(self) -> InferenceForward:
+        """The bf16 twin of the folded inference copy (fast mode's network for IG, SmoothGrad and occlusion)."""
+        forward = self._inference_forward()
+        if not isinstance(forward, InferenceForward):
+            raise RuntimeError("fast mode needs the engine's folded inference copy")
+        return bf16_inference(forward)
+
     def explain(
         self,
         crop: np.ndarray | Tensor,
@@ -273,6 +280,11 @@ class Explainer:
             _check_target(objective.target, self._num_classes)
         model, model_target = objective_module(self._network, objective, self._model)
         inference = self._inference_forward
+
+        def fast_inference() -> InferenceForward:  # fast mode's bf16 twin, same objective (app.explain.fast)
+            twin = self.fast_inference()
+            return twin if objective.kind == "logit" else twin.with_similarity(objective.reference)
+
         if objective.kind == "similarity":
             reference = objective.reference
 
@@ -291,6 +303,7 @@ class Explainer:
             x = prepare_input(crop, self.device)
             ctx = Context(model=model, layer=self._layer, x=x, target=model_target, batch_size=self._batch_size,
                           inference=inference, costs=costs, on_progress=on_progress, network=self._network,
+                          fast_inference=fast_inference,
                           objective=objective)
             ctx.report(0.0)
             for method, method_params in plan:

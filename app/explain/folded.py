@@ -192,6 +192,12 @@ class InferenceForward:
         twin.num_classes = 1
         return twin
 
+    def differentiable(self, x: torch.Tensor) -> torch.Tensor:
+        """The same output as a call, but inside autograd (fast mode's gradient methods differentiate the bf16
+        twin, app.explain.fast): the folded tensors never require grad, so only the input's gradient is taken."""
+        x = x.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.tail(self.stem_forward(x), 0)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1:] != (self.input_channels, INPUT_SIZE, INPUT_SIZE):
             raise ValueError(f"expected a (N, {self.input_channels}, {INPUT_SIZE}, {INPUT_SIZE}) batch, "

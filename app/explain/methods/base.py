@@ -130,6 +130,8 @@ class Context:
     objective: Any = None
     #: the mode the running method computes in ("exact" or "fast", app.explain.fast), set by the engine per method
     mode: str = "exact"
+    #: lazily built bf16 twin of the folded network computing the same objective (fast mode; None: no twin)
+    fast_inference: Callable[[], Any] | None = None
     _results: dict[str, Any] = field(default_factory=dict)
     _done: float = 0.0
     _reported: float = 0.0
@@ -161,6 +163,13 @@ class Context:
         self._done = start + cost
         self.report(self._done / self.total_cost)
         return result
+
+    def gradient_model(self) -> Callable[[Tensor], Tensor]:
+        """What a gradient method differentiates: ``model``, or in fast mode the objective on the bf16 twin of the
+        folded network (app.explain.fast), when the engine has one."""
+        if self.mode == "fast" and self.fast_inference is not None:
+            return self.fast_inference().differentiable
+        return self.model
 
     def input_with_grad(self) -> Tensor:
         """A fresh leaf copy of the input that requires grad (Captum warns if the input does not)."""

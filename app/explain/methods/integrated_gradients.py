@@ -28,13 +28,13 @@ def integrated_gradients(ctx: Context, *, steps: int, method: str, baseline: flo
     """(1, 3, H, W) IG attribution of the target logit from a constant ``baseline`` image."""
     step_sizes_func, alphas_func = approximation_parameters(method)
     step_sizes, alphas = step_sizes_func(steps), alphas_func(steps)
-    x = ctx.x
+    x, model = ctx.x, ctx.gradient_model()
     base = torch.full_like(x, baseline)
     total = torch.zeros_like(x)
     for start in range(0, steps, ctx.batch_size):
         chunk = range(start, min(steps, start + ctx.batch_size))
         scaled = torch.cat([base + alphas[i] * (x - base) for i in chunk]).requires_grad_(True)
-        (grads,) = torch.autograd.grad(ctx.model(scaled)[:, ctx.target].sum(), scaled)
+        (grads,) = torch.autograd.grad(model(scaled)[:, ctx.target].sum(), scaled)
         weights = torch.tensor([step_sizes[i] for i in chunk], dtype=grads.dtype, device=grads.device)
         weights = weights.view(-1, 1, 1, 1)
         total += (grads * weights).sum(dim=0, keepdim=True)

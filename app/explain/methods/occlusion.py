@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from app.explain.fast import bf16_inference
 from app.explain.methods.base import Context, Method, MethodInfo, ParamSpec
-from app.explain.occlusion import InferenceForward, occlusion_map
+from app.explain.occlusion import occlusion_map
 
 __all__ = ["OCCLUSION", "window_count"]
 
@@ -31,9 +30,8 @@ def window_count(size: int, window: int, stride: int) -> int:
 
 
 def _compute(ctx: Context, params: Mapping[str, Any]) -> np.ndarray:
-    forward = ctx.inference()
-    if ctx.mode == "fast" and isinstance(forward, InferenceForward):  # app.explain.fast: the bf16 twin
-        forward = bf16_inference(forward)
+    twin = ctx.mode == "fast" and ctx.fast_inference is not None  # app.explain.fast: the bf16 twin
+    forward = ctx.fast_inference() if twin else ctx.inference()  # type: ignore[misc]
     return ctx.run_pass(KEY, lambda report: occlusion_map(
         forward, ctx.x, target=ctx.target, window=params["window"], stride=params["stride"],
         baseline=params["baseline"], on_progress=report))

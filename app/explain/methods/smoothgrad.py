@@ -38,10 +38,11 @@ def smoothgrad_noise(x: Tensor, *, samples: int, noise: float, seed: int) -> Ten
 def smoothgrad(ctx: Context, *, samples: int, noise: float, seed: int, on_progress: Progress | None = None) -> Tensor:
     """(1, 3, H, W) mean over noisy samples of |d logit / d input|."""
     noises = smoothgrad_noise(ctx.x, samples=samples, noise=noise, seed=seed)
+    model = ctx.gradient_model()
     total = torch.zeros_like(ctx.x)
     for start in range(0, samples, ctx.batch_size):
         noisy = (ctx.x + noises[start:start + ctx.batch_size]).requires_grad_(True)
-        (grads,) = torch.autograd.grad(ctx.model(noisy)[:, ctx.target].sum(), noisy)
+        (grads,) = torch.autograd.grad(model(noisy)[:, ctx.target].sum(), noisy)
         total += grads.abs().sum(dim=0, keepdim=True)
         if on_progress is not None:
             on_progress(min(samples, start + ctx.batch_size) / samples)
