@@ -389,6 +389,28 @@ def roofline(network: IResNet, explainer: Any, x: torch.Tensor, target: int, met
           f"best possible exact ratio {naive_total / floor:.2f}x naive (measured {naive_total / exact_panel:.2f}x)")
 
 
+def autocast_candidate(explainer: Any, x: torch.Tensor, target: int, exact_map: np.ndarray, fast_s: float,
+                       repeat: int) -> None:
+    """The other way to run fast IG: bf16 autocast around the engine's network copy (what fast mode used before the
+    bf16 twin of the folded network): its time and agreement, beside the twin's."""
+    from app.explain.methods.base import Context
+    from app.explain.methods.integrated_gradients import integrated_gradients
+
+    ctx = Context(model=explainer._model, layer=explainer._layer, x=x.contiguous(), target=target, batch_size=16,
+                  inference=explainer._inference_forward, costs={})
+
+    def run() -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return integrated_gradients(ctx, steps=IG_STEPS, method="gausslegendre", baseline=BASELINE)[0].sum(
+                dim=0).float().numpy()
+
+    run()
+    seconds, values = best_of(run, repeat)
+    print(f"  candidate: IG under bf16 autocast of the module: {seconds:.3f} s (the bf16 twin: {fast_s:.3f} s, "
+          f"autocast takes {seconds / fast_s:.2f}x the twin's time), corr vs exact {corr(values, exact_map):.6f}",
+          flush=True)
+
+
 def compile_candidate(explainer: Any, x: torch.Tensor, target: int, repeat: int) -> None:
     """torch.compile (Inductor, CPU) of the engine's forward+backward at IG's batch: compile time, speed, agreement."""
     model = explainer._model
@@ -464,6 +486,7 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
     naive_total = naive_cpu_total = 0.0
     exact_maps: dict[str, np.ndarray] = {}
     exact_times: dict[str, float] = {}
+    fast_times: dict[str, float] = {}
     for method in methods:
         naive_s, naive_cpu, naive_map = best_of_both(lambda method=method: NAIVE[method](naive_model, x, target),
                                                      repeat)
@@ -479,6 +502,7 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
         if method in FAST_VARIANTS:
             fast_s, fast_cpu, fast_maps = best_of_both(lambda method=method: explainer.explain(
                 crop, target=target, methods=[method], mode="fast"), repeat)
+            fast_times[method] = fast_s
             fast_cpu_cells = f"{fast_cpu:7.2f} {naive_cpu / fast_cpu:5.2f}x"
             agreement = corr(fast_maps[method], maps[method])
             fast_time = f"{fast_s:8.3f} {naive_s / fast_s:6.2f}x"
@@ -497,6 +521,9 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"  (load average {load:.2f} at the end of this table; '!' = below the fast-mode bar {MIN_FAST_CORR})")
     roofline(network, explainer, x, target, methods, exact_times, naive_total, exact_s, repeat)
+    if "integrated_gradients" in methods:
+        autocast_candidate(explainer, x, target, exact_maps["integrated_gradients"],
+                           fast_times["integrated_gradients"], repeat)
     if compile_candidate_too:
         compile_candidate(explainer, x, target, repeat)
     if caps and "occlusion" in methods:
