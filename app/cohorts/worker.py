@@ -131,7 +131,7 @@ def run_cohort(job: Job, context: WorkerContext) -> None:
             todo.append((i, missing))
     fresh: dict[int, dict[str, np.ndarray]] = {}
     computed = sum(len(missing) for _, missing in todo)
-    done_units = [0.0]
+    done_units, pending_cases = [0.0], max(1, len(todo))  # progress: 80 % over the cases that need maps
 
     def store(i: int, maps: dict[str, np.ndarray], elapsed_ms: float) -> None:
         fresh[i] = maps
@@ -147,14 +147,14 @@ def run_cohort(job: Job, context: WorkerContext) -> None:
                 explainer, items, methods=missing,
                 on_face=lambda k, maps, group=group, started=started: store(
                     group[k][0], maps, (time.perf_counter() - started) * 1000 / (k + 1)),
-                on_progress=lambda f, n=len(group): write_progress(0.8 * (done_units[0] + f * n) / len(work)))
+                on_progress=lambda f, n=len(group): write_progress(0.8 * (done_units[0] + f * n) / pending_cases))
         else:
             i = group[0][0]
             store(i, explainer.explain(crops[i], objective=objective, methods=missing,
-                                       on_progress=lambda f: write_progress(0.8 * (done_units[0] + f) / len(work))),
+                                       on_progress=lambda f: write_progress(0.8 * (done_units[0] + f) / pending_cases)),
                   (time.perf_counter() - started) * 1000)
         done_units[0] += len(group)
-        write_progress(0.8 * done_units[0] / len(work))
+        write_progress(0.8 * done_units[0] / pending_cases)
     maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     for i in range(len(work)):
         for method in methods:

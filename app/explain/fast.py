@@ -18,7 +18,7 @@ Candidates measured (see the README's Speed section for the figures, the machine
   each layer's output is rounded to an 8-bit mantissa, and the rounding noise averages out over the steps or
   samples (corr 0.998-0.9998 with the exact maps). Measured two ways: ``torch.autocast`` around the engine's
   network copy, and differentiating a bf16 *twin of the folded network* (:func:`bf16_inference`: BatchNorms
-  folded, weights converted once, linear tail in float32). Same agreement; the twin is 1.3-1.5x faster
+  folded, weights converted once, linear tail in float32). Same agreement; the twin is 1.2-1.4x faster
   (autocast re-converts every weight on every call and keeps the BatchNorms), so fast mode uses the twin.
   Single-pass methods gain little and are not offered.
 * **bf16 incremental occlusion**: autocast around the folded inference copy converts every weight on every call
@@ -133,7 +133,7 @@ def bf16_inference(forward: InferenceForward) -> InferenceForward:
     linear tail (and so every logit difference occlusion takes) in float32. Weights are converted once; under
     autocast they would be converted again on every call, which costs more than bf16 saves. Fast IG and
     SmoothGrad differentiate it (:meth:`InferenceForward.differentiable`): BatchNorms folded away, so the
-    backward pass has fewer, all-bf16 operations (1.3-1.5x autocast's speed on iResNet-50, same agreement)."""
+    backward pass has fewer, all-bf16 operations (1.2-1.4x autocast's speed, same agreement; the bench)."""
     twin = _BF16_TWINS.get(forward)
     if twin is None:
         with torch.inference_mode(False), torch.no_grad():  # plain tensors: autograd may save them (fast IG)
