@@ -32,6 +32,7 @@ from app.jobs.runners import make_runner
 from app.phenotypes import routes as phenotype_routes
 from app.predictions import routes as prediction_routes
 from app.predictions.provider import ModelProvider
+from app.ratings import pages as rating_pages
 from app.ratings import routes as rating_routes
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.vision.detect import FaceDetector
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cohort_routes.api)
     app.include_router(cohort_routes.pages)
     app.include_router(rating_routes.api)
-    app.include_router(rating_routes.pages)
+    app.include_router(rating_pages.pages)
     app.include_router(gaze_routes.api)
     app.include_router(gaze_routes.pages)
     app.include_router(attention_routes.api)
