@@ -38,6 +38,7 @@ from torch import Tensor
 from app.explain.engine import Explainer, _check_target, prepare_input
 from app.explain.fast import EXACT, FAST, check_mode, effective_mode, fast_context
 from app.explain.methods.base import to_map, upsample
+from app.explain.methods.occlusion import OCCLUDED_IMAGE_COST
 from app.explain.methods.smoothgrad import smoothgrad_noise
 from app.explain.occlusion import InferenceForward, _IncrementalOcclusion, map_from_differences, occlusion_windows
 from app.explain.registry import get_method, normalise_params
@@ -50,8 +51,6 @@ BATCHED_METHODS: tuple[str, ...] = ("saliency", "input_x_gradient", "gradcam", "
 #: Faces per :func:`explain_cohort` call in the cohort job and command: enough to fill the shared batches, few
 #: enough that a crash loses little (each group's maps are stored as soon as it finishes) and memory stays small.
 CASES_PER_BATCH = 8
-#: Cost of one occluded image in forward+backward units (the occlusion method's own progress weight).
-OCCLUDED_IMAGE_COST = 0.25
 #: Occluded images per batch of the shared tail (the engine's own occlusion batch is 64 windows of one face).
 WINDOW_BATCH = 64
 _GRADIENT_FAMILY = ("saliency", "input_x_gradient", "gradcam")
@@ -160,6 +159,7 @@ def _occlusion(forward: InferenceForward, xs: Tensor, targets: Sequence[int], pa
     windows = occlusion_windows(height, width, params["window"], params["stride"])
     diffs = [np.empty(len(windows), dtype=np.float32) for _ in range(len(xs))]
     pending: list[tuple[int, slice, Tensor]] = []  # (face, window rows, front feature maps)
+    references: list[float] = []  # each face's clean target logit
     queued, first_block = 0, 0
 
     def flush() -> None:
@@ -176,7 +176,6 @@ def _occlusion(forward: InferenceForward, xs: Tensor, targets: Sequence[int], pa
         pending.clear()
         queued = 0
 
-    references: list[float] = []
     with torch.inference_mode():
         for face in range(len(xs)):
             engine = _IncrementalOcclusion(forward, xs[face:face + 1].detach(), windows, params["baseline"])

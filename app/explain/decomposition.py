@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from app.explain.folded import bn_scale_shift
 from app.nets.iresnet import INPUT_SIZE, IResNet
 
 __all__ = ["Decomposition", "decompose", "direction_for", "spread"]
@@ -60,17 +61,6 @@ def _check_network(network: nn.Module) -> IResNet:
     if not isinstance(network.bn2, nn.BatchNorm2d) or not isinstance(network.features, nn.BatchNorm1d):
         raise ValueError("the network's tail is not bn2 (BatchNorm2d) → fc → features (BatchNorm1d)")
     return network
-
-
-def _scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    assert bn.running_mean is not None and bn.running_var is not None
-    scale = bn.running_var.double().add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    shift = -bn.running_mean.double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.double()
-    return scale, shift
 
 
 def feature_map_and_embedding(network: IResNet, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,8 +95,8 @@ def _decompose(net: IResNet, x: Tensor, direction: Tensor | np.ndarray, bias: fl
                         dtype=torch.float64).reshape(-1).to(feature.device)
     if v.numel() != embedding.numel():
         raise ValueError(f"direction has {v.numel()} values, the embedding {embedding.numel()}")
-    s2, t2 = _scale_shift(net.bn2)
-    s3, t3 = _scale_shift(net.features)
+    s2, t2 = bn_scale_shift(net.bn2)
+    s3, t3 = bn_scale_shift(net.features)
     w1, b1 = net.fc.weight.double(), net.fc.bias.double()
     channels, height, width = feature.shape
     u = (w1.t() @ (s3 * v)).reshape(channels, height, width)

@@ -75,8 +75,6 @@ class FastVariant:
     technique: str
     #: the stated agreement: Pearson correlation with the exact map on the demo model (tests check it)
     min_corr: float
-    #: run the method under bf16 autocast (False: the method switches to a bf16 copy itself, see occlusion)
-    autocast: bool = True
 
 
 #: The methods offered in fast mode (chosen from the bench's measurements; see the module docstring).
@@ -84,11 +82,11 @@ FAST_VARIANTS: dict[str, FastVariant] = {
     variant.method: variant
     for variant in (
         FastVariant("integrated_gradients", "every step's forward and backward on a bfloat16 twin of the folded "
-                    "network (float32 tail)", MIN_FAST_CORR, autocast=False),
+                    "network (float32 tail)", MIN_FAST_CORR),
         FastVariant("smoothgrad", "every noisy sample's forward and backward on a bfloat16 twin of the folded "
-                    "network (float32 tail)", MIN_FAST_CORR, autocast=False),
+                    "network (float32 tail)", MIN_FAST_CORR),
         FastVariant("occlusion", "incremental occlusion on a bfloat16 twin of the folded network (float32 tail)",
-                    MIN_FAST_CORR, autocast=False),
+                    MIN_FAST_CORR),
     )
 }
 
@@ -155,12 +153,11 @@ def _convert(forward: InferenceForward) -> InferenceForward:
 def fast_context(method_id: str, mode: str, device: torch.device) -> Iterator[str]:
     """Run one method's computation in its effective mode; yields that mode.
 
-    Variants marked ``autocast`` run under bf16 autocast on ``device``'s type (none at present: the offered ones
-    switch to the bf16 twin themselves); everything else runs with autocast explicitly *disabled*, so an exact map
-    stays exact, and the twin's float32 tail stays float32, even if a caller enabled autocast around the engine.
+    Autocast is explicitly *disabled* either way: the fast variants switch to the bf16 twin themselves, and an
+    exact map must stay exact (and the twin's float32 tail float32) even if a caller enabled autocast around
+    the engine.
     """
     effective = effective_mode(method_id, mode)
     device_type = "cuda" if device.type == "cuda" else "cpu"
-    autocast = effective == FAST and FAST_VARIANTS[method_id].autocast
-    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(device_type=device_type, enabled=False):
         yield effective

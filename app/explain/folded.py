@@ -29,7 +29,7 @@ from torch import nn
 
 from app.nets.iresnet import INPUT_SIZE, IBasicBlock, IResNet
 
-__all__ = ["InferenceForward", "inference_forward"]
+__all__ = ["InferenceForward", "bn_scale_shift", "inference_forward"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class _Block:
         return out + identity
 
 
-def _bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Float64 scale and shift of an eval-mode BatchNorm."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
@@ -91,7 +91,7 @@ def _bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, 
 
 
 def _fold_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> _Conv:
-    scale, shift = _bn_scale_shift(bn)
+    scale, shift = bn_scale_shift(bn)
     weight = conv.weight.double() * scale[:, None, None, None]
     bias = shift if conv.bias is None else shift + conv.bias.double() * scale
     stride, padding = conv.stride[0], conv.padding
@@ -106,7 +106,7 @@ def _fold_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> _Conv:
 
 
 def _affine(bn: nn.BatchNorm2d) -> _Affine:
-    scale, shift = _bn_scale_shift(bn)
+    scale, shift = bn_scale_shift(bn)
     return _Affine(scale.float().view(1, -1, 1, 1).contiguous(), shift.float().view(1, -1, 1, 1).contiguous())
 
 
@@ -147,11 +147,11 @@ class InferenceForward:
                 raise ValueError("every stage must be a sequence of IBasicBlock")
             self.blocks: tuple[_Block, ...] = tuple(_fold_block(block) for block in blocks)
             # bn2 → flatten → (dropout: identity in eval) → fc → features → head, as one linear map
-            scale2, shift2 = _bn_scale_shift(network.bn2)
+            scale2, shift2 = bn_scale_shift(network.bn2)
             spatial = network.fc.in_features // scale2.numel()
             s2, t2 = scale2.repeat_interleave(spatial), shift2.repeat_interleave(spatial)
             w1, b1 = network.fc.weight.double(), network.fc.bias.double()
-            scale3, shift3 = _bn_scale_shift(network.features)
+            scale3, shift3 = bn_scale_shift(network.features)
             wh, bh = network.head.weight.double(), network.head.bias.double()
             a = wh * scale3  # head ∘ features
             self.linear_weight = (a @ w1 * s2).float().contiguous()

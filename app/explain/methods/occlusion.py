@@ -15,12 +15,12 @@ import numpy as np
 from app.explain.methods.base import Context, Method, MethodInfo, ParamSpec
 from app.explain.occlusion import occlusion_map
 
-__all__ = ["OCCLUSION", "window_count"]
+__all__ = ["OCCLUDED_IMAGE_COST", "OCCLUSION", "window_count"]
 
 KEY = "occlusion"
 #: Cost of one occluded image relative to one forward+backward: a forward only, evaluated incrementally
 #: (measured ≈ 0.2-0.25 on iResNet-50 with app.explain.occlusion; a rough weight for progress only).
-_FORWARD_COST = 0.25
+OCCLUDED_IMAGE_COST = 0.25
 
 
 def window_count(size: int, window: int, stride: int) -> int:
@@ -60,7 +60,7 @@ OCCLUSION = Method(
                       description="value inside the square in the normalised [-1, 1] input; -1 is black"),
         ),
     ),
-    passes=lambda params: {KEY: _FORWARD_COST * window_count(112, params["window"], params["stride"])},
+    passes=lambda params: {KEY: OCCLUDED_IMAGE_COST * window_count(112, params["window"], params["stride"])},
     compute=_compute,
     check=_check,
 )
