@@ -13,7 +13,8 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.cases.models import Case
 from app.diagnoses.models import Diagnosis
-from app.diagnoses.service import DiagnosisError, normalise_omim
+from app.diagnoses.service import normalise_omim
+from app.errors import DomainError
 from tests.conftest import Account, browser_headers, login
 from tests.test_case_review import case_row, user_ids
 
@@ -50,7 +51,7 @@ def test_omim_ids_are_normalised(value: str | None, expected: str | None) -> Non
 
 @pytest.mark.parametrize("value", ["14792", "1479201", "OMIM-147920", "ORPHA:2322", "14792a", "#147920"])
 def test_malformed_omim_ids_are_refused(value: str) -> None:
-    with pytest.raises(DiagnosisError):
+    with pytest.raises(DomainError):
         normalise_omim(value)
 
 

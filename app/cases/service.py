@@ -14,8 +14,8 @@ from app.auth.models import User
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
 from app.db import Base, new_id
+from app.errors import NotFound
 from app.vision.pipeline import ProcessedPhoto
-from app.web.errors import NotFound
 
 MAX_PSEUDONYM = 120
 

@@ -74,18 +74,17 @@ def cohort_command(
     from app.explain.engine import Explainer
     from app.explain.figure import FigurePanel, panel_figure_png
     from app.explain.objectives import Objective
-    from app.explain.registry import DEFAULT_PANEL, METHODS
+    from app.explain.registry import DEFAULT_PANEL, METHODS, UnknownMethod, require_methods
     from app.explain.render import encode_png
     from app.nets.errors import ModelFolderError
     from app.nets.registry import load_model
     from app.settings import get_settings
 
     settings = get_settings()
-    chosen = [m.strip() for m in methods.split(",") if m.strip()] or list(DEFAULT_PANEL)
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise typer.BadParameter(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}",
-                                 param_hint="--methods")
+    try:
+        chosen = require_methods(m.strip() for m in methods.split(",") if m.strip()) or list(DEFAULT_PANEL)
+    except UnknownMethod as exc:
+        raise typer.BadParameter(exc.detail, param_hint="--methods") from exc
     if objective not in ("logit", "similarity"):
         raise typer.BadParameter("objective must be logit or similarity", param_hint="--objective")
     floor = max(MIN_PATIENTS, min_images)

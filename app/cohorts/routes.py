@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.auth.models import User
 from app.cohorts import service
+from app.errors import DomainError
 from app.explain import render as map_render
-from app.explain.registry import DEFAULT_PANEL, METHODS
-from app.explanations.routes import _model_or_503, submit_or_fail
+from app.explain.registry import DEFAULT_PANEL, METHODS, require_methods
+from app.explanations.routes import submit_or_fail
+from app.predictions.serving import ServedModel, require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError, NotFound
 from app.web.templating import render
@@ -38,24 +40,21 @@ def _floor(request: Request) -> int:
 
 
 def _group(request: Request, db: Session, user: User, syndrome_id: str) -> service.Cohort:
-    model = _model_or_503(request)
-    try:
-        return service.cohort(db, user=user, model=model, syndrome_id=syndrome_id, floor=_floor(request))
-    except service.CohortError as exc:
-        raise ApiError(422, exc.code, exc.detail) from exc
+    model = require_model(request)
+    return service.cohort(db, user=user, model=model, syndrome_id=syndrome_id, floor=_floor(request))
 
 
 def _request(request: Request, db: Session, *, user: User, syndrome_id: str, body: CohortBody) -> dict[str, Any]:
-    model = _model_or_503(request)
+    model = require_model(request)
     group = _group(request, db, user, syndrome_id)
     try:
         methods = service.check_methods(body.methods)
         objective = service.objective_key(body.objective, syndrome_id)
         row, job_id = service.request_cohort(db, user=user, model=model, group=group, objective=objective,
                                              methods=methods, data_dir=request.app.state.settings.data_dir)
-    except service.CohortError as exc:
+    except DomainError:
         db.rollback()
-        raise ApiError(422, exc.code, exc.detail, **exc.extra) from exc
+        raise
     audit.record(db, action="cohort", user=user, ip=client_ip(request),
                  detail={"methods": methods, "model": model.version, "cases": len(group.cases)})
     db.commit()
@@ -65,8 +64,7 @@ def _request(request: Request, db: Session, *, user: User, syndrome_id: str, bod
 
 
 @api.get("/api/v1/syndromes", summary="Every syndrome with its visible confirmed cases and the privacy floor")
-def list_syndromes(request: Request, user: CurrentUser, db: DbSession) -> JSONResponse:
-    model = _model_or_503(request)
+def list_syndromes(request: Request, user: CurrentUser, db: DbSession, model: ServedModel) -> JSONResponse:
     groups = service.overview(db, user=user, model=model, floor=_floor(request))
     return JSONResponse([service.cohort_out(g) for g in groups], headers=NO_STORE)
 
@@ -83,14 +81,11 @@ async def create_cohort(syndrome_id: str, body: CohortBody, request: Request, us
 def get_cohort(syndrome_id: str, request: Request, user: CurrentUser, db: DbSession,
                objective: Annotated[str, Query(max_length=20)] = "logit",
                methods: Annotated[str | None, Query(max_length=400)] = None) -> JSONResponse:
-    model = _model_or_503(request)
+    model = require_model(request)
     group = _group(request, db, user, syndrome_id)
-    try:
-        service.require_floor(group)
-        chosen = service.check_methods([m for m in (methods or "").split(",") if m] or None)
-        key = service.objective_key(objective, syndrome_id)
-    except service.CohortError as exc:
-        raise ApiError(422, exc.code, exc.detail, **exc.extra) from exc
+    service.require_floor(group)
+    chosen = service.check_methods([m for m in (methods or "").split(",") if m] or None)
+    key = service.objective_key(objective, syndrome_id)
     row = service.find_result(db, user=user, model=model, group=group, objective=key, methods=chosen)
     if row is None:
         raise NotFound("cohort result for these cases")
@@ -118,9 +113,7 @@ def composite_png(result_id: str, request: Request, user: CurrentUser, db: DbSes
 
 
 def _method(method: str) -> str:
-    if method not in METHODS:
-        raise ApiError(422, "unknown_method", f"Unknown method {method!r}.")
-    return method
+    return require_methods([method])[0]
 
 
 @api.get("/api/v1/cohorts/{result_id}/maps/{method}.png", response_class=Response,
@@ -157,8 +150,7 @@ def cohort_map_npy(result_id: str, method: str, request: Request, user: CurrentU
 
 
 @pages.get("/syndromes")
-def syndromes_page(request: Request, user: CurrentUser, db: DbSession) -> Response:
-    model = _model_or_503(request)
+def syndromes_page(request: Request, user: CurrentUser, db: DbSession, model: ServedModel) -> Response:
     groups = service.overview(db, user=user, model=model, floor=_floor(request))
     response = render(request, "cohorts/list.html", {"groups": [service.cohort_out(g) for g in groups],
                                                      "floor": _floor(request), "model_version": model.version})
@@ -167,14 +159,14 @@ def syndromes_page(request: Request, user: CurrentUser, db: DbSession) -> Respon
 
 
 def _detail_context(request: Request, db: Session, user: User, syndrome_id: str, objective: str) -> dict[str, Any]:
-    model = _model_or_503(request)
+    model = require_model(request)
     group = _group(request, db, user, syndrome_id)
     ctx: dict[str, Any] = {"group": service.cohort_out(group), "objective": objective, "result": None,
                            "methods": [METHODS[m] for m in DEFAULT_PANEL], "model_version": model.version}
     if group.passes:
         try:
             key = service.objective_key(objective, syndrome_id)
-        except service.CohortError:
+        except DomainError:
             key = "logit"
         row = service.find_result(db, user=user, model=model, group=group, objective=key,
                                   methods=list(DEFAULT_PANEL))

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 from app.auth.models import User
 from app.cases.models import Case
 from app.cohorts.models import CohortResult
-from app.explain.registry import DEFAULT_PANEL, METHODS
+from app.errors import DomainError
+from app.explain.registry import DEFAULT_PANEL, require_methods
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
@@ -37,14 +38,6 @@ COHORT_JOB = "cohort"
 #: The privacy floor can be raised by configuration, never lowered below this.
 MIN_PATIENTS = 5
 OBJECTIVES = ("logit", "similarity")
-
-
-class CohortError(ValueError):
-    """A request answered with 422 and this code (extra fields go into the JSON answer)."""
-
-    def __init__(self, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.code, self.detail, self.extra = code, detail, extra
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ def patient_count(cases: Sequence[Case]) -> int:
 def cohort(session: Session, *, user: User, model: LoadedModel, syndrome_id: str, floor: int) -> Cohort:
     names = {label.id: label.name for label in model.labels}
     if syndrome_id not in names:
-        raise CohortError("unknown_target", f"{syndrome_id!r} is not a syndrome of model {model.version}")
+        raise DomainError("unknown_target", f"{syndrome_id!r} is not a syndrome of model {model.version}")
     query = select(Case).where(Case.diagnosis_syndrome_id == syndrome_id).order_by(Case.id)
     if not user.is_admin:
         query = query.where(Case.owner_id == user.id)
@@ -84,17 +77,13 @@ def overview(session: Session, *, user: User, model: LoadedModel, floor: int) ->
 
 def objective_key(objective: str, syndrome_id: str) -> str:
     if objective not in OBJECTIVES:
-        raise CohortError("invalid_request", f"objective must be one of {', '.join(OBJECTIVES)}")
+        raise DomainError("invalid_request", f"objective must be one of {', '.join(OBJECTIVES)}")
     return "logit" if objective == "logit" else f"similarity:centroid:{syndrome_id}"
 
 
 def check_methods(methods: Sequence[str] | None) -> list[str]:
-    chosen = list(dict.fromkeys(methods or DEFAULT_PANEL))
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise CohortError("unknown_method", f"Unknown method(s): {', '.join(map(str, unknown))}. "
-                          f"Known: {', '.join(METHODS)}.")
-    return chosen
+    """The requested ids in order without repeats (none: the ten-method panel); the registry refuses unknown ones."""
+    return require_methods(methods or DEFAULT_PANEL)
 
 
 def _digest(cases: Sequence[Case], methods: Sequence[str]) -> str:
@@ -104,7 +93,7 @@ def _digest(cases: Sequence[Case], methods: Sequence[str]) -> str:
 
 def require_floor(group: Cohort) -> None:
     if not group.passes:
-        raise CohortError("too_few_cases", f"{group.name} has {group.n_patients} distinct patient(s) among the "
+        raise DomainError("too_few_cases", f"{group.name} has {group.n_patients} distinct patient(s) among the "
                           f"cases you may see; composites and syndrome-wise maps need at least {group.floor}.",
                           floor=group.floor, count=group.n_patients)
 

@@ -17,12 +17,14 @@ from app.auth.models import User
 from app.cases import service as case_service
 from app.compare import service
 from app.compare.references import gallery_image
+from app.errors import DomainError
 from app.explain import figure as figure_render
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
-from app.explanations.routes import _model_or_503, submit_or_fail
-from app.explanations.service import ExplainRequestError, checked_params, read_map
+from app.explanations.routes import submit_or_fail
+from app.explanations.service import checked_params, read_map
 from app.predictions.service import decode_png
+from app.predictions.serving import ServedModel, require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError
 from app.web.templating import render
@@ -46,13 +48,10 @@ class CompareBody(BaseModel):
 def _compare(request: Request, db: Session, *, user: User, case_id: str, spec: str, methods: list[str] | None,
              params: dict[str, dict[str, Any]] | None, create: bool) -> dict[str, Any]:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    model = _model_or_503(request)
-    try:
-        reference = service.resolve_reference(db, user=user, case=case, model=model, spec=spec)
-        chosen = service.check_methods(methods)
-        checked = checked_params(chosen, params)
-    except (service.CompareError, ExplainRequestError) as exc:
-        raise ApiError(422, exc.code, exc.detail) from exc
+    model = require_model(request)
+    reference = service.resolve_reference(db, user=user, case=case, model=model, spec=spec)
+    chosen = service.check_methods(methods)
+    checked = checked_params(chosen, params)
     rows, jobs = service.comparison_rows(db, user=user, case=case, model=model, reference=reference,
                                          methods=chosen, params=checked, create=create)
     if create:
@@ -84,8 +83,7 @@ def get_comparison(case_id: str, request: Request, user: CurrentUser, db: DbSess
 
 @api.get("/api/v1/gallery/{image_id}/aligned.png", summary="A synthetic gallery face, re-rendered from its seed",
          response_class=Response)
-def gallery_png(image_id: str, request: Request, user: CurrentUser) -> Response:
-    model = _model_or_503(request)
+def gallery_png(image_id: str, request: Request, user: CurrentUser, model: ServedModel) -> Response:
     image = gallery_image(model, image_id[:120], request.app.state.settings.data_dir / "gallery_renders")
     if image.crop is None:
         raise ApiError(404, "no_gallery_image", image.reason)
@@ -136,7 +134,7 @@ def page_context(request: Request, db: Session, *, user: User, case_id: str, spe
         try:
             out = _compare(request, db, user=user, case_id=case_id, spec=spec, methods=None, params=None,
                            create=False)
-        except ApiError as exc:
+        except DomainError as exc:
             if exc.status_code == 404:
                 raise
             ctx["error"] = exc.detail

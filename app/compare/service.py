@@ -29,8 +29,9 @@ from app.cases import service as case_service
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
 from app.compare.references import _synth_source, case_embedding
+from app.errors import DomainError
 from app.explain.fast import EXACT
-from app.explain.registry import METHODS
+from app.explain.registry import METHODS, require_methods
 from app.explanations.models import Explanation
 from app.explanations.service import EXPLAIN_JOB, explanation_out, is_stuck, params_key
 from app.jobs import service as job_service
@@ -39,14 +40,6 @@ from app.nets.registry import LoadedModel
 from app.predictions.service import decode_png, latest_run
 
 REFERENCE_KINDS = ("case", "gallery", "nearest", "centroid")
-
-
-class CompareError(ValueError):
-    """A request answered with 422 and this code."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code, self.detail = code, detail
 
 
 @dataclass(frozen=True)
@@ -72,49 +65,46 @@ def _label_name(model: LoadedModel, syndrome_id: str) -> str:
 
 
 def resolve_reference(session: Session, *, user: User, case: Case, model: LoadedModel, spec: str) -> Reference:
-    """Parse and check a reference; NotFound (404) for a case the user may not see, CompareError otherwise."""
+    """Parse and check a reference; NotFound (404) for a case the user may not see, a DomainError (422) otherwise."""
     kind, _, ident = (spec or "").partition(":")
     if kind not in REFERENCE_KINDS or not ident or len(ident) > 120:
-        raise CompareError("unknown_reference", "reference must read case:<id>, gallery:<image id>, "
-                           "nearest:<syndrome id> or centroid:<syndrome id>")
+        raise DomainError("unknown_reference", "reference must read case:<id>, gallery:<image id>, "
+                          "nearest:<syndrome id> or centroid:<syndrome id>")
     gallery = model.gallery
     if kind == "case":
         other = case_service.get_case(session, user=user, case_id=ident)  # 404 unless the user may see it
         if other.id == case.id:
-            raise CompareError("unknown_reference", "a case compared with itself has similarity 1 everywhere")
+            raise DomainError("unknown_reference", "a case compared with itself has similarity 1 everywhere")
         return Reference("case", other.id, f"case {other.pseudonym or other.id[:8]}", None, other_case=other)
     if gallery is None:
-        raise CompareError("unknown_reference", f"model {model.version} has no gallery to compare with")
+        raise DomainError("unknown_reference", f"model {model.version} has no gallery to compare with")
     if kind == "nearest":
         run = latest_run(session, case_id=case.id)
         if run is None or (run.model_id, run.model_version) != (model.card.id, model.card.version):
-            raise CompareError("no_ranking", "The case has no ranking by the served model; rank it first.")
+            raise DomainError("no_ranking", "The case has no ranking by the served model; rank it first.")
         row = next((r for r in run.ranked or [] if r.get("syndrome_id") == ident), None)
         if row is None or not row.get("image_id"):
-            raise CompareError("unknown_reference", f"the ranking names no gallery image for {ident!r}")
+            raise DomainError("unknown_reference", f"the ranking names no gallery image for {ident!r}")
         kind, ident = "gallery", str(row["image_id"])
     if kind == "gallery":
         hits = np.flatnonzero(gallery.image_ids == ident)
         if hits.size == 0:
-            raise CompareError("unknown_reference", f"gallery image {ident!r} is not in model {model.version}")
+            raise DomainError("unknown_reference", f"gallery image {ident!r} is not in model {model.version}")
         syndrome = str(gallery.labels[int(hits[0])])
         source = _synth_source(model)
         reason = source if isinstance(source, str) else ""
         return Reference("gallery", ident, f"gallery face {ident} ({_label_name(model, syndrome)})", syndrome,
                          other_reason=reason)
     if ident not in set(gallery.labels.tolist()):
-        raise CompareError("unknown_reference", f"syndrome {ident!r} has no gallery images in model {model.version}")
+        raise DomainError("unknown_reference", f"syndrome {ident!r} has no gallery images in model {model.version}")
     return Reference("centroid", ident, f"centroid of {_label_name(model, ident)}", ident,
                      other_reason="a centroid is an average embedding: it has no face to draw a map on")
 
 
 def check_methods(methods: Sequence[str] | None) -> list[str]:
-    chosen = list(dict.fromkeys(methods or [m for m in METHODS]))  # default: all ten plus the decomposition
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise CompareError("unknown_method", f"Unknown method(s): {', '.join(map(str, unknown))}. "
-                           f"Known: {', '.join(METHODS)}.")
-    return chosen
+    """The requested ids in order without repeats (none: all ten plus the decomposition); the registry refuses
+    unknown ones."""
+    return require_methods(methods or METHODS)
 
 
 def _rows(session: Session, *, case: Case, user: User, model: LoadedModel, methods: Sequence[str],

@@ -18,8 +18,8 @@ from app.cases.schemas import DiagnosisOut, diagnosis_out
 from app.diagnoses import service
 from app.diagnoses.models import Diagnosis
 from app.diagnoses.views import diagnosis_context
-from app.predictions.provider import ModelUnavailable
-from app.predictions.serving import provider
+from app.errors import DomainError
+from app.predictions.serving import require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError
 from app.web.templating import render
@@ -73,10 +73,7 @@ def _confirm(request: Request, db: Session, *, user: User, case: Case, body: Dia
     if syndrome_id:
         if body.omim:
             raise ApiError(422, "invalid_request", "omim comes from the model's label; send it only with a name.")
-        try:
-            model = provider(request).get()
-        except ModelUnavailable as exc:
-            raise ApiError(503, "model_unavailable", str(exc)) from exc
+        model = require_model(request)
         row, added = service.confirm_label(
             db, case=case, user=user, labels=model.labels, model_version=model.version, syndrome_id=syndrome_id
         )
@@ -148,7 +145,7 @@ def diagnosis_form(
     body = DiagnosisIn(syndrome_id=syndrome_id or None, name=name or None, omim=omim or None)
     try:
         _confirm(request, db, user=user, case=case, body=body)
-    except ApiError as exc:
+    except DomainError as exc:
         if exc.status_code == 404:
             raise
         db.rollback()

@@ -17,16 +17,11 @@ from sqlalchemy.orm import Session
 from app.auth.models import User
 from app.cases.models import Case
 from app.diagnoses.models import CLEARED, FREE_TEXT, MODEL_LABEL, Diagnosis
+from app.errors import DomainError
 from app.nets.card import Label
-from app.web.errors import ApiError
 
 MAX_NAME = 200
 _OMIM = re.compile(r"(?:omim\s*:?\s*)?(\d{6})", re.IGNORECASE)
-
-
-class DiagnosisError(ApiError):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(422, code, detail)
 
 
 def normalise_omim(value: str | None) -> str | None:
@@ -39,23 +34,23 @@ def normalise_omim(value: str | None) -> str | None:
         return None
     match = _OMIM.fullmatch(value.strip())
     if match is None:
-        raise DiagnosisError("invalid_omim", "An OMIM id is six digits, optionally prefixed 'OMIM:' (OMIM:194050).")
+        raise DomainError("invalid_omim", "An OMIM id is six digits, optionally prefixed 'OMIM:' (OMIM:194050).")
     return match.group(1)
 
 
 def clean_name(value: str | None) -> str:
     cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in (value or "")).split())
     if not cleaned:
-        raise DiagnosisError("invalid_name", "Enter the name of the diagnosed syndrome.")
+        raise DomainError("invalid_name", "Enter the name of the diagnosed syndrome.")
     if len(cleaned) > MAX_NAME:
-        raise DiagnosisError("invalid_name", f"The syndrome name is longer than {MAX_NAME} characters.")
+        raise DomainError("invalid_name", f"The syndrome name is longer than {MAX_NAME} characters.")
     return cleaned
 
 
 def _label_omim(label: Label) -> str | None:
     try:
         return normalise_omim(label.omim)
-    except DiagnosisError:
+    except DomainError:
         return None
 
 
@@ -63,7 +58,7 @@ def find_label(labels: Sequence[Label], syndrome_id: str) -> Label:
     for label in labels:
         if label.id == syndrome_id:
             return label
-    raise DiagnosisError("unknown_syndrome", f"The served model has no syndrome with id {syndrome_id[:64]!r}.")
+    raise DomainError("unknown_syndrome", f"The served model has no syndrome with id {syndrome_id[:64]!r}.")
 
 
 def latest_row(session: Session, *, case_id: str) -> Diagnosis | None:

@@ -17,13 +17,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.cases.models import Case
+from app.errors import DomainError
 from app.evaluate import context as context_metrics
 from app.evaluate import faithfulness
 from app.explain.engine import prepare_input
 from app.explanations import service as explanation_service
-from app.explanations.routes import _model_or_503
 from app.jobs.models import DONE
 from app.predictions.service import decode_png
+from app.predictions.serving import require_model
 from app.web.deps import CurrentUser, DbSession
 from app.web.errors import ApiError
 from app.web.templating import render
@@ -46,7 +47,7 @@ def measure(request: Request, db: Any, user: Any, explanation_id: str) -> dict[s
     with _lock:
         if row.id in _cache:
             return _cache[row.id]
-    model = _model_or_503(request)
+    model = require_model(request)
     if (model.card.id, model.card.version) != (row.model_id, row.model_version) or row.objective != "logit" \
             or row.subject:
         raise ApiError(409, "maps_unavailable", "Deletion curves are measured for logit maps of the served model "
@@ -104,7 +105,7 @@ def deletion_png(explanation_id: str, request: Request, user: CurrentUser, db: D
 def faithfulness_partial(explanation_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     try:
         out = measure(request, db, user, explanation_id)
-    except ApiError as exc:
+    except DomainError as exc:
         if exc.status_code == 404:
             raise
         response = render(request, "evaluations/_map_faithfulness.html", {"error": exc.detail})

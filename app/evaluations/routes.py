@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from app.evaluate.command import EvaluationSpec
 from app.evaluations import service
 from app.evaluations.models import Evaluation
-from app.explanations.routes import _model_or_503, submit_or_fail
+from app.explanations.routes import submit_or_fail
 from app.jobs.models import DONE, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
+from app.predictions.serving import ServedModel, require_model
 from app.web.deps import AdminUser, CurrentUser, DbSession
 from app.web.errors import ApiError
 from app.web.templating import render
@@ -47,7 +48,7 @@ class EvaluateBody(BaseModel):
 
 
 def _served(request: Request, model_id: str) -> LoadedModel:
-    model = _model_or_503(request)
+    model = require_model(request)
     if model.card.id != model_id:
         raise ApiError(404, "unknown_model", f"Model {model_id[:64]!r} is not the served model ({model.card.id}); "
                        "only the served model can be evaluated.")
@@ -136,9 +137,9 @@ def _page_context(db: Session, model: LoadedModel, run: str | None) -> dict[str,
 
 
 @pages.get("/evaluation")
-def served_evaluation(request: Request, user: CurrentUser) -> Response:
+def served_evaluation(user: CurrentUser, model: ServedModel) -> Response:
     """The navigation's entry: the served model's Evaluation page."""
-    return RedirectResponse(f"/models/{_model_or_503(request).card.id}/evaluation", status_code=303)
+    return RedirectResponse(f"/models/{model.card.id}/evaluation", status_code=303)
 
 
 @pages.get("/models/{model_id}/evaluation")

@@ -31,7 +31,7 @@ def explain_command(
 
     from app.explain.engine import Explainer
     from app.explain.figure import FigurePanel, panel_figure_png
-    from app.explain.registry import DEFAULT_PANEL, METHODS
+    from app.explain.registry import DEFAULT_PANEL, METHODS, UnknownMethod, require_methods
     from app.nets.errors import ModelFolderError
     from app.nets.predict import predict
     from app.nets.registry import load_model
@@ -40,11 +40,10 @@ def explain_command(
     from app.vision.pipeline import process_photo
 
     settings = get_settings()
-    chosen = [m.strip() for m in methods.split(",") if m.strip()] or list(DEFAULT_PANEL)
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise typer.BadParameter(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}",
-                                 param_hint="--methods")
+    try:
+        chosen = require_methods(m.strip() for m in methods.split(",") if m.strip()) or list(DEFAULT_PANEL)
+    except UnknownMethod as exc:
+        raise typer.BadParameter(exc.detail, param_hint="--methods") from exc
     try:
         loaded = load_model(settings.models_dir, model or settings.model)
     except (ModelFolderError, FileNotFoundError) as exc:

@@ -3,18 +3,25 @@
 The ids and their order are fixed by the design (DESIGN.md, HTTP contract). :func:`normalise_params` is
 strict and canonical because its result is part of a results-cache key: two requests that mean the same
 parameters must produce the same dict, and a typo must be an error rather than a silently ignored key.
+
+The registry alone decides whether a method id exists: :func:`require_methods` (a list of ids from a request,
+a study, a CLI option) and :func:`get_method` (one id) raise :class:`UnknownMethod`, which is the neutral
+:class:`app.errors.DomainError` (the web layer answers 422 ``unknown_method``) and a ``ValueError`` (what the
+ML core's callers have always caught). ``app.errors`` imports only the standard library, so the ML core stays
+free of web, domain and database imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from app.errors import DomainError
 from app.explain.methods import ALL
 from app.explain.methods.base import Method, MethodInfo, ParamSpec
 
-__all__ = ["DEFAULT_PANEL", "EXTRA_METHODS", "METHODS", "MethodInfo", "ParamSpec", "get_method", "method_info",
-           "normalise_params"]
+__all__ = ["DEFAULT_PANEL", "EXTRA_METHODS", "METHODS", "MethodInfo", "ParamSpec", "UnknownMethod", "get_method",
+           "method_info", "normalise_params", "require_methods"]
 
 _BY_ID: dict[str, Method] = {method.info.id: method for method in ALL}
 
@@ -29,10 +36,31 @@ EXTRA_METHODS: tuple[str, ...] = ("similarity_decomposition",)
 DEFAULT_PANEL: tuple[str, ...] = tuple(m for m in METHODS if m not in EXTRA_METHODS)
 
 
+class UnknownMethod(DomainError, ValueError):
+    """422 ``unknown_method``: ids the registry does not know (``unknown``); the detail names the known ids."""
+
+    def __init__(self, unknown: Iterable[object], detail: str | None = None) -> None:
+        self.unknown = [str(m) for m in unknown]
+        super().__init__("unknown_method", detail or f"Unknown method(s): {', '.join(self.unknown)}. "
+                                                     f"Known: {', '.join(_BY_ID)}.")
+
+
+def require_methods(method_ids: Iterable[str]) -> list[str]:
+    """``method_ids`` in their order without repeats; UnknownMethod naming every unknown id and the known ones.
+
+    Callers choose their own default for an empty request (the panel, every method, or a refusal) and pass it.
+    """
+    chosen = list(dict.fromkeys(method_ids))
+    unknown = [m for m in chosen if not isinstance(m, str) or m not in _BY_ID]
+    if unknown:
+        raise UnknownMethod(unknown)
+    return chosen
+
+
 def get_method(method_id: str) -> Method:
-    """The full method (description, cost model, compute function); ValueError naming the known ids."""
+    """The full method (description, cost model, compute function); UnknownMethod naming the known ids."""
     if not isinstance(method_id, str) or method_id not in _BY_ID:
-        raise ValueError(f"unknown method {method_id!r}; known: {', '.join(_BY_ID)}")
+        raise UnknownMethod([method_id], f"unknown method {method_id!r}; known: {', '.join(_BY_ID)}")
     return _BY_ID[method_id]
 
 

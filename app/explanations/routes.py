@@ -17,13 +17,13 @@ from app.audit import service as audit
 from app.auth.models import User
 from app.cases import service as case_service
 from app.cases.models import Case
+from app.errors import DomainError
 from app.explanations import service, views
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
 from app.nets.registry import LoadedModel
-from app.predictions.provider import ModelUnavailable
 from app.predictions.service import decode_png, latest_run, rank_crop, store_run
-from app.predictions.serving import provider
+from app.predictions.serving import require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError, NotFound
 from app.web.templating import render
@@ -49,13 +49,6 @@ class ExplainBody(BaseModel):
                                   "null, 0, \"m0\" or the model id")
 
 
-def _model_or_503(request: Request) -> LoadedModel:
-    try:
-        return provider(request).get()
-    except ModelUnavailable as exc:
-        raise ApiError(503, "model_unavailable", str(exc)) from exc
-
-
 def _ranked_run(request: Request, db: Session, case: Case, model: LoadedModel):
     """The case's ranking by the served model, ranking it now if it has none (a few milliseconds)."""
     run = latest_run(db, case_id=case.id)
@@ -68,16 +61,13 @@ def _ranked_run(request: Request, db: Session, case: Case, model: LoadedModel):
 def _request_maps(request: Request, db: Session, *, user: User, case_id: str, body: ExplainBody
                   ) -> tuple[str | None, list[Explanation]]:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    model = _model_or_503(request)
-    try:
-        methods = service.check_methods(body.methods)
-        member, methods = service.resolve_member(model, body.member, methods, default_panel=not body.methods)
-        params = service.checked_params(methods, body.params)
-        networks = sum(m.has_head for m in model.ensemble) if member == service.MEAN_MEMBER else 1
-        service.check_cost(methods, params, networks=networks)
-        params = service.with_member(params, member)
-    except service.ExplainRequestError as exc:
-        raise ApiError(422, exc.code, exc.detail) from exc
+    model = require_model(request)
+    methods = service.check_methods(body.methods)
+    member, methods = service.resolve_member(model, body.member, methods, default_panel=not body.methods)
+    params = service.checked_params(methods, body.params)
+    networks = sum(m.has_head for m in model.ensemble) if member == service.MEAN_MEMBER else 1
+    service.check_cost(methods, params, networks=networks)
+    params = service.with_member(params, member)
     for attempt in range(2):  # a concurrent identical request may insert the same cache key first
         try:
             run = _ranked_run(request, db, case, model) if body.target is None else None
@@ -95,9 +85,9 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
                                  "job": job.id if job else None})
             db.commit()
             break
-        except service.ExplainRequestError as exc:
+        except DomainError:  # a refused target, or too many jobs: nothing of this request is kept
             db.rollback()
-            raise ApiError(422, exc.code, exc.detail) from exc
+            raise
         except IntegrityError:
             db.rollback()
             if attempt:
@@ -186,13 +176,10 @@ def figure_png(
     methods: Annotated[str | None, Query(max_length=400, description="comma-separated method ids")] = None,
 ) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    model = _model_or_503(request)
+    model = require_model(request)
     wanted = [m.strip() for m in (methods or "").split(",") if m.strip()] or None
-    if wanted is not None:
-        try:  # an unknown id is refused, not dropped: the figure would silently lack the asked-for map
-            wanted = service.check_methods(wanted)
-        except service.ExplainRequestError as exc:
-            raise ApiError(422, exc.code, exc.detail) from exc
+    if wanted is not None:  # an unknown id is refused, not dropped: the figure would silently lack the asked-for map
+        wanted = service.check_methods(wanted)
     try:
         png, name = views.figure(request.app.state.photo_store, db, case=case, model=model, target=target,
                                  methods=wanted)

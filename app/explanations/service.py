@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.cases.models import Case
+from app.errors import DomainError
 from app.explain.fast import EXACT, effective_mode
-from app.explain.registry import DEFAULT_PANEL, METHODS, get_method, method_info, normalise_params
+from app.explain.registry import DEFAULT_PANEL, METHODS, get_method, method_info, normalise_params, require_methods
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
@@ -31,15 +32,6 @@ from app.nets.registry import LoadedModel
 from app.predictions.models import PredictionRun
 
 EXPLAIN_JOB = "explain"
-
-
-class ExplainRequestError(ValueError):
-    """A request the API answers with 422 and this code."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -54,13 +46,8 @@ def params_key(params: Mapping[str, Any]) -> str:
 
 
 def check_methods(methods: Sequence[str] | None) -> list[str]:
-    if not methods:
-        return list(DEFAULT_PANEL)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ExplainRequestError("unknown_method", f"Unknown method(s): {', '.join(map(str, unknown))}. "
-                                  f"Known: {', '.join(METHODS)}.")
-    return list(dict.fromkeys(methods))  # keep order, drop repeats
+    """The requested ids in order without repeats (none: the default panel); the registry refuses unknown ones."""
+    return require_methods(methods or DEFAULT_PANEL)
 
 
 def resolve_target(model: LoadedModel, target: str | int | None, run: PredictionRun | None) -> Target:
@@ -68,18 +55,18 @@ def resolve_target(model: LoadedModel, target: str | int | None, run: Prediction
     ids = [label.id for label in model.labels]
     if target is None:
         if run is None or run.model_id != model.card.id or run.model_version != model.card.version or not run.ranked:
-            raise ExplainRequestError("no_ranking", "The case has no ranking by the served model; rank it first "
-                                      "or name a target syndrome.")
+            raise DomainError("no_ranking", "The case has no ranking by the served model; rank it first "
+                              "or name a target syndrome.")
         target = run.ranked[0]["syndrome_id"]
     if isinstance(target, bool):
-        raise ExplainRequestError("unknown_target", "target must be a syndrome id or a class index")
+        raise DomainError("unknown_target", "target must be a syndrome id or a class index")
     if isinstance(target, int):
         if not 0 <= target < len(ids):
-            raise ExplainRequestError("unknown_target", f"target index {target} is outside 0..{len(ids) - 1}")
+            raise DomainError("unknown_target", f"target index {target} is outside 0..{len(ids) - 1}")
         return Target(target, model.labels[target])
     if target not in ids:
-        raise ExplainRequestError("unknown_target", f"{target!r} is not a syndrome of model {model.version}; "
-                                  f"known: {', '.join(ids)}")
+        raise DomainError("unknown_target", f"{target!r} is not a syndrome of model {model.version}; "
+                          f"known: {', '.join(ids)}")
     index = ids.index(target)
     return Target(index, model.labels[index])
 
@@ -88,16 +75,16 @@ def checked_params(methods: Sequence[str], params: Mapping[str, Any] | None) -> 
     params = dict(params or {})
     stray = [m for m in params if m not in methods]
     if stray:
-        raise ExplainRequestError("invalid_params", f"Parameters given for methods not requested: {', '.join(stray)}")
+        raise DomainError("invalid_params", f"Parameters given for methods not requested: {', '.join(stray)}")
     out: dict[str, dict[str, Any]] = {}
     for method in methods:
         given = params.get(method)
         if given is not None and not isinstance(given, Mapping):
-            raise ExplainRequestError("invalid_params", f"Parameters for {method} must be an object")
+            raise DomainError("invalid_params", f"Parameters for {method} must be an object")
         try:
             out[method] = normalise_params(method, given)
         except ValueError as exc:
-            raise ExplainRequestError("invalid_params", f"{method}: {exc}") from exc
+            raise DomainError("invalid_params", f"{method}: {exc}") from exc
     return out
 
 
@@ -121,30 +108,30 @@ def resolve_member(model: LoadedModel, member: str | int | None, methods: Sequen
 
     members = model.ensemble
     if isinstance(member, bool):
-        raise ExplainRequestError("invalid_params", "member must be null, a member index or a member id")
+        raise DomainError("invalid_params", "member must be null, a member index or a member id")
     chosen = None
     if member is not None:
         chosen = next((m for i, m in enumerate(members) if member in (i, m.name, m.id)), None)
         if chosen is None:
             known = ", ".join(f"{i} = {m.name} ({m.id})" for i, m in enumerate(members))
-            raise ExplainRequestError("invalid_params", f"Unknown ensemble member {member!r}; model {model.version} "
-                                      f"has {known}.")
+            raise DomainError("invalid_params", f"Unknown ensemble member {member!r}; model {model.version} "
+                              f"has {known}.")
     if not model.members:  # one network: null and "m0" are the same maps, stored as they always were
         return None, list(methods)
     if chosen is not None:
         if not chosen.has_head:
-            raise ExplainRequestError("invalid_params", f"Member {chosen.name} ({chosen.id}) has no syndrome head, so "
-                                      "it has no target logit to explain; choose a member with a head.")
+            raise DomainError("invalid_params", f"Member {chosen.name} ({chosen.id}) has no syndrome head, so "
+                              "it has no target logit to explain; choose a member with a head.")
         return chosen.name, list(methods)
     if sum(m.has_head for m in members) > 1:
         if default_panel:
             methods = [m for m in methods if m in LINEAR_METHODS]
         nonlinear = [m for m in methods if m not in LINEAR_METHODS]
         if nonlinear:
-            raise ExplainRequestError("invalid_params", f"{', '.join(nonlinear)} cannot be averaged over the "
-                                      "ensemble's members (the mean of their maps is not the map of the mean "
-                                      "logit); choose one member (\"member\": \"m0\", an index or a member id) or use "
-                                      f"{', '.join(sorted(LINEAR_METHODS))}.")
+            raise DomainError("invalid_params", f"{', '.join(nonlinear)} cannot be averaged over the "
+                              "ensemble's members (the mean of their maps is not the map of the mean "
+                              "logit); choose one member (\"member\": \"m0\", an index or a member id) or use "
+                              f"{', '.join(sorted(LINEAR_METHODS))}.")
     return MEAN_MEMBER, list(methods)
 
 
@@ -171,9 +158,9 @@ def check_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]], 
     """``networks``: how many networks each map runs on (an ensemble's averaged maps run on every member)."""
     cost = job_cost(methods, params) * networks
     if cost > MAX_JOB_PASSES:
-        raise ExplainRequestError("invalid_params", f"These parameters cost {cost:.0f} network passes; a request may "
-                                  f"cost at most {MAX_JOB_PASSES:.0f} (fewer steps or samples, a larger stride, "
-                                  f"or fewer methods per request).")
+        raise DomainError("invalid_params", f"These parameters cost {cost:.0f} network passes; a request may "
+                          f"cost at most {MAX_JOB_PASSES:.0f} (fewer steps or samples, a larger stride, "
+                          f"or fewer methods per request).")
 
 
 def active_jobs(session: Session, *, user: User, exclude: str | None = None) -> int:

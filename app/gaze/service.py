@@ -22,22 +22,23 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.auth.models import User
 from app.cases.models import Case
+from app.errors import DomainError
 from app.evaluate.gaze_maps import SIZE, to_aligned
 from app.gaze import parsers
 from app.gaze.models import STANDARD_GROUPS, Fixation, GazeImport, Participant
-from app.web.errors import ApiError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 GROUP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
-class GazeError(ApiError):
-    """A refused participant or import (422 unless said otherwise); ``report`` says what was found."""
+class GazeError(DomainError):
+    """A refused participant or import (422 unless a status is given); the extra ``report=`` (in the JSON
+    answer too) says what was found. A subclass so that the import page can show the report of a refusal."""
 
-    def __init__(self, code: str, detail: str, status_code: int = 422, report: dict[str, Any] | None = None) -> None:
-        super().__init__(status_code, code, detail, **({"report": report} if report is not None else {}))
-        self.report = report
+    @property
+    def report(self) -> dict[str, Any] | None:
+        return self.extra.get("report")
 
 
 # --- participants -----------------------------------------------------------------------------------------

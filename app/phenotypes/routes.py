@@ -13,6 +13,7 @@ from app.audit import service as audit
 from app.auth.models import User
 from app.cases import service as case_service
 from app.cases.models import Case
+from app.errors import DomainError
 from app.phenotypes import service
 from app.phenotypes.ontology import ontology
 from app.web.deps import CurrentUser, DbSession, client_ip
@@ -108,7 +109,7 @@ def add_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession
     case = case_service.get_case(db, user=user, case_id=case_id)
     try:
         _add(db, request, user, case, term)
-    except ApiError as exc:
+    except DomainError as exc:
         return _partial(request, db, case, phenotype_error=exc.detail)
     return _partial(request, db, case)
 

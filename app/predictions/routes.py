@@ -10,31 +10,21 @@ from fastapi.responses import JSONResponse, Response
 from app.audit import service as audit
 from app.cases import service as case_service
 from app.cases.schemas import case_out
-from app.nets.registry import LoadedModel
 from app.predictions.gm_routes import gm_router
 from app.predictions.models import PredictionRun
-from app.predictions.provider import ModelUnavailable
 from app.predictions.service import decode_png, rank_crop, store_run
-from app.predictions.serving import provider
+from app.predictions.serving import require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
-from app.web.errors import ApiError
 from app.web.templating import render
 
 router = APIRouter(tags=["predictions"])
 __all__ = ["gm_router", "router"]
 
 
-def _model_or_503(request: Request) -> LoadedModel:
-    try:
-        return provider(request).get()
-    except ModelUnavailable as exc:
-        raise ApiError(503, "model_unavailable", str(exc)) from exc
-
-
 @router.post("/api/v1/cases/{case_id}/predictions", status_code=201, summary="Rank the case again")
 async def rerun_prediction(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = await run_in_threadpool(case_service.get_case, db, user=user, case_id=case_id)
-    model = _model_or_503(request)
+    model = require_model(request)
     crop = decode_png(request.app.state.photo_store.read(case.aligned_path))
     result = await run_in_threadpool(rank_crop, model, crop)
 

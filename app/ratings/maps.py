@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.cases.models import Case
+from app.errors import NotFound
 from app.explain.registry import METHODS
 from app.explanations import service as explanation_service
 from app.explanations.models import Explanation
@@ -26,7 +27,6 @@ from app.ratings.models import StudyMap, StudyMethod
 from app.studies.access import StudyError, case_label, study_case_at, study_cases
 from app.studies.models import RatingStudy, StudyCase, StudyItemOrder
 from app.studies.order import draw_order, map_label
-from app.web.errors import NotFound
 
 
 def item_order(session: Session, *, study: RatingStudy, rater_id: int, case_id: str) -> list[str]:

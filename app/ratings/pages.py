@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
+from app.errors import DomainError
 from app.explanations import service as explanation_service
 from app.explanations.models import Explanation
 from app.phenotypes.service import suggested_regions, terms_for_cases
@@ -18,7 +19,7 @@ from app.ratings import service, views
 from app.ratings.models import TOP1
 from app.ratings.routes import Label, Position, _create_study, _retry, _served
 from app.web.deps import AdminUser, CurrentUser, DbSession, client_ip
-from app.web.errors import ApiError, NotFound
+from app.web.errors import NotFound
 from app.web.templating import render
 
 pages = APIRouter(include_in_schema=False)
@@ -54,7 +55,7 @@ def new_study_submit(
                                 raters=raters or [], blinded=blinded is not None)
     try:
         study = _create_study(request, db, admin, body)
-    except ApiError as exc:
+    except DomainError as exc:
         if exc.status_code not in (422, 503):
             raise
         form = {"name": name, "cases": set(body.case_ids), "methods": set(body.methods),
@@ -167,7 +168,7 @@ def adhoc_submit(
     try:
         service.add_rating(db, explanation=row, rater=user, score=score, regions=regions or [],
                            context=context == "yes", comment=comment, study=None)
-    except ApiError as exc:
+    except DomainError as exc:
         db.rollback()
         return render(request, "ratings/_adhoc_form.html", views.adhoc_context(db, row, user, error=exc.detail),
                       exc.status_code)

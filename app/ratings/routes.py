@@ -17,12 +17,11 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.auth.models import User
 from app.cases.models import Case
+from app.errors import DomainError
 from app.explanations import service as explanation_service
 from app.explanations import views as explanation_views
 from app.jobs import service as job_service
-from app.nets.registry import LoadedModel
-from app.predictions.provider import ModelUnavailable
-from app.predictions.serving import provider, served_model
+from app.predictions.serving import require_model, served_model
 from app.ratings import history as _history  # noqa: F401  (adds the ratings to the case history)
 from app.ratings import service, views
 from app.ratings.models import TOP1, RatingStudy
@@ -74,13 +73,6 @@ class StudyBody(BaseModel):
     target_rule: str = Field(default=TOP1, description="'top1' or 'confirmed'")
     raters: list[StrictStr] = Field(max_length=200, description="usernames")
     blinded: StrictBool = True
-
-
-def _model_or_503(request: Request) -> LoadedModel:
-    try:
-        return provider(request).get()
-    except ModelUnavailable as exc:
-        raise ApiError(503, "model_unavailable", str(exc)) from exc
 
 
 def _study_from_query(db: Session, user: User, study_id: str | None) -> RatingStudy | None:
@@ -203,7 +195,7 @@ def ratings_csv(
 
 
 def _create_study(request: Request, db: Session, admin: User, body: service.StudyRequest) -> RatingStudy:
-    model = _model_or_503(request)
+    model = require_model(request)
     for attempt in range(2):  # a concurrent identical map request may insert the same cache key first
         try:
             study, jobs = service.create_study(db, admin=admin, body=body, model=model,
@@ -214,7 +206,7 @@ def _create_study(request: Request, db: Session, admin: User, body: service.Stud
             db.rollback()
             if attempt:
                 raise
-        except ApiError:
+        except DomainError:
             db.rollback()
             raise
     if not _submit(request, jobs):
@@ -358,8 +350,8 @@ def _uncompressed(png: bytes) -> bytes:
 
 def _retry(request: Request, db: Session, admin: User, study: RatingStudy) -> service.Retry:
     try:
-        result = service.retry_maps(db, study=study, user=admin, model=_model_or_503(request))
-    except ApiError:
+        result = service.retry_maps(db, study=study, user=admin, model=require_model(request))
+    except DomainError:
         db.rollback()
         raise
     audit.record(db, action="study_retry", user=admin, ip=client_ip(request),

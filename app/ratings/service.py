@@ -25,7 +25,8 @@ from app.audit import service as audit
 from app.auth.models import User
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
-from app.explain.registry import METHODS
+from app.errors import DomainError, NotFound
+from app.explain.registry import METHODS, require_methods
 from app.explanations import service as explanation_service
 from app.explanations.models import Explanation
 from app.jobs.models import DONE, Job
@@ -70,7 +71,6 @@ from app.studies.models import RATING, RatingStudy, StudyCase
 from app.studies.order import draw_order, map_label
 from app.studies.progress import Progress, all_complete
 from app.synth.regions import REGION_IDS, REGIONS
-from app.web.errors import NotFound
 
 __all__ = [
     "MAX_CASES", "MAX_COMMENT", "MAX_NAME", "TARGET_RULE_LABELS", "MapStates", "ModelKey", "Progress", "RatingError",
@@ -138,7 +138,7 @@ def resolve_target(session: Session, *, case: Case, rule: str, model: LoadedMode
                             result=rank_crop(model, decode_png(store.read(case.aligned_path))))
         try:
             return explanation_service.resolve_target(model, None, run)
-        except explanation_service.ExplainRequestError as exc:
+        except DomainError as exc:
             raise RatingError(exc.code, f"{case_label}: {exc.detail}") from exc
     from app.diagnoses.service import current_diagnosis
 
@@ -174,10 +174,7 @@ def _check_request(session: Session, *, admin: User, body: StudyRequest) -> tupl
     cases = lifecycle.check_cases(session, admin=admin, case_ids=body.case_ids)
     if not body.methods:
         raise RatingError("no_methods", "Choose at least one method.")
-    unknown = [m for m in body.methods if m not in METHODS]
-    if unknown:
-        raise RatingError("unknown_method", f"Unknown method(s): {', '.join(map(str, unknown))}. "
-                          f"Known: {', '.join(METHODS)}.")
+    require_methods(body.methods)
     return name, cases, lifecycle.check_members(session, usernames=body.raters)
 
 
@@ -263,7 +260,7 @@ def add_rating(
     clean_regions = check_regions(regions)
     comment = clean_text(comment, limit=MAX_COMMENT)
     if explanation.state != "done":
-        raise RatingError("not_ready", "This map is not computed yet.", status_code=409)
+        raise RatingError("not_ready", "This map is not computed yet.", status=409)
     label = None
     blinded = False
     if study is not None:

@@ -15,18 +15,18 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.cases.models import Case
+from app.errors import DomainError, Forbidden, NotFound
 from app.studies.models import RatingStudy, StudyCase, StudyRater
-from app.web.errors import ApiError, NotFound
 
 MAX_CASES = 200
 MAX_NAME = 200
 
 
-class StudyError(ApiError):
-    """Bad input for a study or for what a member submits in it: the API answers 422 with this code."""
+class StudyError(DomainError):
+    """Bad input for a study or for what a member submits in it (422 unless a status is given).
 
-    def __init__(self, code: str, detail: str, status_code: int = 422) -> None:
-        super().__init__(status_code, code, detail)
+    A subclass only so that study pages can tell a refusal of the study's input from other errors.
+    """
 
 
 def clean_text(value: str | None, *, limit: int) -> str | None:
@@ -60,7 +60,7 @@ def get_study(session: Session, *, study_id: str, user: User, kind: str | None =
 
 def require_member(session: Session, *, study: RatingStudy, user: User) -> None:
     if not is_member(session, study_id=study.id, user_id=user.id):
-        raise ApiError(403, "not_a_rater", "Only the raters of this study rate in it.")
+        raise Forbidden("not_a_rater", "Only the raters of this study rate in it.")
 
 
 def can_see_results(session: Session, *, study: RatingStudy, user: User) -> bool:
@@ -69,8 +69,8 @@ def can_see_results(session: Session, *, study: RatingStudy, user: User) -> bool
 
 def require_results(session: Session, *, study: RatingStudy, user: User) -> None:
     if not can_see_results(session, study=study, user=user):
-        raise ApiError(403, "results_not_open", "The results are shown to raters once an admin closes the study "
-                       "(they name the methods, which would unblind the ratings).")
+        raise Forbidden("results_not_open", "The results are shown to raters once an admin closes the study "
+                        "(they name the methods, which would unblind the ratings).")
 
 
 def studies_for(session: Session, *, user: User, kind: str | None = None) -> list[RatingStudy]:

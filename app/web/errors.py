@@ -1,5 +1,7 @@
 """One error shape for the whole API: ``{"detail": str, "code": str}`` plus optional extra fields.
 
+Services raise :class:`app.errors.DomainError`; one handler here turns it (and Starlette's HTTP errors,
+validation errors, an unavailable database) into that JSON contract, with ``Cache-Control: no-store``.
 Browser pages get a readable HTML page instead, and unauthenticated page requests go to the login form.
 """
 
@@ -16,27 +18,27 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db import UnstorableText
+from app.errors import DomainError, NotFound
+
+__all__ = ["ApiError", "DomainError", "NotAuthenticated", "NotFound", "error_response", "install_error_handlers",
+           "wants_json"]
 
 log = logging.getLogger("gestaltlens.web")
 
 
-class ApiError(Exception):
+class ApiError(DomainError):
+    """A web-only refusal raised by routes (status first, as routes have always written it).
+
+    Services raise :class:`DomainError` itself; this subclass only keeps the routes' argument order.
+    """
+
     def __init__(self, status_code: int, code: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.code = code
-        self.detail = detail
-        self.extra = extra
+        super().__init__(code, detail, status_code, **extra)
 
 
 class NotAuthenticated(ApiError):
     def __init__(self) -> None:
         super().__init__(401, "not_authenticated", "Log in or send 'Authorization: Bearer <token>'.")
-
-
-class NotFound(ApiError):
-    def __init__(self, what: str = "resource") -> None:
-        super().__init__(404, "not_found", f"No such {what}.")
 
 
 _STATUS_CODES = {
@@ -83,9 +85,9 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(request, exc.status_code, exc.code, exc.detail, **exc.extra)
+    @app.exception_handler(DomainError)  # every subclass too: ApiError, NotFound, the registry's UnknownMethod
+    async def _domain_error(request: Request, exc: DomainError) -> Response:
+        return error_response(request, exc.status, exc.code, exc.detail, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
