@@ -26,7 +26,6 @@ from app.predictions.service import latest_run, rank_crop, store_run
 from app.predictions.serving import latest_runs, model_problem, served_model, served_version
 from app.settings import Settings
 from app.studies.access import case_in_study
-from app.vision.errors import IntakeError
 from app.vision.pipeline import process_photo
 from app.web.deps import AppSettings, CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError
@@ -54,10 +53,6 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _intake_error(exc: IntakeError) -> ApiError:
-    return ApiError(exc.status_code, exc.code, exc.detail, **exc.extra)
-
-
 @api.post("", status_code=201, response_model=CaseOut, summary="Upload a photo and create a case")
 async def create_case(
     request: Request,
@@ -72,16 +67,13 @@ async def create_case(
         raise ApiError(422, "invalid_request", f"Invalid request: {problem}.")
     data = await _read_limited(photo, settings.max_upload_bytes)
     await photo.close()
-    try:
-        processed = await run_in_threadpool(
-            process_photo,
-            data,
-            face_index=face_index,
-            max_pixels=settings.max_pixels,
-            detector=request.app.state.detector,
-        )
-    except IntakeError as exc:
-        raise _intake_error(exc) from exc
+    processed = await run_in_threadpool(  # an IntakeError is a DomainError: the handler answers it
+        process_photo,
+        data,
+        face_index=face_index,
+        max_pixels=settings.max_pixels,
+        detector=request.app.state.detector,
+    )
     model = served_model(request)
     result = await run_in_threadpool(rank_crop, model, processed.aligned.crop) if model else None
 
