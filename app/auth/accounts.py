@@ -28,12 +28,12 @@ def set_active(session: Session, *, actor: User, user: User, active: bool) -> Us
     """Deactivate (ending sessions and tokens) or reactivate ``user``."""
     if not active:
         if user.id == actor.id:
-            raise AccountError("You cannot deactivate your own account.", code="invalid_account")
+            raise AccountError("invalid_account", "You cannot deactivate your own account.")
         if user.role == Role.admin.value and user.is_active:
             admins = session.scalar(select(func.count()).select_from(User).where(
                 User.role == Role.admin.value, User.is_active.is_(True))) or 0
             if admins <= 1:
-                raise AccountError("This is the last active administrator.", code="invalid_account")
+                raise AccountError("invalid_account", "This is the last active administrator.")
         _revoke_sessions(session, user)
         revoke_api_tokens(session, user=user)
     user.is_active = active
@@ -44,7 +44,7 @@ def set_active(session: Session, *, actor: User, user: User, active: bool) -> Us
 def reset_password(session: Session, *, user: User, password: str) -> User:
     """Set a new password (same rules as at creation) and end the user's sessions."""
     if problem := password_problem(password):
-        raise AccountError(problem, code="weak_password")
+        raise AccountError("weak_password", problem)
     user.password_hash = hash_password(password)
     _revoke_sessions(session, user)
     session.flush()

@@ -22,15 +22,12 @@ from app.auth.security import (
     verify_password,
 )
 from app.db import utcnow
+from app.errors import DomainError
 
 
-class AccountError(ValueError):
-    """A user-facing problem with account input (duplicate name, weak password, unknown role)."""
-
-    def __init__(self, detail: str, code: str = "invalid_account") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.code = code
+class AccountError(DomainError):
+    """A user-facing problem with account input (duplicate name, weak password, unknown role); a subclass so
+    that the account pages and the CLI can show exactly these next to the form."""
 
 
 class LoginThrottled(Exception):
@@ -53,13 +50,13 @@ def get_user_by_name(session: Session, *, username: str) -> User | None:
 def create_user(session: Session, *, username: str, password: str, role: str) -> User:
     username = username.strip()
     if not (2 <= len(username) <= 64) or not set(username) <= USERNAME_CHARS:
-        raise AccountError("Usernames have 2-64 characters: letters, digits, '.', '_', '-', '@'.")
+        raise AccountError("invalid_account", "Usernames have 2-64 characters: letters, digits, '.', '_', '-', '@'.")
     if role not in {r.value for r in Role}:
-        raise AccountError(f"Unknown role {role!r}; use 'admin' or 'clinician'.")
+        raise AccountError("invalid_account", f"Unknown role {role!r}; use 'admin' or 'clinician'.")
     if problem := password_problem(password):
-        raise AccountError(problem, code="weak_password")
+        raise AccountError("weak_password", problem)
     if get_user_by_name(session, username=username) is not None:
-        raise AccountError(f"The username {username!r} is taken.", code="username_taken")
+        raise AccountError("username_taken", f"The username {username!r} is taken.")
     user = User(username=username, password_hash=hash_password(password), role=role)
     session.add(user)
     session.flush()

@@ -19,6 +19,7 @@ from app.auth.models import User
 from app.cases import service as case_service
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
+from app.errors import Conflict
 from app.explain import figure as figure_render
 from app.explain import render
 from app.explain.registry import DEFAULT_PANEL, METHODS, get_method
@@ -33,8 +34,9 @@ from app.vision.geometry import invert_affine
 ORDER = {method: i for i, method in enumerate(METHODS)}
 
 
-class NothingToShow(LookupError):
-    pass
+def _nothing_to_show(detail: str) -> Conflict:
+    """409 ``not_ready``: the figure has no finished map to draw yet."""
+    return Conflict("not_ready", detail)
 
 
 def _scale(row: Explanation, values: np.ndarray) -> render.MapScale:
@@ -183,12 +185,12 @@ def figure(store: PhotoStore, db: Session, *, case: Case, model: LoadedModel, ta
            methods: list[str] | None) -> tuple[bytes, str]:
     target = target or _default_target(db, case.id, model)
     if target is None:
-        raise NothingToShow("This case has no maps yet.")
+        raise _nothing_to_show("This case has no maps yet.")
     rows = _latest_per_method(db, case_id=case.id, model=model, target=target)
     done = [rows[m] for m in sorted(rows, key=ORDER.__getitem__)
             if rows[m].state == "done" and (methods is None or m in methods)]
     if not done:
-        raise NothingToShow(f"No finished maps for target {target!r} with model {model.version}.")
+        raise _nothing_to_show(f"No finished maps for target {target!r} with model {model.version}.")
     # a fast-mode map says so in its title: a figure must not pass an approximation off as the exact map
     panels = [figure_render.FigurePanel(method_id=row.method, label=METHODS[row.method].label + member_label(row)
                                         + (" (fast mode)" if row.mode == "fast" else ""),

@@ -39,10 +39,7 @@ def _terms_json(db: Session, case: Case) -> dict[str, Any]:
 
 
 def _add(db: Session, request: Request, user: User, case: Case, term_id: str) -> None:
-    try:
-        service.add_term(db, case=case, term_id=term_id, user_id=user.id)
-    except service.UnknownTerm as exc:
-        raise ApiError(422, "unknown_hpo_term", exc.detail) from exc
+    service.add_term(db, case=case, term_id=term_id, user_id=user.id)  # UnknownTerm: 422 unknown_hpo_term
     audit.record(db, action="phenotype_add", user=user, case_id=case.id, ip=client_ip(request))
     db.commit()
 

@@ -13,16 +13,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.cases.models import Case
+from app.errors import DomainError
 from app.phenotypes.models import CasePhenotype
 from app.phenotypes.ontology import ontology, region_ids_for_terms
 
 __all__ = ["UnknownTerm", "add_term", "case_terms", "remove_term", "suggested_regions", "terms_for_cases"]
 
 
-class UnknownTerm(LookupError):
+class UnknownTerm(DomainError):
+    """422 ``unknown_hpo_term``: not a current HPO term."""
+
     def __init__(self, term_id: str) -> None:
-        super().__init__(term_id)
-        self.detail = f"{term_id[:40]!r} is not a current term of the Human Phenotype Ontology"
+        super().__init__("unknown_hpo_term", f"{term_id[:40]!r} is not a current term of the Human Phenotype Ontology")
 
 
 def case_terms(session: Session, *, case_id: str) -> list[CasePhenotype]:
