@@ -40,6 +40,19 @@ class DomainError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, detail={self.detail!r}, status={self.status})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other arguments (NotFound(what)); rebuild from the fields so that an error crossing a
+        # process boundary (a Celery result, a multiprocessing pool) arrives whole instead of failing to unpickle.
+        return _rebuild, (type(self), self.code, self.detail, self.status, self.extra, self.__dict__)
+
+
+def _rebuild(cls: type[DomainError], code: str, detail: str, status: int, extra: dict[str, Any],
+             state: dict[str, Any]) -> DomainError:
+    error = cls.__new__(cls)
+    DomainError.__init__(error, code, detail, status, **extra)
+    error.__dict__.update(state)
+    return error
+
 
 class NotFound(DomainError):
     """404 ``not_found``: no such thing, or one the caller may not see (the two are not told apart)."""

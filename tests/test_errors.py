@@ -5,6 +5,7 @@ and security headers, and no module below the web layer imports it."""
 from __future__ import annotations
 
 import ast
+import pickle
 import sys
 from pathlib import Path
 
@@ -83,6 +84,14 @@ def test_domain_error_carries_code_detail_status_and_extra() -> None:
     assert DomainError("study_closed", "Closed.", 409).status == 409
     assert (NotFound("study").status, NotFound("study").code, NotFound("study").detail) == (404, "not_found",
                                                                                              "No such study.")
+
+
+def test_domain_errors_survive_pickling() -> None:
+    for error in (NotFound("study"), UnknownMethod(["lime"]), DomainError("too_few_cases", "Few.", floor=5)):
+        copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+        assert type(copy) is type(error)
+        assert (copy.code, copy.detail, copy.status, copy.extra) == (error.code, error.detail, error.status,
+                                                                     error.extra)
 
 
 def test_require_methods_keeps_order_drops_repeats_and_names_every_unknown_id() -> None:
