@@ -139,6 +139,7 @@ def worker(
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run a Celery worker against GESTALTLENS_BROKER_URL (for GESTALTLENS_JOB_RUNNER=celery)."""
+    import app.tasks  # noqa: F401  (registers every job kind and the worker context)
     from app.jobs.celery_app import make_celery
 
     make_celery().worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"])

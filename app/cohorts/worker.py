@@ -31,9 +31,8 @@ from app.explanations.models import Explanation
 from app.explanations.service import params_key, read_map
 from app.explanations.worker import _store_map, explainer_for
 from app.jobs import service as job_service
-from app.jobs.models import DONE, FAILED, RUNNING, Job
-from app.jobs.registry import WorkerContext, handler
-from app.predictions.provider import ModelUnavailable
+from app.jobs.models import DONE, RUNNING, Job
+from app.jobs.registry import WorkerContext, fail_unfinished, handler
 from app.predictions.service import decode_png
 
 
@@ -47,12 +46,6 @@ def _groups(todo: list[tuple[int, tuple[str, ...]]], *, logit: bool) -> list[lis
         else:
             groups.append([entry])
     return groups
-
-
-def _fail(session: Session, job: Job) -> None:
-    for row in session.scalars(select(CohortResult).where(CohortResult.job_id == job.id,
-                                                          CohortResult.state != DONE)):
-        row.state, row.error, row.finished_at = FAILED, job.error or "the job failed", utcnow()
 
 
 def _map_row(session: Session, *, case: Case, result: CohortResult, method: str, target_index: int,
@@ -77,12 +70,9 @@ def _map_row(session: Session, *, case: Case, result: CohortResult, method: str,
     return row, True
 
 
-@handler(COHORT_JOB, on_failure=_fail)
+@handler(COHORT_JOB, on_failure=fail_unfinished(CohortResult))
 def run_cohort(job: Job, context: WorkerContext) -> None:
-    try:
-        model = context.models.get()
-    except ModelUnavailable as exc:
-        raise RuntimeError(str(exc)) from exc
+    model = context.model()
     with context.sessions() as session:
         result = session.scalar(select(CohortResult).where(CohortResult.id == job.payload.get("cohort_id"),
                                                            CohortResult.job_id == job.id))

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from app.cases.job_access import get_job_for
 from app.demo.worker import KIND, PER_SYNDROME, SYNDROMES
 from app.jobs import service as job_service
 from app.jobs.models import QUEUED, RUNNING, Job
@@ -22,8 +23,8 @@ async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) 
     def _create() -> Job:
         running = db.scalar(select(Job).where(Job.kind == KIND, Job.owner_id == user.id,
                                               Job.state.in_((QUEUED, RUNNING))).limit(1))
-        if running is not None:
-            return running
+        if running is not None and not job_service.is_lost(db, running):
+            return running  # a dead one (its worker died, its queue stalled) is never handed out again
         payload = {"per_syndrome": PER_SYNDROME, "syndromes": SYNDROMES}
         job = job_service.create_job(db, kind=KIND, payload=payload, owner=user)
         db.commit()
@@ -40,7 +41,7 @@ async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) 
 
 @pages.get("/demo-cohort/{job_id}")
 def demo_cohort_progress(job_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
-    job = job_service.get_job_for(db, job_id=job_id, user=user)
+    job = get_job_for(db, job_id=job_id, user=user)
     if job is None or job.kind != KIND:
         raise NotFound("job")
     response = render(request, "demo/_progress.html", {"job": job})

@@ -9,7 +9,6 @@ from app.cohorts.demo import import_demo_cohort
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.jobs.registry import WorkerContext, handler
-from app.predictions.provider import ModelUnavailable
 
 KIND = "demo_cohort"
 PER_SYNDROME = 6  # 5 meet the cohort floor; one more so a single erasure does not break the demo
@@ -18,10 +17,7 @@ SYNDROMES: list[str] | None = None  # every synthetic syndrome of the model
 
 @handler(KIND)
 def run_demo_cohort(job: Job, context: WorkerContext) -> None:
-    try:
-        model = context.models.get()
-    except ModelUnavailable as exc:
-        raise RuntimeError(str(exc)) from exc
+    model = context.model()
     write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
     with context.sessions() as session:
         owner = session.get(User, job.owner_id) if job.owner_id is not None else None

@@ -13,7 +13,7 @@ from app.auth.models import User
 from app.evaluate.command import EvaluationSpec
 from app.evaluations.models import Evaluation
 from app.jobs import service as job_service
-from app.jobs.models import DONE, FAILED, QUEUED, RUNNING, Job
+from app.jobs.models import DONE, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
 
 #: The Evaluation page's default run: 2 faces per syndrome, the standard panel, sanity checks on 4 faces.
@@ -73,10 +73,3 @@ def evaluation_out(row: Evaluation, *, result: bool = False) -> dict[str, Any]:
     if result:
         out["result"] = row.result
     return out
-
-
-def fail_rows(session: Session, job: Job) -> None:
-    """However an evaluation job fails, its run fails with it (and can be asked for again)."""
-    for row in session.scalars(select(Evaluation).where(Evaluation.job_id == job.id,
-                                                       Evaluation.state.in_((QUEUED, RUNNING)))):
-        row.state, row.error = FAILED, job.error or "the job failed"

@@ -5,14 +5,12 @@ from __future__ import annotations
 from app.db import utcnow
 from app.evaluate.command import EvaluationSpec, run_evaluation
 from app.evaluations.models import Evaluation
-from app.evaluations.service import fail_rows
 from app.jobs import service as job_service
 from app.jobs.models import DONE, FAILED, RUNNING, Job
-from app.jobs.registry import WorkerContext, handler
-from app.predictions.provider import ModelUnavailable
+from app.jobs.registry import WorkerContext, fail_unfinished, handler
 
 
-@handler("evaluate", on_failure=fail_rows)
+@handler("evaluate", on_failure=fail_unfinished(Evaluation))
 def run_evaluate(job: Job, context: WorkerContext) -> None:
     with context.sessions() as session:
         row = session.get(Evaluation, job.payload.get("evaluation_id"))
@@ -21,10 +19,7 @@ def run_evaluate(job: Job, context: WorkerContext) -> None:
         row.state = RUNNING
         session.commit()
         row_id, wanted, spec = row.id, (row.model_id, row.model_version), EvaluationSpec.from_dict(dict(row.spec))
-    try:
-        model = context.models.get()
-    except ModelUnavailable as exc:
-        raise RuntimeError(str(exc)) from exc
+    model = context.model()
     if (model.card.id, model.card.version) != wanted:
         raise RuntimeError(f"the evaluation was asked of {wanted[0]}@{wanted[1]} but this worker serves "
                            f"{model.version}; ask again")

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.auth.models import User
 from app.cases import service as case_service
+from app.cases.job_access import get_job_for
 from app.cases.models import Case
 from app.errors import DomainError
 from app.explanations import service, views
@@ -122,7 +123,7 @@ def list_explanations(case_id: str, user: CurrentUser, db: DbSession) -> list[di
 
 @api.get("/api/v1/jobs/{job_id}", summary="State and progress of a background job")
 def get_job(job_id: str, user: CurrentUser, db: DbSession) -> dict[str, Any]:
-    job = job_service.get_job_for(db, job_id=job_id, user=user)
+    job = get_job_for(db, job_id=job_id, user=user)
     if job is None:
         raise NotFound("job")
     return job_service.job_out(job)
@@ -255,7 +256,7 @@ def explain_card(explanation_id: str, request: Request, user: CurrentUser, db: D
 
 @pages.get("/jobs/{job_id}/progress")
 def job_progress(job_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
-    job = job_service.get_job_for(db, job_id=job_id, user=user)
+    job = get_job_for(db, job_id=job_id, user=user)
     if job is None:
         raise NotFound("job")
     target = db.scalar(select(Explanation.target_id).where(Explanation.job_id == job.id).limit(1))

@@ -13,7 +13,6 @@ from collections import defaultdict
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.cases.models import Case
 from app.db import utcnow
@@ -25,9 +24,8 @@ from app.explanations.models import Explanation
 from app.explanations.service import map_stats, npy_bytes
 from app.jobs import service as job_service
 from app.jobs.models import DONE, FAILED, QUEUED, RUNNING, Job
-from app.jobs.registry import WorkerContext, handler
+from app.jobs.registry import WorkerContext, fail_unfinished, handler
 from app.nets.registry import LoadedModel
-from app.predictions.provider import ModelUnavailable
 from app.predictions.service import decode_png
 
 
@@ -60,14 +58,7 @@ def _fail_rows(context: WorkerContext, ids: list[str], error: str) -> None:
         session.commit()
 
 
-def fail_job_rows(session: Session, job: Job) -> None:
-    """However an explain job fails, its unfinished maps fail with it (and can be asked for again)."""
-    for row in session.scalars(select(Explanation).where(Explanation.job_id == job.id,
-                                                        Explanation.state.in_((QUEUED, RUNNING)))):
-        row.state, row.error, row.finished_at = FAILED, job.error or "the job failed", utcnow()
-
-
-@handler("explain", on_failure=fail_job_rows)
+@handler("explain", on_failure=fail_unfinished(Explanation), lane="interactive")
 def run_explain(job: Job, context: WorkerContext) -> None:
     with context.sessions() as session:
         rows = list(session.scalars(select(Explanation).where(
@@ -88,10 +79,7 @@ def run_explain(job: Job, context: WorkerContext) -> None:
         objective_of = {row.id: (row.objective or "logit", row.subject or "", row.mode or "exact") for row in rows}
     ids = [item[0] for item in work]
     try:
-        try:
-            model = context.models.get()
-        except ModelUnavailable as exc:
-            raise RuntimeError(str(exc)) from exc
+        model = context.model()
         wrong = {f"{m}@{v}" for _, _, _, m, v, _ in work if (m, v) != (model.card.id, model.card.version)}
         if wrong:
             raise RuntimeError(f"maps were requested from {', '.join(sorted(wrong))} but this worker serves "

@@ -2,48 +2,49 @@
 
 A task carries only a job id: the job's payload, state and progress live in the database, which every
 worker and web process share. Each worker process builds one :class:`WorkerContext` (database sessions,
-photo store, the model loaded once) when it starts, and keeps it, with its private explainer copy of
-the network, for every job it runs. The pool is ``prefork`` with the concurrency the operator chooses.
+photo store, the model loaded once) when it starts, with the factory that :mod:`app.tasks` sets, and keeps
+it, with its private explainer copy of the network, for every job it runs.
+The pool is ``prefork`` with the concurrency the operator chooses.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from celery import Celery
 from celery.signals import worker_process_init
 
+from app.jobs.registry import WorkerContext
 from app.settings import Settings, get_settings
 
 RUN_JOB_TASK = "gestaltlens.run_job"
-_context = None
+_context: WorkerContext | None = None
+_context_factory: Callable[[Settings], WorkerContext] | None = None
 
 
-def worker_context():  # -> WorkerContext (imported lazily: the web app imports this module too)
+def set_context_factory(factory: Callable[[Settings], WorkerContext]) -> None:
+    """How a worker process builds its context: set from the top (:mod:`app.tasks`), which knows the domains'
+    photo store and model provider; this package does not."""
+    global _context_factory
+    _context_factory = factory
+
+
+def worker_context() -> WorkerContext:
     global _context
     if _context is None:
-        from app.cases.storage import PhotoStore
-        from app.db import make_engine, make_sessionmaker
-        from app.jobs.registry import WorkerContext
-        from app.predictions.provider import ModelProvider
-
-        settings = get_settings()
-        settings.ensure_dirs()
-        _context = WorkerContext(
-            settings=settings,
-            sessions=make_sessionmaker(make_engine(settings.resolved_database_url)),
-            photo_store=PhotoStore(settings.photo_dir),
-            models=ModelProvider(settings.models_dir, settings.model),
-        )
+        if _context_factory is None:
+            raise RuntimeError("no worker context factory: import app.tasks before running jobs")
+        _context = _context_factory(get_settings())
     return _context
 
 
 def _preload(**_: object) -> None:
     """Load the model when the worker process starts, not in its first job."""
-    from app.predictions.provider import ModelUnavailable
-
-    with contextlib.suppress(ModelUnavailable):  # each job then fails with the reason, which the page shows
-        worker_context().models.get()
+    if _context_factory is None:
+        return
+    with contextlib.suppress(RuntimeError):  # each job then fails with the reason, which the page shows
+        worker_context().model()
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

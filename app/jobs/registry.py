@@ -1,48 +1,105 @@
 """Job kinds → handlers. The one registry of background work: a domain adds a kind with ``@handler``.
 
+The registry knows no domain. The domains' worker modules register their kinds when they are imported, and
+one top-level module, :mod:`app.tasks`, imports them all; the web factory, ``gestaltlens worker`` (Celery) and
+any command that runs jobs import :mod:`app.tasks` first. A job whose kind nobody registered fails with
+"no handler" instead of importing code from here.
+
 A handler gets the job (detached, read-only) and a :class:`WorkerContext` and does the work; raising
 fails the job with the exception's message. A kind may also register an ``on_failure`` hook: however a
 job of that kind fails (its handler raised, it was interrupted too often, the broker was unreachable),
 the hook runs in the same transaction, so the domain's own rows never stay "pending" behind a dead job.
+:func:`fail_unfinished` builds the usual hook.
+
+Each kind also carries a ``lane`` (metadata only for now: ``"batch"`` unless said otherwise), so the
+interactive/batch lanes can be added without touching the registrations' shape.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.cases.storage import PhotoStore
-from app.jobs.models import Job
-from app.predictions.provider import ModelProvider
+from app.db import utcnow
+from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.nets.registry import LoadedModel
 
 Handler = Callable[[Job, "WorkerContext"], None]
 FailureHook = Callable[[Session, Job], None]
-HANDLERS: dict[str, Handler] = {}
-FAILURE_HOOKS: dict[str, FailureHook] = {}
 
 
-def handler(kind: str, *, on_failure: FailureHook | None = None) -> Callable[[Handler], Handler]:
+@dataclass(frozen=True)
+class JobKind:
+    """One registered kind of job."""
+
+    kind: str
+    run: Handler
+    on_failure: FailureHook | None = None
+    lane: str = "batch"
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def handler(kind: str, *, on_failure: FailureHook | None = None,
+            lane: str = "batch") -> Callable[[Handler], Handler]:
+    """Register ``function`` as the handler of ``kind`` (once per kind)."""
+
     def register(function: Handler) -> Handler:
-        if kind in HANDLERS:
+        if kind in KINDS:
             raise ValueError(f"job kind {kind!r} registered twice")
-        HANDLERS[kind] = function
-        if on_failure is not None:
-            FAILURE_HOOKS[kind] = on_failure
+        KINDS[kind] = JobKind(kind, function, on_failure, lane)
         return function
 
     return register
 
 
-def load_handlers() -> None:
-    """Import the modules that register job kinds (not at import time: they import domain code)."""
-    import app.cohorts.worker
-    import app.demo.worker
-    import app.evaluations.worker
-    import app.explanations.worker  # noqa: F401
+def failure_hook(kind: str) -> FailureHook | None:
+    registered = KINDS.get(kind)
+    return registered.on_failure if registered is not None else None
+
+
+class _JobRows(Protocol):
+    """A domain table whose rows a job computes: ``job_id``, ``state``, ``error``, ``finished_at``."""
+
+    job_id: Any
+    state: Any
+    error: Any
+    finished_at: Any
+
+
+def fail_unfinished(table: type[_JobRows]) -> FailureHook:
+    """The usual ``on_failure`` hook: the rows of ``table`` this job was computing (still queued or running)
+    fail with the job's error, so they can be asked for again."""
+
+    def hook(session: Session, job: Job) -> None:
+        query = select(table).where(table.job_id == job.id, table.state.in_((QUEUED, RUNNING)))
+        for row in session.scalars(query):
+            row.state, row.error, row.finished_at = FAILED, job.error or "the job failed", utcnow()
+
+    hook.__doc__ = f"However the job fails, its unfinished {getattr(table, '__tablename__', table)} rows fail with it."
+    return hook
+
+
+class FileStore(Protocol):
+    """What workers need of the photo store (:class:`app.cases.storage.PhotoStore` is one)."""
+
+    def read(self, relative: str) -> bytes: ...
+    def write(self, case_id: str, name: str, data: bytes) -> str: ...
+    def remove_case(self, case_id: str) -> None: ...
+
+
+class ModelSource(Protocol):
+    """What workers need of the model provider (:class:`app.predictions.provider.ModelProvider` is one)."""
+
+    def get(self) -> LoadedModel: ...
 
 
 @dataclass
@@ -54,6 +111,13 @@ class WorkerContext:
 
     settings: Settings
     sessions: sessionmaker[Session]
-    photo_store: PhotoStore
-    models: ModelProvider
+    photo_store: FileStore
+    models: ModelSource
     cache: dict[str, Any] = field(default_factory=dict)
+
+    def model(self) -> LoadedModel:
+        """The served model; a model that cannot be served fails the job with the provider's reason."""
+        try:
+            return self.models.get()
+        except Exception as exc:
+            raise RuntimeError(str(exc) or type(exc).__name__) from exc

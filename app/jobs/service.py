@@ -9,15 +9,14 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.auth.models import User
 from app.db import utcnow
 from app.jobs.models import DONE, FAILED, FINISHED, QUEUED, RUNNING, Job
-from app.jobs.registry import FAILURE_HOOKS, load_handlers
+from app.jobs.registry import failure_hook
 from app.settings import get_settings
 
 log = logging.getLogger("gestaltlens.jobs")
@@ -29,24 +28,18 @@ MAX_ATTEMPTS = 3
 PROGRESS_INTERVAL_S = 0.4
 
 
-def create_job(session: Session, *, kind: str, payload: dict[str, Any], owner: User | None,
+class Owner(Protocol):
+    """Who asked for a job (a :class:`app.auth.models.User`): only the id is stored."""
+
+    id: int
+
+
+def create_job(session: Session, *, kind: str, payload: dict[str, Any], owner: Owner | None,
                case_id: str | None = None) -> Job:
     job = Job(kind=kind, payload=payload, owner_id=owner.id if owner else None, case_id=case_id)
     session.add(job)
     session.flush()
     return job
-
-
-def get_job_for(session: Session, *, job_id: str, user: User) -> Job | None:
-    """The job if this user may see it: its owner, an admin, or the owner of the case it works on (whose page
-    polls it, whoever asked for the maps). None otherwise: the API answers 404."""
-    from app.cases.models import Case
-
-    job = session.get(Job, job_id)
-    if job is None or user.role == "admin" or job.owner_id == user.id:
-        return job
-    case = session.get(Case, job.case_id) if job.case_id else None
-    return job if case is not None and case.owner_id == user.id else None
 
 
 #: A queued job nobody has claimed for this long while no job at all has moved is presumed lost (a broker
@@ -130,10 +123,8 @@ def _finish(session: Session, job: Job, state: str, error: str | None) -> None:
     job.state = state
     job.error = error
     job.finished_at = job.updated_at = utcnow()
-    if state == FAILED:
-        load_handlers()
-        if (hook := FAILURE_HOOKS.get(job.kind)) is not None:
-            hook(session, job)
+    if state == FAILED and (hook := failure_hook(job.kind)) is not None:
+        hook(session, job)
     if state == DONE:
         job.progress = 1.0
     session.commit()
@@ -177,13 +168,12 @@ def recover_interrupted(session: Session) -> tuple[list[str], list[str]]:
     queue (or fail once they have used their attempts). Returns (every queued job id, oldest first; the
     running jobs whose heartbeat is still fresh — to be offered again after the lease, when ``claim`` takes
     them over if their worker died or leaves them to it if it lives)."""
-    load_handlers()
     fresh = list(session.scalars(select(Job.id).where(Job.state == RUNNING, Job.updated_at >= utcnow() - lease())))
     for job in session.scalars(select(Job).where(Job.state == RUNNING, Job.updated_at < utcnow() - lease())):
         if job.attempts >= MAX_ATTEMPTS:
             job.state, job.error = FAILED, f"interrupted {job.attempts} times; not retried"
             job.finished_at = utcnow()
-            if (hook := FAILURE_HOOKS.get(job.kind)) is not None:
+            if (hook := failure_hook(job.kind)) is not None:
                 hook(session, job)
         else:
             job.state, job.error = QUEUED, None
