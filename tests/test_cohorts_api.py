@@ -104,8 +104,13 @@ def test_the_floor_counts_patients_and_a_cohort_is_computed_and_isolated(
     assert missing.status_code == 404
     assert client.get(done["urls"]["composite"], headers=admin.headers).status_code == 404
 
-    # erasing one patient's case removes every composite it went into
+    # erasing one patient's case removes every composite it went into: the rows and, at once (not on the next
+    # cohort request), the derived group data on disk (composite.npy, plain.npy, each method's .npy maps)
+    folder = client.app.state.settings.data_dir / "cohorts" / done["id"]
+    assert {"composite.npy", "plain.npy"} <= {p.name for p in folder.iterdir()}
+    assert any(p.name.endswith(".mean.npy") for p in folder.iterdir())
     assert client.delete(f"/api/v1/cases/{case_id}", headers=alice.headers).status_code == 204
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())
     assert client.get(done["urls"]["composite"], headers=alice.headers).status_code == 404
 
 

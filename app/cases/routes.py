@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import date
 from typing import Annotated, Literal
 from urllib.parse import urlencode
@@ -12,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from app.audit import service as audit
-from app.cases import service
+from app.cases import erasure, service
 from app.cases.history import case_history
 from app.cases.models import Case
 from app.cases.schemas import CaseList, CaseOut, case_out
@@ -180,18 +179,12 @@ def get_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -
 @api.delete("/{case_id}", status_code=204, summary="Erase a case, its photo and crop")
 def delete_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = service.get_case(db, user=user, case_id=case_id)
-    if case_in_study(db, case.id):
-        # Erasing it would silently remove every rater's ratings of it from the study's results.
-        raise ApiError(409, "case_in_study", "This case is part of a rating study; an admin must delete the study "
-                       "(Studies → the study → Delete study) before the case can be erased.")
-    orphans = service.delete_case(db, case=case)
+    if (refused := erasure.refusal(db, case)) is not None:  # e.g. case_in_study (app.studies registers it)
+        raise ApiError(refused.status, refused.code, refused.detail)
+    removal = service.delete_case(db, case=case, store=_store(request), data_dir=request.app.state.settings.data_dir)
     audit.record(db, action="delete", user=user, case_id=case_id, ip=client_ip(request))
     db.commit()
-    store = _store(request)
-    store.remove_case(case_id)
-    for relative in orphans:  # similarity maps other cases held for this one
-        with contextlib.suppress(OSError, ValueError):
-            store.path(relative).unlink(missing_ok=True)
+    removal.finish()  # the case's folder and every file the domains derived from it, now that the rows are gone
     headers = {"HX-Redirect": "/cases"} if "hx-request" in request.headers else {}
     return Response(status_code=204, headers=headers)
 

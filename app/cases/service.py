@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 import cv2
 import numpy as np
-from sqlalchemy import ColumnElement, Select, Table, false, func, literal, or_, select, true
+from sqlalchemy import ColumnElement, Select, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
+from app.cases.erasure import Erasure
+from app.cases.erasure import purge as run_erasure_hooks
+from app.cases.marks import rated_case_ids
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
-from app.db import Base, new_id
+from app.db import new_id
 from app.errors import NotFound
 from app.vision.pipeline import ProcessedPhoto
 
@@ -148,17 +152,12 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def ratings_table() -> Table | None:
-    """The ratings table when the ratings domain is installed (it registers ``ratings`` in the metadata)."""
-    return Base.metadata.tables.get("ratings")
-
-
 def rated_clause(rated: bool) -> ColumnElement[bool]:
-    """A case is rated when a rating exists for one of its explanations (``ratings.case_id``, indexed)."""
-    ratings = ratings_table()
-    if ratings is None:  # no ratings domain yet: nothing is rated
+    """A case is rated when the ratings domain says so (:mod:`app.cases.marks`; nothing is without it)."""
+    rated_ids = rated_case_ids()
+    if rated_ids is None:  # no ratings domain registered: nothing is rated
         return false() if rated else true()
-    exists = select(literal(1)).select_from(ratings).where(ratings.c.case_id == Case.id).exists()
+    exists = Case.id.in_(rated_ids)
     return exists if rated else ~exists
 
 
@@ -252,22 +251,19 @@ def free_text_diagnoses(session: Session, *, user: User) -> list[tuple[str, str]
     return [(omim, name or "") for omim, name in session.execute(query)]
 
 
-def delete_case(session: Session, *, case: Case) -> list[str]:
-    """Erasure of the row. The caller commits and only then removes the files (``PhotoStore.remove_case``):
-    a failed commit must not leave a case whose photo is gone. The audit trail keeps the id, who did what
-    and when, and loses any health-derived value an older row still held.
+def delete_case(session: Session, *, case: Case, store: PhotoStore, data_dir: Path) -> Erasure:
+    """Erasure of the row and of everything each domain registered as derived from it
+    (:mod:`app.cases.erasure`); raises :class:`~app.cases.erasure.ErasureRefused` when a guard refuses.
 
-    Returns the files outside the case's own folder that the erasure orphans (similarity maps other cases
-    held for this one); the caller removes them after the commit, with the case folder."""
+    The caller commits and only then calls ``finish()`` on the answer, which removes the files (the case's
+    folder, files of other cases and group results derived from it): a failed commit must not leave a case
+    whose photo is gone. The audit trail keeps the id, who did what and when, and loses any health-derived
+    value an older row still held."""
     from app.audit.service import scrub_case  # late: the audit domain imports the auth models only
 
     scrub_case(session, case_id=case.id)
-    from app.cohorts.service import purge_case  # composites and similarity maps derived from this case go too
-
-    orphans = purge_case(session, case_id=case.id)
-    from app.gaze.results_cache import forget  # gaze results computed with this case's fixations go too
-
-    forget()
+    erasure = Erasure(case_id=case.id, store=store, data_dir=data_dir)
+    run_erasure_hooks(session, case, erasure)
     session.delete(case)
     session.flush()
-    return orphans
+    return erasure

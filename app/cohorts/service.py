@@ -170,30 +170,8 @@ def result_out(row: CohortResult) -> dict[str, Any]:
     }
 
 
-def purge_case(session: Session, *, case_id: str) -> list[str]:
-    """Erasure: drop every cohort result that used the case, and the similarity maps other cases hold *for*
-    this case (objective ``similarity:case:<id>``). Result folders left behind are unreachable and are removed
-    by :func:`sweep_files` on the next cohort request.
-
-    Returns the photo-store paths of those similarity maps' ``.npy`` files: they live in the *other* cases'
-    folders, so removing the erased case's folder does not reach them. The caller removes them once the erasure
-    has committed (a failed commit must not leave rows whose files are gone)."""
-    from app.explanations.models import Explanation
-
-    for row in session.scalars(select(CohortResult)):
-        if case_id in (row.case_ids or []):
-            session.delete(row)
-    files: list[str] = []
-    for row in session.scalars(select(Explanation).where(Explanation.objective == f"similarity:case:{case_id}")):
-        if row.map_path:
-            files.append(row.map_path)
-        session.delete(row)
-    session.flush()
-    return files
-
-
 def sweep_files(session: Session, data_dir: Path) -> None:
-    """Remove result folders whose row is gone (erasure, superseded results)."""
+    """Remove result folders whose row is gone (a crash between an erasure's commit and its file removal)."""
     root = data_dir / "cohorts"
     if not root.is_dir():
         return

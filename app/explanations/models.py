@@ -11,10 +11,19 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from app.db import Base, UTCDateTime, new_id, utcnow
 from app.jobs.models import QUEUED
+
+CASE_OBJECTIVE = "similarity:case:"
+
+
+def reference_case_of(objective: str | None) -> str | None:
+    """The case id a ``similarity:case:<id>`` objective names, or None."""
+    if objective and objective.startswith(CASE_OBJECTIVE):
+        return objective.removeprefix(CASE_OBJECTIVE)[:32] or None
+    return None
 
 
 class Explanation(Base):
@@ -39,6 +48,10 @@ class Explanation(Base):
     #: what the map explains (app.explain.objectives): "logit" (the target's logit) or a similarity key such as
     #: "similarity:case:<id>", "similarity:gallery:<image id>", "similarity:centroid:<syndrome id>"
     objective: Mapped[str] = mapped_column(String(200), default="logit", server_default="logit")
+    #: the other case a ``similarity:case:<id>`` objective compares with (set from the objective, never by hand):
+    #: a real foreign key, so erasing that case removes this row with it (ON DELETE CASCADE)
+    reference_case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), default=None,
+                                                          index=True)
     #: the image the map is drawn on: "" = the case's own aligned crop, "gallery:<image id>" = a gallery face
     #: re-rendered from the synthetic generator (the other side of a comparison; stored with the query case)
     subject: Mapped[str] = mapped_column(String(120), default="", server_default="")
@@ -54,6 +67,11 @@ class Explanation(Base):
     duration_ms: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    @validates("objective")
+    def _tie_reference_case(self, _key: str, objective: str) -> str:
+        self.reference_case_id = reference_case_of(objective)
+        return objective
 
     @property
     def model_tag(self) -> str:

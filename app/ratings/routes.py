@@ -22,7 +22,6 @@ from app.explanations import service as explanation_service
 from app.explanations import views as explanation_views
 from app.jobs import service as job_service
 from app.predictions.serving import require_model, served_model
-from app.ratings import history as _history  # noqa: F401  (adds the ratings to the case history)
 from app.ratings import service, views
 from app.ratings.models import TOP1, RatingStudy
 from app.web.deps import AdminUser, CurrentUser, DbSession, client_ip

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 
-import app.models  # all tables registered before first use
-import app.tasks  # noqa: F401  (every job kind registered before the runner starts)
+import app.hooks  # job kinds, erasure hooks, history sources: registered before first use
+import app.models  # noqa: F401  (all tables registered before first use)
 from app.auth import admin_routes as auth_admin_routes
 from app.auth import routes as auth_routes
 from app.auth import service as auth_service
