@@ -8,14 +8,10 @@ every map reproducible from its row.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +20,11 @@ from app.cases.models import Case
 from app.errors import DomainError
 from app.explain.fast import EXACT, effective_mode
 from app.explain.registry import DEFAULT_PANEL, METHODS, get_method, method_info, normalise_params, require_methods
+from app.explanations.map_store import MapKey, find_or_create_map
+from app.explanations.map_store import map_stats as map_stats  # re-exported: older callers import them here
+from app.explanations.map_store import npy_bytes as npy_bytes
+from app.explanations.map_store import params_key as params_key
+from app.explanations.map_store import read_map as read_map
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
@@ -38,11 +39,6 @@ EXPLAIN_JOB = "explain"
 class Target:
     index: int
     label: Label
-
-
-def params_key(params: Mapping[str, Any]) -> str:
-    """A stable digest of canonical (defaults-merged) parameters: part of the cache key."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_methods(methods: Sequence[str] | None) -> list[str]:
@@ -200,21 +196,11 @@ def request_explanations(
     rows: list[Explanation] = []
     pending: list[Explanation] = []
     for method in methods:
-        key = params_key(params[method])
-        method_mode = effective_mode(method, mode)
-        row = session.scalar(select(Explanation).where(Explanation.mode == method_mode,
-            Explanation.case_id == case.id, Explanation.model_id == model.card.id,
-            Explanation.model_version == model.card.version, Explanation.method == method,
-            Explanation.target_id == target.label.id, Explanation.params_key == key,
-            Explanation.objective == "logit", Explanation.subject == "",
-        ))
-        if row is None:
-            row = Explanation(
-                case_id=case.id, requested_by=user.id, model_id=model.card.id, model_version=model.card.version,
-                method=method, target_id=target.label.id, target_index=target.index, target_name=target.label.name,
-                params=params[method], params_key=key, state=QUEUED, mode=method_mode,
-            )
-            session.add(row)
+        key = MapKey(case_id=case.id, model_id=model.card.id, model_version=model.card.version, method=method,
+                     target_id=target.label.id, params=params[method], mode=effective_mode(method, mode))
+        row, new = find_or_create_map(session, key, requested_by=user.id, target_index=target.index,
+                                      target_name=target.label.name)
+        if new:
             pending.append(row)
         elif row.state == FAILED or is_stuck(session, row):
             row.state, row.error, row.requested_by = QUEUED, None, user.id
@@ -275,35 +261,6 @@ def explanation_out(row: Explanation) -> dict[str, Any]:
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         "urls": {"png": f"{base}/map.png", "npy": f"{base}/map.npy"} if row.state == "done" else None,
     }
-
-
-def map_stats(values: np.ndarray, *, signed: bool) -> dict[str, float]:
-    """Summary numbers kept with the row; ``vmin``/``vmax`` are the display scale the colour bar shows."""
-    from app.explain.render import map_scale
-
-    magnitude = np.abs(values)
-    scale = map_scale(values, signed=signed)
-    return {
-        "vmin": float(scale.vmin),
-        "vmax": float(scale.vmax),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "sum": float(values.sum(dtype=np.float64)),
-        "abs_p99": float(np.percentile(magnitude, 99)),
-    }
-
-
-def npy_bytes(values: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(values, dtype=np.float32), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def read_map(data: bytes) -> np.ndarray:
-    values = np.load(io.BytesIO(data), allow_pickle=False)
-    if values.dtype != np.float32 or values.shape != (112, 112):
-        raise ValueError(f"stored map has dtype {values.dtype} and shape {values.shape}")
-    return values
 
 
 def method_label(method: str) -> str:

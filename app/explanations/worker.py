@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
@@ -19,11 +20,10 @@ from app.db import utcnow
 from app.explain.engine import Explainer, resolve_device
 from app.explain.ensemble import EnsembleExplainer
 from app.explain.objectives import Objective
-from app.explain.registry import METHODS
+from app.explanations.map_store import store_map
 from app.explanations.models import Explanation
-from app.explanations.service import map_stats, npy_bytes
 from app.jobs import service as job_service
-from app.jobs.models import DONE, FAILED, QUEUED, RUNNING, Job
+from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.jobs.registry import WorkerContext, fail_unfinished, handler
 from app.nets.registry import LoadedModel
 from app.predictions.service import decode_png
@@ -58,8 +58,55 @@ def _fail_rows(context: WorkerContext, ids: list[str], error: str) -> None:
         session.commit()
 
 
-@handler("explain", on_failure=fail_unfinished(Explanation), lane="interactive")
-def run_explain(job: Job, context: WorkerContext) -> None:
+@dataclass(frozen=True)
+class MapWork:
+    """One map the job computes: its row, and what it explains."""
+
+    row_id: str
+    method: str
+    target: int
+    model_tag: tuple[str, str]  # (model id, version) the row was asked of
+    params: dict
+    objective: str  # "logit" or a similarity key (app.compare.references)
+    subject: str  # "" = the case's own crop, "gallery:<image id>" = a gallery face
+    mode: str  # "exact" or "fast" (app.explain.fast)
+
+    @property
+    def group(self) -> tuple[int, str, str, str, str | None]:
+        """Maps of one group share an objective and an image: one explainer call computes them all."""
+        return self.target, self.objective, self.subject, self.mode, self.params.get("member")
+
+
+@dataclass
+class MapSink:
+    """Receives each map of one group as the explainer finishes it: checks completeness, stores it, times it."""
+
+    context: WorkerContext
+    case_id: str
+    items: list[MapWork]
+    objective: Objective
+    subject_crop: np.ndarray
+    value: float | None
+    checked: LoadedModel | None  # whose logit completeness is checked against (None: the ensemble's mean)
+    started: float = field(default_factory=time.perf_counter)
+
+    def __call__(self, method: str, values: np.ndarray) -> None:
+        item = next(w for w in self.items if w.method == method)
+        elapsed_ms = (time.perf_counter() - self.started) * 1000
+        extra = {} if self.checked is None else _completeness(self.checked, self.subject_crop, item.target,
+                                                              self.objective, method, _own_params(item), values)
+        self.started = time.perf_counter()
+        store_map(self.context, self.case_id, item.row_id, values, elapsed_ms, self.value, extra)
+
+
+def _own_params(item: MapWork) -> dict:
+    """The method's parameters without ``member`` (the ensemble's network is not a method parameter)."""
+    return {k: v for k, v in item.params.items() if k != "member"}
+
+
+def _claim_rows(job: Job, context: WorkerContext) -> tuple[list[MapWork], str] | None:
+    """Mark the job's unfinished rows running; None when there is nothing to do (done by a re-delivered copy,
+    or the case was erased meanwhile). Returns the work and the case's aligned crop path."""
     with context.sessions() as session:
         rows = list(session.scalars(select(Explanation).where(
             Explanation.id.in_(job.payload.get("explanation_ids", [])),
@@ -68,71 +115,63 @@ def run_explain(job: Job, context: WorkerContext) -> None:
         )))
         case = session.get(Case, job.case_id) if job.case_id else None
         if not rows or case is None:
-            return  # already computed by a re-delivered copy, or the case was erased meanwhile
-        aligned_path = case.aligned_path
+            return None
         for row in rows:
             row.state = RUNNING
         session.commit()
-        work = [(row.id, row.method, row.target_index, row.model_id, row.model_version, dict(row.params))
-                for row in rows]
-        # what each map explains and which image it is drawn on (similarity maps, issue 9)
-        objective_of = {row.id: (row.objective or "logit", row.subject or "", row.mode or "exact") for row in rows}
-    ids = [item[0] for item in work]
+        work = [MapWork(row.id, row.method, row.target_index, (row.model_id, row.model_version), dict(row.params),
+                        row.objective or "logit", row.subject or "", row.mode or "exact") for row in rows]
+        return work, case.aligned_path
+
+
+@handler("explain", on_failure=fail_unfinished(Explanation), lane="interactive")
+def run_explain(job: Job, context: WorkerContext) -> None:
+    claimed = _claim_rows(job, context)
+    if claimed is None:
+        return
+    work, aligned_path = claimed
+    ids = [item.row_id for item in work]
     try:
-        model = context.model()
-        wrong = {f"{m}@{v}" for _, _, _, m, v, _ in work if (m, v) != (model.card.id, model.card.version)}
-        if wrong:
-            raise RuntimeError(f"maps were requested from {', '.join(sorted(wrong))} but this worker serves "
-                               f"{model.version}; ask again")
-        crop = decode_png(context.photo_store.read(aligned_path))
-        explainer = explainer_for(context, model)
-        by_target: dict[tuple[int, str, str, str, str | None], list[tuple[str, str, dict]]] = defaultdict(list)
-        for row_id, method, target, _, _, params in work:
-            member = params.pop("member", None)  # an ensemble's network(s): app.explanations.service.resolve_member
-            by_target[(target, *objective_of[row_id], member)].append((row_id, method, params))
-        write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
-        done_so_far = 0
-        for (target, objective_key, subject, mode, member), items in by_target.items():
-            row_of = {method: row_id for row_id, method, _ in items}
-            objective, subject_crop, value = objective_and_crop(context, model, crop, target, objective_key, subject)
-            checked = _member_model(model, member, objective)  # whose logit completeness is checked against
-            offset, share = done_so_far / len(work), len(items) / len(work)
-            started = [time.perf_counter()]
-
-            params_of = {method: params for _, method, params in items}
-
-            def store(method: str, values: np.ndarray, row_of: dict[str, str] = row_of,
-                      started: list[float] = started, value: float | None = value,
-                      objective: Objective = objective, params_of: dict = params_of,
-                      subject_crop: np.ndarray = subject_crop, target: int = target,
-                      checked: LoadedModel | None = checked) -> None:
-                elapsed_ms = (time.perf_counter() - started[0]) * 1000
-                extra = {} if checked is None else _completeness(checked, subject_crop, target, objective, method,
-                                                                 params_of[method], values)
-                started[0] = time.perf_counter()
-                _store_map(context, job.case_id or "", row_of[method], values, elapsed_ms, value, extra)
-
-            if member is not None:
-                ensemble_explainer_for(context, model).explain(
-                    subject_crop, target=target, member=None if member == "mean" else member,
-                    methods=[method for _, method, _ in items], params={method: params for _, method, params in items},
-                    mode=mode, on_map=store,
-                    on_progress=lambda fraction, offset=offset, share=share: write_progress(offset + share * fraction),
-                )
-                done_so_far += len(items)
-                continue
-            explainer.explain(
-                subject_crop, objective=objective, methods=[method for _, method, _ in items],
-                params={method: params for _, method, params in items},
-                mode=mode,  # each row's own (effective) mode, app.explain.fast
-                on_map=store,
-                on_progress=lambda fraction, offset=offset, share=share: write_progress(offset + share * fraction),
-            )
-            done_so_far += len(items)
+        _compute(job, context, work, aligned_path)
     except Exception as exc:
         _fail_rows(context, ids, str(exc) or type(exc).__name__)
         raise
     _fail_rows(context, ids, "the engine returned no map for this method")  # only rows still not done
+
+
+def _compute(job: Job, context: WorkerContext, work: list[MapWork], aligned_path: str) -> None:
+    model = context.model()
+    wrong = {f"{m}@{v}" for m, v in (item.model_tag for item in work) if (m, v) != (model.card.id, model.card.version)}
+    if wrong:
+        raise RuntimeError(f"maps were requested from {', '.join(sorted(wrong))} but this worker serves "
+                           f"{model.version}; ask again")
+    crop = decode_png(context.photo_store.read(aligned_path))
+    groups: dict[tuple[int, str, str, str, str | None], list[MapWork]] = defaultdict(list)
+    for item in work:
+        groups[item.group].append(item)
+    write_progress = job_service.progress_writer(context.sessions, job.id, job.worker)
+    done_so_far = 0
+    for (target, objective_key, subject, mode, member), items in groups.items():
+        objective, subject_crop, value = objective_and_crop(context, model, crop, target, objective_key, subject)
+        sink = MapSink(context, job.case_id or "", items, objective, subject_crop, value,
+                       checked=_member_model(model, member, objective))
+        offset, share = done_so_far / len(work), len(items) / len(work)
+        methods = [item.method for item in items]
+        params = {item.method: _own_params(item) for item in items}
+
+        def on_progress(fraction: float, offset: float = offset, share: float = share) -> None:
+            write_progress(offset + share * fraction)
+
+        if member is not None:
+            ensemble_explainer_for(context, model).explain(
+                subject_crop, target=target, member=None if member == "mean" else member, methods=methods,
+                params=params, mode=mode, on_map=sink, on_progress=on_progress)
+        else:
+            explainer_for(context, model).explain(
+                subject_crop, objective=objective, methods=methods, params=params,
+                mode=mode,  # each row's own (effective) mode, app.explain.fast
+                on_map=sink, on_progress=on_progress)
+        done_so_far += len(items)
 
 
 def _member_model(model: LoadedModel, member: str | None, objective: Objective) -> LoadedModel | None:
@@ -186,27 +225,3 @@ def _completeness(model: LoadedModel, crop: np.ndarray, target: int, objective: 
     delta = objective_change(model.network, prepare_input(crop), target, float(params.get("baseline", -1.0)))
     result = completeness(values, delta)
     return {"objective_change": result.delta, "completeness_error": result.relative_error}
-
-
-def _store_map(context: WorkerContext, case_id: str, row_id: str, values: np.ndarray, elapsed_ms: float,
-               objective_value: float | None = None, extra: dict[str, float] | None = None) -> None:
-    values = np.asarray(values, dtype=np.float32)
-    if values.shape != (112, 112) or not np.isfinite(values).all():
-        raise RuntimeError(f"explainer returned a map of shape {values.shape} with non-finite values")
-    try:
-        with context.sessions() as session:
-            row = session.get(Explanation, row_id)
-            if row is None or session.get(Case, case_id) is None:
-                return  # the case was erased while the job ran: write nothing
-            row.map_path = context.photo_store.write(case_id, f"maps/{row_id}.npy", npy_bytes(values))
-            row.stats = map_stats(values, signed=METHODS[row.method].signed)
-            if objective_value is not None:  # the similarity the map explains (shown beside the faces)
-                row.stats["objective_value"] = objective_value
-            row.stats.update(extra or {})
-            row.duration_ms = round(elapsed_ms, 1)
-            row.state, row.error, row.finished_at = DONE, None, utcnow()
-            session.commit()
-    finally:
-        with context.sessions() as session:  # erased between the check and the commit: take the file back out
-            if session.get(Case, case_id) is None:
-                context.photo_store.remove_case(case_id)
