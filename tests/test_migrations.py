@@ -91,3 +91,45 @@ def test_sqlite_downgrade_rebuilds_tables_without_cascading_into_their_children(
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_0011_ties_similarity_maps_to_the_case_they_compare_with(db_url: str) -> None:
+    """0011 fills ``reference_case_id`` from ``similarity:case:<id>``, drops maps whose case is gone, and the
+    foreign key then removes a case's similarity maps with it (ON DELETE CASCADE), on every backend."""
+    from alembic import command
+
+    from app.migrate import alembic_config
+
+    command.upgrade(alembic_config(db_url), "0010")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO users (username, password_hash, role, created_at, is_active) "
+                              "VALUES ('u', 'x', 'admin', '2026-01-01', :on)"), {"on": True})
+            uid = conn.execute(text("SELECT id FROM users")).scalar()
+            for case_id in ("c1", "c2"):
+                conn.execute(text(
+                    "INSERT INTO cases (id, owner_id, created_at, photo_path, photo_media_type, photo_sha256, "
+                    "photo_width, photo_height, source_format, aligned_path, face_count, face_index, face_box, "
+                    "landmarks, detector_score, align_matrix, align_residual) VALUES (:id, :uid, '2026-01-01', "
+                    "'p', 'image/jpeg', 'h', 1, 1, 'jpeg', 'a', 1, 0, '[]', '[]', 1.0, '[]', 0.0)"),
+                    {"id": case_id, "uid": uid})
+            for row_id, objective in (("e1", "similarity:case:c2"), ("e2", "similarity:case:gone"), ("e3", "logit")):
+                conn.execute(text(
+                    "INSERT INTO explanations (id, case_id, model_id, model_version, method, target_id, target_index, "
+                    "target_name, objective, subject, params, mode, params_key, state, created_at) VALUES (:id, 'c1', "
+                    "'demo', '1', 'saliency', 'syn_a', 0, 'A', :objective, '', '{}', 'exact', :key, 'done', "
+                    "'2026-01-01')"), {"id": row_id, "objective": objective, "key": row_id})
+        engine.dispose()
+        upgrade(db_url)
+        with engine.begin() as conn:
+            rows = dict(conn.execute(text("SELECT id, reference_case_id FROM explanations")).all())
+            assert rows == {"e1": "c2", "e3": None}
+            conn.execute(text("DELETE FROM cases WHERE id = 'c2'"))
+            assert [r[0] for r in conn.execute(text("SELECT id FROM explanations"))] == ["e3"]
+        engine.dispose()
+        command.downgrade(alembic_config(db_url), "0010")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM explanations")).scalar() == 1
+    finally:
+        engine.dispose()
