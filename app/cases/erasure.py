@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
+from app.errors import DomainError
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,11 @@ class Refusal:
     status: int = 409
 
 
-class ErasureRefused(ValueError):
+class ErasureRefused(DomainError):
+    """A guard refused: the JSON error contract answers it with the refusal's status and code."""
+
     def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.detail)
+        super().__init__(refusal.code, refusal.detail, refusal.status)
         self.refusal = refusal
 
 

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from app.audit import service as audit
-from app.cases import erasure, service
+from app.cases import service
 from app.cases.history import case_history
 from app.cases.models import Case
 from app.cases.schemas import CaseList, CaseOut, case_out
@@ -179,8 +179,7 @@ def get_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -
 @api.delete("/{case_id}", status_code=204, summary="Erase a case, its photo and crop")
 def delete_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = service.get_case(db, user=user, case_id=case_id)
-    if (refused := erasure.refusal(db, case)) is not None:  # e.g. case_in_study (app.studies registers it)
-        raise ApiError(refused.status, refused.code, refused.detail)
+    # a registered guard may refuse (case_in_study, app.studies.hooks): ErasureRefused is a DomainError (409)
     removal = service.delete_case(db, case=case, store=_store(request), data_dir=request.app.state.settings.data_dir)
     audit.record(db, action="delete", user=user, case_id=case_id, ip=client_ip(request))
     db.commit()
