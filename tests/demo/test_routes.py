@@ -32,7 +32,8 @@ def test_a_demo_job_whose_worker_died_is_replaced_not_returned(
     with app.state.sessions() as session:  # a job some worker claimed, with a fresh heartbeat
         owner = session.scalar(select(User.id).where(User.username == alice.username))
         job = Job(kind=KIND, payload={"per_syndrome": 1, "syndromes": ["syn_a"]}, owner_id=owner,
-                  state="running", attempts=1, worker="gone-host:4242", started_at=utcnow())
+                  # its last allowed attempt: a late take-over by this app's runner fails it instead of running it
+                  state="running", attempts=job_service.MAX_ATTEMPTS, worker="gone-host:4242", started_at=utcnow())
         session.add(job)
         session.commit()
         held = job.id
