@@ -17,10 +17,10 @@ from app.cohorts import service
 from app.errors import DomainError
 from app.explain import render as map_render
 from app.explain.registry import DEFAULT_PANEL, METHODS, require_methods
-from app.explanations.routes import submit_or_fail
 from app.predictions.serving import ServedModel, require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError, NotFound
+from app.web.jobs import submit_or_fail
 from app.web.templating import render
 
 api = APIRouter(tags=["cohorts"])

@@ -21,12 +21,12 @@ from app.errors import DomainError
 from app.explain import figure as figure_render
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
-from app.explanations.routes import submit_or_fail
 from app.explanations.service import checked_params, read_map
 from app.predictions.service import decode_png
 from app.predictions.serving import ServedModel, require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError
+from app.web.jobs import submit_or_fail
 from app.web.templating import render
 
 api = APIRouter(tags=["compare"])

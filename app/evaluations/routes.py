@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 from app.evaluate.command import EvaluationSpec
 from app.evaluations import service
 from app.evaluations.models import Evaluation
-from app.explanations.routes import submit_or_fail
 from app.jobs.models import DONE, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
 from app.predictions.serving import ServedModel, require_model
 from app.web.deps import AdminUser, CurrentUser, DbSession
 from app.web.errors import ApiError
+from app.web.jobs import submit_or_fail
 from app.web.templating import render
 
 api = APIRouter(tags=["evaluations"])

@@ -27,6 +27,7 @@ from app.predictions.service import decode_png, latest_run, rank_crop, store_run
 from app.predictions.serving import require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError, NotFound
+from app.web.jobs import submit_or_fail
 from app.web.templating import render
 
 api = APIRouter(tags=["explanations"])
@@ -96,15 +97,6 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
     if job is not None:
         submit_or_fail(request, job.id)
     return job_id, rows
-
-
-def submit_or_fail(request: Request, job_id: str) -> None:
-    """Hand a committed job to the runner; if the broker is unreachable, fail it (and its maps) and say so."""
-    try:
-        request.app.state.jobs.submit(job_id)
-    except Exception as exc:  # kombu/redis raise many types; any of them means the job will never run
-        job_service.finish(request.app.state.sessions, job_id, error=f"the job queue is unreachable: {exc}")
-        raise ApiError(503, "queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
 
 
 @api.post("/api/v1/cases/{case_id}/explanations", status_code=202, summary="Compute attribution maps (a job)")
