@@ -19,6 +19,7 @@ from app.cases.service import CaseFilters
 from app.cases.storage import PhotoStore
 from app.diagnoses.service import current_diagnoses, current_diagnosis
 from app.diagnoses.views import diagnosis_context
+from app.phenotypes.ranking import case_rankings
 from app.phenotypes.service import terms_for_cases
 from app.predictions.models import PredictionRun
 from app.predictions.service import latest_run, rank_crop, store_run
@@ -173,7 +174,10 @@ def get_case(case_id: str, request: Request, user: CurrentUser, db: DbSession) -
     case = service.get_case(db, user=user, case_id=case_id)
     audit.record(db, action="view", user=user, case_id=case.id, ip=client_ip(request), detail={"via": "api"})
     db.commit()
-    return case_out(case, latest_run(db, case_id=case.id), served_version(request))
+    run = latest_run(db, case_id=case.id)
+    data = case_out(case, run, served_version(request))
+    data.phenotype_ranking = case_rankings(db, case=case, run=run, model=served_model(request))  # issue 23
+    return data
 
 
 @api.delete("/{case_id}", status_code=204, summary="Erase a case, its photo and crop")

@@ -81,7 +81,10 @@ class CaseOut(BaseModel):
     # is the face far from everything the model has seen? (app.nets.ood; null without a calibrated model)
     out_of_distribution: dict[str, Any] | None = None
     diagnosis: DiagnosisOut | None
-    phenotype: list[dict[str, str]] = []  # HPO terms [{id, name}] (app.phenotypes)
+    phenotype: list[dict[str, str]] = []  # HPO terms [{id, name}] present in the patient (app.phenotypes)
+    # single-case reads: face-only, phenotype-only and combined rankings with term contributions
+    # (app.phenotypes.ranking; null in lists)
+    phenotype_ranking: dict[str, Any] | None = None
     urls: CaseUrls
 
 

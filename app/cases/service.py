@@ -200,7 +200,8 @@ def filtered_query(user: User, filters: CaseFilters) -> Select[tuple[Case]]:
         from app.phenotypes.models import CasePhenotype  # the phenotype domain builds on cases, not vice versa
 
         hpo_id = filters.hpo if filters.hpo.startswith("HP:") else f"HP:{filters.hpo}"
-        query = query.where(Case.id.in_(select(CasePhenotype.case_id).where(CasePhenotype.hpo_id == hpo_id[:10])))
+        query = query.where(Case.id.in_(select(CasePhenotype.case_id).where(CasePhenotype.hpo_id == hpo_id[:10],
+                                                                              CasePhenotype.excluded.is_(False))))
     return query
 
 

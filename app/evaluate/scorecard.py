@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.evaluate import concordance
 from app.evaluate import context as ctx_metrics
 from app.evaluate import faithfulness, localisation, sanity
 from app.evaluate.benchmark import BenchmarkSet
@@ -135,6 +136,7 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
     occl: dict[str, list[float]] = defaultdict(list)
     correct: dict[str, list[float]] = defaultdict(list)
     per_image = []
+    regions = concordance.Accumulator(seed)  # issue 23: region concordance (app/evaluate/concordance.py)
     sanity_share = 0.3
     for n, face in enumerate(faces):
         target = list(labels).index(face.label)
@@ -180,6 +182,7 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
                 curve = getattr(faith, name)
                 if curve is not None:
                     a.curves[name].append(list(curve.scores))
+            regions.add(method, values, face.label)
             shares = ctx_metrics.context_shares(values)
             for key, value in shares.areas.items():
                 a.areas[key].append(value)
@@ -268,6 +271,7 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
         "context_occlusion": {k: _interval(v, seed) for k, v in occl.items()},
         "ig_step_rule": _round_tree(step_rule),
         "similarity": similarity,
+        "region_concordance": regions.summary(),
         "accuracy": {c: _r(np.mean(v)) for c, v in sorted(correct.items())},
         "per_image": per_image,
         "timings": {m: _r(np.mean(acc[m].seconds)) for m in methods},

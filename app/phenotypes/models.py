@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
@@ -22,5 +22,7 @@ class CasePhenotype(Base):
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
     hpo_id: Mapped[str] = mapped_column(String(10))  # "HP:0000316"
     name: Mapped[str] = mapped_column(String(300))  # the ontology's name when it was added
+    # the clinician checked and the patient does *not* have it (counts against syndromes that have it)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     added_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -15,45 +15,82 @@ from sqlalchemy.orm import Session
 from app.cases.models import Case
 from app.errors import DomainError
 from app.phenotypes.models import CasePhenotype
-from app.phenotypes.ontology import ontology, region_ids_for_terms
+from app.phenotypes.ontology import HPO_ID, Term, ontology, region_ids_for_terms
 
-__all__ = ["UnknownTerm", "add_term", "case_terms", "remove_term", "suggested_regions", "terms_for_cases"]
+__all__ = ["ObsoleteTerm", "UnknownTerm", "add_term", "case_terms", "check_term", "remove_term",
+           "suggested_regions", "terms_for_cases"]
 
 
 class UnknownTerm(DomainError):
-    """422 ``unknown_hpo_term``: not a current HPO term."""
+    """422 ``unknown_hpo_term``: not an HPO id, or an id the shipped release does not know."""
 
-    def __init__(self, term_id: str) -> None:
-        super().__init__("unknown_hpo_term", f"{term_id[:40]!r} is not a current term of the Human Phenotype Ontology")
+    def __init__(self, term_id: str, detail: str | None = None, code: str = "unknown_hpo_term") -> None:
+        super().__init__(code, detail or (f"{term_id[:40]!r} is not a term of the Human Phenotype Ontology "
+                                          f"(release {ontology().version})"))
 
 
-def case_terms(session: Session, *, case_id: str) -> list[CasePhenotype]:
-    return list(session.scalars(select(CasePhenotype).where(CasePhenotype.case_id == case_id)
-                                .order_by(CasePhenotype.added_at, CasePhenotype.id)))
+class ObsoleteTerm(UnknownTerm):
+    """422 ``obsolete_hpo_term``: an id the shipped release marks obsolete, with its replacement if any
+    (scoring an obsolete term silently as another would change what the clinician entered)."""
+
+    def __init__(self, term_id: str, detail: str) -> None:
+        super().__init__(term_id, detail, code="obsolete_hpo_term")
+
+
+def check_term(term_id: str) -> Term:
+    """The current term for an id (alternative ids of merged terms resolve to the term they became);
+    :class:`UnknownTerm` or :class:`ObsoleteTerm` otherwise."""
+    hpo = ontology()
+    match = HPO_ID.match(term_id.strip())
+    raw = None
+    if match:
+        key = f"HP:{match.group(1)}"
+        raw = hpo.terms.get(hpo.alt.get(key, key))
+    if raw is None:
+        raise UnknownTerm(term_id)
+    if raw.obsolete:
+        hint = ""
+        if raw.replaced_by and (replacement := hpo.terms.get(raw.replaced_by)) is not None:
+            hint = f"; use {replacement.id} ({replacement.name}) instead"
+        raise ObsoleteTerm(term_id, f"{raw.id} ({raw.name.removeprefix('obsolete ')}) is obsolete in the "
+                                    f"Human Phenotype Ontology (release {hpo.version}){hint}")
+    return raw
+
+
+def case_terms(session: Session, *, case_id: str, excluded: bool | None = None) -> list[CasePhenotype]:
+    """The case's terms in the order entered; ``excluded`` True/False: only absent / only present ones."""
+    query = select(CasePhenotype).where(CasePhenotype.case_id == case_id)
+    if excluded is not None:
+        query = query.where(CasePhenotype.excluded.is_(excluded))
+    return list(session.scalars(query.order_by(CasePhenotype.added_at, CasePhenotype.id)))
 
 
 def terms_for_cases(session: Session, *, case_ids: list[str]) -> dict[str, list[dict[str, str]]]:
-    """``{case id: [{id, name}]}`` for a page of cases in one query."""
+    """``{case id: [{id, name}]}`` of the terms present in the patient (not the excluded ones), for a page of
+    cases in one query."""
     found: dict[str, list[dict[str, str]]] = defaultdict(list)
     if case_ids:
         rows = session.execute(select(CasePhenotype.case_id, CasePhenotype.hpo_id, CasePhenotype.name)
-                               .where(CasePhenotype.case_id.in_(case_ids))
+                               .where(CasePhenotype.case_id.in_(case_ids), CasePhenotype.excluded.is_(False))
                                .order_by(CasePhenotype.added_at, CasePhenotype.id))
         for case_id, hpo_id, name in rows:
             found[case_id].append({"id": hpo_id, "name": name})
     return dict(found)
 
 
-def add_term(session: Session, *, case: Case, term_id: str, user_id: int | None) -> CasePhenotype:
-    """Add a term (idempotent: adding a term the case has returns the existing row)."""
-    term = ontology().get(term_id)
-    if term is None or term.obsolete:
-        raise UnknownTerm(term_id)
+def add_term(session: Session, *, case: Case, term_id: str, user_id: int | None,
+             excluded: bool = False) -> CasePhenotype:
+    """Add a term, present or ``excluded`` (absent in the patient). Idempotent: adding a term the case has
+    returns its row, switched to the ``excluded`` given (a clinician who re-examined changes it so)."""
+    term = check_term(term_id)
     existing = session.scalar(select(CasePhenotype).where(CasePhenotype.case_id == case.id,
                                                           CasePhenotype.hpo_id == term.id))
     if existing is not None:
+        if existing.excluded != excluded:
+            existing.excluded = excluded
+            session.flush()
         return existing
-    row = CasePhenotype(case_id=case.id, hpo_id=term.id, name=term.name[:300], added_by=user_id)
+    row = CasePhenotype(case_id=case.id, hpo_id=term.id, name=term.name[:300], added_by=user_id, excluded=excluded)
     session.add(row)
     session.flush()
     return row
@@ -73,7 +110,7 @@ def suggested_regions(session: Session, *, case_id: str) -> list[str]:
     """Region ids (the shared facial-region vocabulary) that the case's recorded terms concern."""
     from app.synth.regions import REGIONS
 
-    terms = [row.hpo_id for row in case_terms(session, case_id=case_id)]
+    terms = [row.hpo_id for row in case_terms(session, case_id=case_id, excluded=False)]
     if not terms:
         return []
     return region_ids_for_terms(terms, [(r.id, [t.id for t in r.hpo]) for r in REGIONS])

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from app.synth.classes import CLASSES, FEATURES, SynthClass
 from app.synth.seeding import class_rng
 
@@ -30,6 +32,7 @@ __all__ = [
     "NON_FACIAL_POOL",
     "PROFILE_SEED",
     "ProfileTerm",
+    "simulate_terms",
     "synthetic_profile",
     "synthetic_profiles",
 ]
@@ -100,3 +103,36 @@ def synthetic_profile(cls: SynthClass, seed: int = PROFILE_SEED) -> tuple[Profil
 def synthetic_profiles(seed: int = PROFILE_SEED) -> dict[str, tuple[ProfileTerm, ...]]:
     """Every synthetic class's profile, keyed by class id, in class order."""
     return {cls.id: synthetic_profile(cls, seed) for cls in CLASSES}
+
+
+STREAM_ANNOTATION = 4
+#: The annotation simulation the fusion is fitted and reported with (stated with every number it gives).
+DEFAULT_MISSING_RATE = 0.5
+DEFAULT_NOISE_MEAN = 1.0
+
+
+def simulate_terms(profile: tuple[ProfileTerm, ...] | list[ProfileTerm], rng: np.random.Generator,
+                   noise_pool: tuple[str, ...] | list[str], *, missing_rate: float = DEFAULT_MISSING_RATE,
+                   noise_mean: float = DEFAULT_NOISE_MEAN) -> list[str]:
+    """The HPO terms a clinician might enter for a patient with this profile.
+
+    Each profile term is present in the patient with its frequency and then recorded unless missed
+    (``missing_rate``: the share of present features a clinician does not enter); besides, a Poisson
+    number (mean ``noise_mean``) of noise terms is drawn from ``noise_pool`` (terms the profile lacks):
+    findings unrelated to the syndrome, or entered by mistake. Draws in a fixed order, whatever the profile.
+    """
+    if not 0.0 <= missing_rate <= 1.0 or noise_mean < 0:
+        raise ValueError("missing_rate must be in [0, 1] and noise_mean non-negative")
+    entered = [term.id for term in profile if rng.random() < term.frequency * (1.0 - missing_rate)]
+    own = {term.id for term in profile}
+    pool = [t for t in noise_pool if t not in own]
+    count = min(int(rng.poisson(noise_mean)), len(pool))
+    noise = [pool[int(i)] for i in rng.choice(len(pool), size=count, replace=False)] if count else []
+    return entered + noise
+
+
+def case_rng(seed: int, class_id: str, index: int) -> np.random.Generator:
+    """The annotation stream of one simulated case (apart from its face's streams)."""
+    from app.synth.seeding import image_rng
+
+    return image_rng(seed, class_id, index, STREAM_ANNOTATION)
