@@ -23,7 +23,7 @@ import numpy as np
 
 from app.synth.regions import REGION_IDS, region_mask, regions_for_hpo
 
-__all__ = ["Accumulator", "Concordance", "class_regions", "regions_for_terms", "region_concordance"]
+__all__ = ["Accumulator", "Concordance", "class_regions", "region_concordance", "regions_for_terms"]
 
 
 @dataclass(frozen=True)

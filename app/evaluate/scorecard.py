@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.evaluate import concordance
 from app.evaluate import context as ctx_metrics
 from app.evaluate import faithfulness, localisation, sanity
 from app.evaluate.benchmark import BenchmarkSet
 from app.evaluate.completeness import completeness, objective_change, steps_for_tolerance
+from app.evaluate.concordance import Accumulator as RegionConcordance
 
 __all__ = ["FORMAT", "EvaluationOptions", "evaluate_model"]
 
@@ -136,7 +136,7 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
     occl: dict[str, list[float]] = defaultdict(list)
     correct: dict[str, list[float]] = defaultdict(list)
     per_image = []
-    regions = concordance.Accumulator(seed)  # issue 23: region concordance (app/evaluate/concordance.py)
+    regions = RegionConcordance(seed)  # issue 23: region concordance (app/evaluate/concordance.py)
     sanity_share = 0.3
     for n, face in enumerate(faces):
         target = list(labels).index(face.label)
