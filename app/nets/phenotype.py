@@ -33,6 +33,7 @@ ancestors (the web app from the shipped ontology; the simulations from the file'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -225,11 +226,18 @@ _cache: dict[str, PhenotypeModel | None] = {}
 _cache_lock = threading.Lock()
 
 
-def load_phenotype(folder: Path, file_name: str = PROFILE_FILE) -> PhenotypeModel | None:
-    """The phenotype profiles of a model folder (None when it has none), read once per process."""
+def load_phenotype(folder: Path, file_name: str = PROFILE_FILE, sha256: str | None = None) -> PhenotypeModel | None:
+    """The phenotype profiles of a model folder (None when it has none), read once per process. With the
+    card's ``sha256`` for the file, a file that differs is refused (ValueError), as the registry does."""
     path = Path(folder) / file_name
     key = str(path.resolve())
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = PhenotypeModel.from_json(json.loads(path.read_text("utf-8"))) if path.is_file() else None
+            model = None
+            if path.is_file():
+                data = path.read_bytes()
+                if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+                    raise ValueError(f"{path} does not match the sha256 in the model card")
+                model = PhenotypeModel.from_json(json.loads(data.decode("utf-8")))
+            _cache[key] = model
         return _cache[key]

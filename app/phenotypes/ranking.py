@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.cases.models import Case
 from app.nets.fusion import Fusion, rank_order
-from app.nets.phenotype import PhenotypeModel, load_phenotype
+from app.nets.phenotype import PROFILE_FILE, PhenotypeModel, load_phenotype
 from app.nets.registry import LoadedModel
 from app.phenotypes.ontology import ontology
 from app.phenotypes.service import case_terms
@@ -26,7 +26,8 @@ __all__ = ["case_rankings", "model_fusion", "model_phenotype", "phenotype_rankin
 
 def model_phenotype(model: LoadedModel) -> PhenotypeModel | None:
     section = model.card.extra.get("phenotype") or {}
-    return load_phenotype(model.folder, section.get("profiles", "phenotype.json"))
+    name = section.get("profiles", PROFILE_FILE)
+    return load_phenotype(model.folder, name, (section.get("sha256") or {}).get(name))
 
 
 def model_fusion(model: LoadedModel) -> Fusion | None:

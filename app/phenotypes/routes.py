@@ -15,7 +15,11 @@ from app.cases import service as case_service
 from app.cases.models import Case
 from app.errors import DomainError
 from app.phenotypes import service
+from app.phenotypes.concordance import map_concordance
 from app.phenotypes.ontology import ontology
+from app.phenotypes.ranking import case_rankings
+from app.predictions.service import latest_run
+from app.predictions.serving import served_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError
 from app.web.templating import render
@@ -30,16 +34,24 @@ class TermIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(max_length=16, description="an HPO id, e.g. HP:0000316")
+    excluded: bool = Field(False, description="the patient does not have it (counts against syndromes that do)")
 
 
-def _terms_json(db: Session, case: Case) -> dict[str, Any]:
+def _terms_json(db: Session, case: Case, request: Request | None = None) -> dict[str, Any]:
     rows = service.case_terms(db, case_id=case.id)
-    return {"terms": [{"id": r.hpo_id, "name": r.name, "added_at": r.added_at.isoformat()} for r in rows],
-            "regions": service.suggested_regions(db, case_id=case.id), "ontology": ontology().version}
+    data: dict[str, Any] = {
+        "terms": [{"id": r.hpo_id, "name": r.name, "excluded": r.excluded, "added_at": r.added_at.isoformat()}
+                  for r in rows],
+        "regions": service.suggested_regions(db, case_id=case.id), "ontology": ontology().version}
+    if request is not None:  # per attribution map: its mass in those regions against their area (issue 23)
+        data["concordance"] = map_concordance(db, case=case, store=request.app.state.photo_store,
+                                              regions=data["regions"])
+    return data
 
 
-def _add(db: Session, request: Request, user: User, case: Case, term_id: str) -> None:
-    service.add_term(db, case=case, term_id=term_id, user_id=user.id)  # UnknownTerm: 422 unknown_hpo_term
+def _add(db: Session, request: Request, user: User, case: Case, term_id: str, excluded: bool = False) -> None:
+    # UnknownTerm / ObsoleteTerm: 422 unknown_hpo_term / obsolete_hpo_term (DomainError)
+    service.add_term(db, case=case, term_id=term_id, user_id=user.id, excluded=excluded)
     audit.record(db, action="phenotype_add", user=user, case_id=case.id, ip=client_ip(request))
     db.commit()
 
@@ -51,15 +63,15 @@ def search_terms(user: CurrentUser, q: Annotated[str, Query(max_length=120)] = "
 
 
 @api.get("/cases/{case_id}/phenotype", summary="The case's HPO terms and the facial regions they concern")
-def get_phenotype(case_id: str, user: CurrentUser, db: DbSession) -> Response:
+def get_phenotype(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    return JSONResponse(_terms_json(db, case), headers=NO_STORE)
+    return JSONResponse(_terms_json(db, case, request), headers=NO_STORE)
 
 
 @api.post("/cases/{case_id}/phenotype", status_code=201, summary="Add an HPO term to the case")
 def add_phenotype(case_id: str, body: TermIn, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    _add(db, request, user, case, body.id)
+    _add(db, request, user, case, body.id, body.excluded)
     return JSONResponse(_terms_json(db, case), status_code=201, headers=NO_STORE)
 
 
@@ -76,13 +88,26 @@ def remove_phenotype(case_id: str, term_id: str, request: Request, user: Current
 # --- the case page's partial ----------------------------------------------------------------------------
 
 
+@pages.get("/cases/{case_id}/phenotype/ranking")
+def ranking_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+    """Face-only, phenotype-only and combined rankings side by side, term bars, region concordance per map."""
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    ranking = case_rankings(db, case=case, run=latest_run(db, case_id=case.id), model=served_model(request))
+    regions = service.suggested_regions(db, case_id=case.id)
+    concordance = map_concordance(db, case=case, store=request.app.state.photo_store, regions=regions)
+    response = render(request, "cases/_phenotype_ranking.html",
+                      {"case": case, "r": ranking, "regions": regions, "concordance": concordance})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def phenotype_context(db: Session, case: Case, **extra: Any) -> dict[str, Any]:
     return {"case": case, "phenotype": service.case_terms(db, case_id=case.id), **extra}
 
 
 def _partial(request: Request, db: Session, case: Case, status: int = 200, **extra: Any) -> Response:
     response = render(request, "cases/_phenotype.html", phenotype_context(db, case, **extra), status)
-    response.headers["HX-Trigger"] = "case-history-changed"
+    response.headers["HX-Trigger"] = "case-history-changed, phenotype-changed"  # the rankings reload too
     return response
 
 
@@ -102,10 +127,10 @@ def search_partial(case_id: str, request: Request, user: CurrentUser, db: DbSess
 
 @pages.post("/cases/{case_id}/phenotype")
 def add_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession,
-                term: Annotated[str, Form(max_length=16)]) -> Response:
+                term: Annotated[str, Form(max_length=16)], excluded: Annotated[bool, Form()] = False) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
     try:
-        _add(db, request, user, case, term)
+        _add(db, request, user, case, term, excluded)
     except DomainError as exc:
         return _partial(request, db, case, phenotype_error=exc.detail)
     return _partial(request, db, case)
