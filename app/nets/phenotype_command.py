@@ -84,8 +84,13 @@ def profiles_command(
                f"{len(data['terms'])} terms with IC; missing: {data['missing'] or 'none'}")
 
 
-def _cases(folder: Path, *, seed: int, per_class: int, missing_rate: float, noise_mean: float) -> tuple[Any, Any, Any]:
-    from app.evaluate.phenotype_fusion import annotate, face_table
+def _cases(folder: Path, *, seed: int, per_class: int, missing_rate: float, noise_mean: float,
+           cache: Path | None = None) -> tuple[Any, Any, Any]:
+    """Model, annotated case table and label ids. ``cache``: an .npz of the face part (the slow part: a few
+    seconds per face), reused when model version, seed and faces per class match."""
+    import numpy as np
+
+    from app.evaluate.phenotype_fusion import CaseTable, annotate, face_table
     from app.nets.phenotype import load_phenotype
     from app.nets.registry import read_model_folder
 
@@ -101,7 +106,16 @@ def _cases(folder: Path, *, seed: int, per_class: int, missing_rate: float, nois
             last[0] = time.monotonic()
             typer.echo(f"  faces {done}/{total}", err=True)
 
-    table = face_table(model, seed=seed, per_class=per_class, progress=progress)
+    key = f"{model.version}|{seed}|{per_class}"
+    if cache is not None and cache.is_file() and str(np.load(cache)["key"]) == key:
+        stored = np.load(cache)
+        table = CaseTable(image_ids=[str(x) for x in stored["image_ids"]], truth=stored["truth"], face=stored["face"])
+    else:
+        table = face_table(model, seed=seed, per_class=per_class, progress=progress)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(cache, key=key, image_ids=np.asarray(table.image_ids), truth=table.truth,
+                                face=table.face)
     table = annotate(table, phenotype, label_ids, seed=seed + ANNOTATION_SEED_OFFSET, missing_rate=missing_rate,
                      noise_mean=noise_mean)
     return model, table, label_ids
@@ -151,14 +165,16 @@ def report_command(
     from app.nets.fusion import Fusion
 
     folder = _folder(model, models_dir)
-    card = json.loads((folder / "model.json").read_text("utf-8"))
+    if seed == FIT_SEED:
+        raise typer.BadParameter("the report must use other cases than the fit: choose another --seed")
+    model_obj, table, label_ids = _cases(folder, seed=seed, per_class=per_class, missing_rate=missing_rate,
+                                         noise_mean=noise_mean, cache=out / "faces.npz")
+    card = json.loads((folder / "model.json").read_text("utf-8"))  # read after the faces: the fit may run beside
     if "fusion" not in card.get("phenotype", {}):
         raise typer.BadParameter("the model has no fitted fusion: run `gestaltlens phenotype fit` first")
     fusion = Fusion.from_json(card["phenotype"]["fusion"])
     if seed == fusion.fitted_on.get("face_seed"):
         raise typer.BadParameter("the report must use other cases than the fit: choose another --seed")
-    model_obj, table, label_ids = _cases(folder, seed=seed, per_class=per_class, missing_rate=missing_rate,
-                                         noise_mean=noise_mean)
     results = evaluate_rankings(table, fusion)
     results.update({"model": model_obj.version, "cases": _spec(seed, per_class, missing_rate, noise_mean),
                     "fusion": fusion.to_json(), "phenotype_source": card["phenotype"].get("source"),
