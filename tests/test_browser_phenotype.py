@@ -1,0 +1,67 @@
+"""In a real Chromium (issue 23): entering HPO terms on a demo case changes its combined ranking on the page,
+beside the unchanged face-only ranking, with term bars; marking a term absent pulls a syndrome down."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from app.synth.generate import generate_one
+from tests.browser_support import Server, first_run_setup, watch
+
+pytestmark = pytest.mark.browser
+
+
+def _column(page, table: str) -> list[str]:
+    return page.eval_on_selector_all(f"#{table} tbody tr", "rows => rows.map(r => r.dataset.syndrome)")
+
+
+def _wait_for_change(page, table: str, before: list[str], timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        if page.locator(f"#{table}").count():
+            now = _column(page, table)
+            if now != before:
+                return now
+        assert time.monotonic() < deadline, f"#{table} did not change from {before}"
+        time.sleep(0.1)
+
+
+def test_entering_terms_changes_the_combined_ranking(server: Server, browser, tmp_path: Path) -> None:
+    problems: list[str] = []
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    watch(page, problems)
+    first_run_setup(page, server)
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(generate_one(seed=4242, class_id="syn_a", index=3).jpeg)
+    page.goto(server.url + "/cases/new")
+    page.set_input_files("#photo-input", str(photo))
+    page.click("#upload-button")
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+
+    page.locator("#no-terms").wait_for()
+    face = _column(page, "rank-face")
+    assert _column(page, "rank-combined") == [] and page.locator("#synthetic-profiles").is_visible()
+
+    # long philtrum + thin upper lip: synthetic syndrome C's facial terms
+    for query, term in (("long philtrum", "HP:0000343"), ("thin upper lip", "HP:0000219")):
+        page.fill("#hpo-search", query)
+        page.locator(f"#hpo-results input[value='{term}'] ~ button.hpo-add").click()
+        page.locator(f"#phenotype li[data-hpo='{term}']").wait_for()
+    combined = _wait_for_change(page, "rank-combined", [])
+    page.locator("#term-bars figure[data-syndrome='syn_c']").wait_for()
+    assert _column(page, "rank-face") == face  # the face-only ranking is untouched
+    assert combined != face and combined.index("syn_c") < face.index("syn_c")
+    assert _column(page, "rank-phenotype")[0] == "syn_c"
+
+    # the clinician checked: no micrognathia (syn_g's feature) — syn_g falls in the phenotype ranking
+    before = _column(page, "rank-phenotype")
+    page.fill("#hpo-search", "micrognathia")
+    page.locator("#hpo-results input[value='HP:0000347'] ~ button.hpo-exclude").first.click()
+    page.locator("#phenotype li[data-hpo='HP:0000347'][data-excluded='true']").wait_for()
+    after = _wait_for_change(page, "rank-phenotype", before)
+    assert after.index("syn_g") >= before.index("syn_g") and after[-1] == "syn_g"
+    assert not problems, problems
