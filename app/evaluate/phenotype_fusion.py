@@ -88,7 +88,7 @@ def annotate(table: CaseTable, phenotype: PhenotypeModel, label_ids: Sequence[st
 
     scores, terms = [], []
     for image_id, truth in zip(table.image_ids, table.truth, strict=True):
-        class_id, _, index = image_id.rpartition("_")
+        class_id, _, index = image_id.rpartition("-")  # app.synth.generate.image_id: "<class>-<index:05d>"
         profile = [ProfileTerm(p.id, p.name, p.frequency, p.region) for p in phenotype.profiles[label_ids[truth]]]
         entered = simulate_terms(profile, case_rng(seed, class_id, int(index)), phenotype.noise_pool,
                                  missing_rate=missing_rate, noise_mean=noise_mean)

@@ -137,14 +137,15 @@ Noise = Annotated[float, typer.Option(help="Mean number of noise terms per case 
 def fit_command(
     model: Annotated[str, typer.Option(help="Model id.")] = "demo",
     models_dir: Annotated[Path | None, typer.Option(help="Models directory.")] = None,
-    seed: Seed = FIT_SEED, per_class: PerClass = 15, missing_rate: Missing = 0.5, noise_mean: Noise = 1.0,
+    seed: Seed = FIT_SEED, per_class: PerClass = 10, missing_rate: Missing = 0.5, noise_mean: Noise = 1.0,
+    cache: Annotated[Path, typer.Option(help="Face-table cache (.npz).")] = Path("reports/phenotype_fusion/fit_faces.npz"),
 ) -> None:
     """Fit the fusion weights on held-out synthetic cases and store them (and their data) with the model."""
     from app.evaluate.phenotype_fusion import fit_fusion
 
     folder = _folder(model, models_dir)
     _, table, label_ids = _cases(folder, seed=seed, per_class=per_class, missing_rate=missing_rate,
-                                 noise_mean=noise_mean)
+                                 noise_mean=noise_mean, cache=cache)
     fusion = fit_fusion(table, _spec(seed, per_class, missing_rate, noise_mean), data=FUSION_FILE)
     data_path = folder / FUSION_FILE
     data_path.write_text(json.dumps({"fusion": fusion.to_json(), **table.to_json(label_ids)}, indent=1) + "\n",
