@@ -138,7 +138,7 @@ def fit_command(
     model: Annotated[str, typer.Option(help="Model id.")] = "demo",
     models_dir: Annotated[Path | None, typer.Option(help="Models directory.")] = None,
     seed: Seed = FIT_SEED, per_class: PerClass = 10, missing_rate: Missing = 0.5, noise_mean: Noise = 1.0,
-    cache: Annotated[Path, typer.Option(help="Face-table cache (.npz).")] = Path("reports/phenotype_fusion/fit_faces.npz"),
+    cache: Annotated[Path, typer.Option(help="Face-table cache.")] = Path("reports/phenotype_fusion/fit_faces.npz"),
 ) -> None:
     """Fit the fusion weights on held-out synthetic cases and store them (and their data) with the model."""
     from app.evaluate.phenotype_fusion import fit_fusion
