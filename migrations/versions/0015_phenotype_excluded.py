@@ -2,7 +2,7 @@
 a syndrome whose profile has it.
 
 Revision ID: 0015
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06 23:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0015'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
