@@ -21,7 +21,8 @@ network copy and its folded inference copy. Only logit objectives are batched;
 the engine's own :meth:`~app.explain.engine.Explainer.explain` serves similarity objectives.
 
 ``mode`` is the engine's (:mod:`app.explain.fast`): a fast request runs the fast variants as the engine does (IG,
-SmoothGrad and occlusion on the bf16 twin of the folded network).
+SmoothGrad and occlusion as the explainer's measured plan chose them on this CPU, :mod:`app.explain.fast_plan`;
+fast occlusion runs per face, coarse to fine).
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ from torch import Tensor
 
 from app.explain.engine import Explainer, _check_target, prepare_input
 from app.explain.fast import EXACT, FAST, check_mode, effective_mode, fast_context
+from app.explain.fast_plan import FastPlan
 from app.explain.methods.base import to_map, upsample
 from app.explain.methods.occlusion import OCCLUDED_IMAGE_COST
 from app.explain.methods.smoothgrad import smoothgrad_noise
-from app.explain.occlusion import InferenceForward, _IncrementalOcclusion, map_from_differences, occlusion_windows
+from app.explain.occlusion import (
+    InferenceForward,
+    _IncrementalOcclusion,
+    map_from_differences,
+    occlusion_map,
+    occlusion_windows,
+)
 from app.explain.registry import get_method, normalise_params
 
 __all__ = ["BATCHED_METHODS", "CASES_PER_BATCH", "CohortItem", "explain_cohort"]
@@ -194,6 +202,38 @@ def _occlusion(forward: InferenceForward, xs: Tensor, targets: Sequence[int], pa
     return [map_from_differences(windows, d, height, width) for d in diffs]
 
 
+def _fast_params(plan: FastPlan, method_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with the work the plan chose (IG steps, SmoothGrad samples), as the engine's methods run them."""
+    changed = dict(params)
+    if method_id == "integrated_gradients":
+        changed["steps"] = plan.ig_steps(params["steps"], params["method"])
+    elif method_id == "smoothgrad":
+        changed["samples"] = plan.sg_samples(params["samples"])
+    return changed
+
+
+def _fast_occlusion(explainer: Explainer, xs: Tensor, targets: Sequence[int], params: Mapping[str, Any],
+                    window_batch: int, tick: Callable[[float], None]) -> list[np.ndarray]:
+    """Fast occlusion per face, exactly as the engine's method computes it (the plan's network, coarse to fine):
+    the windows a face evaluates depend on its own coarse pass, so faces do not share tail batches here."""
+    plan = explainer.fast_plan()
+    forward = explainer.fast_networks().occlusion_forward(plan.choice("occlusion").precision)
+    refine = plan.occlusion_refine(params["window"], params["stride"])
+    windows = len(occlusion_windows(int(xs.shape[2]), int(xs.shape[3]), params["window"], params["stride"]))
+    maps = []
+    for face in range(len(xs)):
+        done = [0.0]
+
+        def report(fraction: float, done: list[float] = done) -> None:
+            tick(OCCLUDED_IMAGE_COST * windows * (fraction - done[0]))
+            done[0] = fraction
+
+        maps.append(occlusion_map(forward, xs[face:face + 1], target=targets[face], window=params["window"],
+                                  stride=params["stride"], baseline=params["baseline"], batch_size=window_batch,
+                                  on_progress=report, refine=refine))
+    return maps
+
+
 def _cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]]) -> float:
     """One face's cost of ``methods`` in forward+backward units, shared passes counted once (as the engine)."""
     passes: dict[str, float] = {}
@@ -268,11 +308,13 @@ def explain_cohort(
                         results[i][method_id] = to_map(maps[method_id][i])
             for method_id, run in (("integrated_gradients", _integrated_gradients), ("smoothgrad", _smoothgrad)):
                 if method_id in batched:
-                    # as the engine's methods: fast mode differentiates the bf16 twin of the folded network
-                    model = explainer.fast_inference().differentiable \
-                        if effective_mode(method_id, mode) == FAST else explainer._model
+                    model, method_params = explainer._model, normalised[method_id]
+                    if effective_mode(method_id, mode) == FAST:  # as the engine's methods: the plan's variant
+                        plan = explainer.fast_plan()
+                        model = explainer.fast_networks().gradient_model(plan.choice(method_id).precision)
+                        method_params = _fast_params(plan, method_id, method_params)
                     with fast_context(method_id, mode, explainer.device):
-                        attribution = run(model, xs, targets, normalised[method_id], batch_size, tick)
+                        attribution = run(model, xs, targets, method_params, batch_size, tick)
                     reduced = attribution.sum(dim=1) if method_id == "integrated_gradients" else attribution.amax(dim=1)
                     for i in range(len(items)):
                         results[i][method_id] = to_map(reduced[i])
@@ -280,10 +322,11 @@ def explain_cohort(
                 forward = explainer._inference_forward()
                 if not isinstance(forward, InferenceForward):  # the engine folds every IResNet it explains
                     raise RuntimeError("cohort occlusion needs the engine's folded inference copy")
-                if effective_mode("occlusion", mode) == FAST:  # as the engine's occlusion method: the bf16 twin
-                    forward = explainer.fast_inference()
-                for i, values in enumerate(_occlusion(forward, xs, targets_list, normalised["occlusion"],
-                                                      window_batch, tick)):
+                if effective_mode("occlusion", mode) == FAST:  # as the engine's occlusion method: the plan's variant
+                    maps = _fast_occlusion(explainer, xs, targets_list, normalised["occlusion"], window_batch, tick)
+                else:
+                    maps = _occlusion(forward, xs, targets_list, normalised["occlusion"], window_batch, tick)
+                for i, values in enumerate(maps):
                     results[i]["occlusion"] = values
     for i, item in enumerate(items):
         if rest:

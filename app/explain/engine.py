@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from app.explain import fast_plan as plans
 from app.explain.fast import EXACT, bf16_inference, check_mode, fast_context
 from app.explain.folded import InferenceForward, inference_forward
 from app.explain.methods.base import Context, Method, to_map
@@ -215,6 +216,8 @@ class Explainer:
         self._num_classes = int(network.num_classes)
         self._batch_size = batch_size
         self._inference: Callable[[Tensor], Tensor] | None = None
+        self._fast_plan: plans.FastPlan | None = None
+        self._digest: str | None = None
         self._lock = threading.Lock()
         self._full_float32 = self.device.type == "cuda" and not allow_tf32
         self.gradcam_layer = gradcam_layer
@@ -230,11 +233,37 @@ class Explainer:
         return self._inference
 
     def fast_inference(self) -> InferenceForward:
-        """The bf16 twin of the folded inference copy (fast mode's network for IG, SmoothGrad and occlusion)."""
+        """The bf16 twin of the folded inference copy (one of fast mode's candidate networks; built once)."""
+        return bf16_inference(self._folded())
+
+    def _folded(self) -> InferenceForward:
         forward = self._inference_forward()
         if not isinstance(forward, InferenceForward):
             raise RuntimeError("fast mode needs the engine's folded inference copy")
-        return bf16_inference(forward)
+        return forward
+
+    def fast_networks(self, objective: Objective | None = None) -> plans.FastNetworks:
+        """Fast mode's candidate networks for ``objective`` (default: logits): the engine's float32 module, the folded
+        float32 copy and its bf16 twin, each built once per explainer and reused (similarity objectives wrap them)."""
+        folded = self._folded()
+        if objective is None or objective.kind == "logit":
+            return plans.FastNetworks(module=self._model, folded=folded, twin=self.fast_inference,
+                                          device=self.device, batch_size=self._batch_size)
+        module, _ = objective_module(self._network, objective, self._model)
+        reference = objective.reference
+        return plans.FastNetworks(module=module, folded=folded.with_similarity(reference),
+                                      twin=lambda: self.fast_inference().with_similarity(reference),
+                                      device=self.device, batch_size=self._batch_size)
+
+    def fast_plan(self, log: Callable[[str], None] | None = None) -> plans.FastPlan:
+        """Which variant each fast method runs here (app.explain.fast_plan): measured on first use per CPU and
+        network, then read from memory or the plan file."""
+        if self._fast_plan is None:
+            if self._digest is None:
+                self._digest = plans.network_digest(self._network)
+            with torch.inference_mode(False):
+                self._fast_plan = plans.plan_for(self.fast_networks(), self._digest, log=log)
+        return self._fast_plan
 
     def explain(
         self,
@@ -281,9 +310,12 @@ class Explainer:
         model, model_target = objective_module(self._network, objective, self._model)
         inference = self._inference_forward
 
-        def fast_inference() -> InferenceForward:  # fast mode's bf16 twin, same objective (app.explain.fast)
-            twin = self.fast_inference()
-            return twin if objective.kind == "logit" else twin.with_similarity(objective.reference)
+        fast_cache: list[tuple[plans.FastPlan, plans.FastNetworks]] = []
+
+        def fast() -> tuple[plans.FastPlan, plans.FastNetworks]:  # the plan and networks, same objective
+            if not fast_cache:
+                fast_cache.append((self.fast_plan(), self.fast_networks(objective)))
+            return fast_cache[0]
 
         if objective.kind == "similarity":
             reference = objective.reference
@@ -303,7 +335,7 @@ class Explainer:
             x = prepare_input(crop, self.device)
             ctx = Context(model=model, layer=self._layer, x=x, target=model_target, batch_size=self._batch_size,
                           inference=inference, costs=costs, on_progress=on_progress, network=self._network,
-                          fast_inference=fast_inference,
+                          fast=fast,
                           objective=objective)
             ctx.report(0.0)
             for method, method_params in plan:

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from app.explain.folded import InferenceForward, _Conv, inference_forward
 from app.nets.iresnet import INPUT_SIZE
 
-__all__ = ["InferenceForward", "inference_forward", "map_from_differences", "occlusion_map", "occlusion_windows"]
+__all__ = ["InferenceForward", "coarse_mask", "coarse_to_fine", "inference_forward", "interpolate",
+           "linear_tail_estimates", "map_from_differences", "occlusion_map", "occlusion_windows", "refinement_order"]
 
 #: Spatial padding of the cached clean activations (every convolution in iResNet pads by 0 or 1).
 _PAD = 1
@@ -194,6 +195,8 @@ def _conv_crop(conv: _Conv, clean: _Clean, crop: _Crop, plan: tuple[torch.Tensor
     return _Crop(values, starts, n_out)
 
 
+#: which windows: a slice, or an int64 index tensor on the network's device
+_Rows = slice | torch.Tensor
 _Plan = tuple[torch.Tensor, int, int]  # crop starts (B, 2) int64 on the network's device, crop side, map side
 
 
@@ -210,7 +213,7 @@ def _on(plan: tuple[np.ndarray, int, int], device: torch.device) -> _Plan:
     return torch.from_numpy(np.ascontiguousarray(starts)).to(device), size, n_out
 
 
-def _select(plan: _Plan, rows: slice) -> _Plan:
+def _select(plan: _Plan, rows: _Rows) -> _Plan:
     starts, size, n_out = plan
     return starts[rows], size, n_out
 
@@ -276,7 +279,7 @@ class _IncrementalOcclusion:
     def blocks_on_crops(self) -> int:
         return len(self.block_plans)
 
-    def _input_crops(self, rows: slice) -> _Crop:
+    def _input_crops(self, rows: _Rows) -> _Crop:
         windows, starts = self._windows[rows], self._input_starts[rows]
         size, batch = self.input_size, len(windows)
         offsets = torch.arange(size, device=starts.device)
@@ -289,12 +292,12 @@ class _IncrementalOcclusion:
         values = torch.where(mask, baseline, values)
         return _Crop(values.contiguous(memory_format=torch.channels_last), starts, self.side)
 
-    def logits(self, rows: slice) -> torch.Tensor:
-        """Logits of the occluded copies ``rows`` (indices into the windows)."""
+    def logits(self, rows: _Rows) -> torch.Tensor:
+        """Logits of the occluded copies ``rows`` (a slice or an int64 index tensor into the windows)."""
         with torch.inference_mode():
             return self.net.tail(self.front(rows), self.blocks_on_crops)
 
-    def front(self, rows: slice) -> torch.Tensor:
+    def front(self, rows: _Rows) -> torch.Tensor:
         """Full feature maps entering block :attr:`blocks_on_crops` for the occluded copies ``rows``: the part
         computed on crops, spliced into the clean activations. ``net.tail(front, blocks_on_crops)`` gives the
         logits; cohort batching (:mod:`app.explain.cohort_batch`) runs that tail over several faces at once."""
@@ -333,6 +336,7 @@ def occlusion_map(
     on_progress: Callable[[float], None] | None = None,
     incremental: bool | None = None,
     projective_cap: float | None = None,
+    refine: float | None = None,
 ) -> np.ndarray:
     """Occlusion attribution of ``forward``'s ``target`` logit for one image ``x`` (1, C, H, W).
 
@@ -346,9 +350,14 @@ def occlusion_map(
     :class:`InferenceForward`; ``False`` forces full forward passes. ``on_progress`` receives the
     fraction of windows done (increasing, ending with 1.0).
 
-    ``projective_cap`` (incremental only; fast mode, see :mod:`app.explain.fast`) runs every residual block on
-    crops at most that fraction of its feature map wide (Krypton's projective-field threshold): an
+    ``projective_cap`` (incremental only; a measured candidate, see :mod:`app.explain.fast`) runs every residual
+    block on crops at most that fraction of its feature map wide (Krypton's projective-field threshold): an
     approximation whose agreement with the exact map the bench measures. ``None`` (the default) is exact.
+
+    ``refine`` (fast mode, :mod:`app.explain.fast`) evaluates the windows *coarse to fine*
+    (:func:`coarse_to_fine`): every other window position along each axis first, then the fraction ``refine`` of
+    the remaining windows where the coarse neighbours disagree most, and the rest interpolated from their
+    evaluated neighbours. An approximation with fewer evaluated windows; ``None`` or ``1`` evaluates them all.
     """
     _check_arguments(x, window, stride, baseline, batch_size)
     if incremental and not isinstance(forward, InferenceForward):
@@ -356,6 +365,8 @@ def occlusion_map(
     use_incremental = isinstance(forward, InferenceForward) if incremental is None else incremental
     if projective_cap is not None and not (use_incremental and 0.0 < projective_cap <= 1.0):
         raise ValueError("projective_cap needs incremental occlusion and a fraction in (0, 1]")
+    if refine is not None and not (isinstance(refine, int | float) and 0.0 <= refine <= 1.0):
+        raise ValueError(f"refine must be a fraction in [0, 1], got {refine!r}")
     if isinstance(forward, InferenceForward):
         _check_target(target, forward.num_classes)  # before any work
     height, width = int(x.shape[2]), int(x.shape[3])
@@ -378,22 +389,174 @@ def occlusion_map(
     _check_target(target, int(clean.shape[1]))
     reference = clean[0, target].item()
 
-    diffs = np.empty(len(windows), dtype=np.float32)
-    for begin in range(0, len(windows), batch_size):
-        rows = slice(begin, min(begin + batch_size, len(windows)))
-        if engine is not None:
-            logits = engine.logits(rows)
-        else:
-            batch = x.expand(rows.stop - rows.start, *x.shape[1:]).clone()
-            for i, (y0, y1, x0, x1) in enumerate(windows[rows]):
-                batch[i, :, y0:y1, x0:x1] = baseline
-            with torch.no_grad():
-                logits = forward(batch)
-        diffs[rows] = (reference - logits[:, target].detach().float()).cpu().numpy()
-        if on_progress is not None:
-            on_progress(rows.stop / len(windows))
+    def differences(indices: np.ndarray, report: Callable[[int], None]) -> np.ndarray:
+        """``f(x) - f(x occluded)`` for the windows ``indices``, ``batch_size`` at a time."""
+        out = np.empty(len(indices), dtype=np.float32)
+        for begin in range(0, len(indices), batch_size):
+            chunk = indices[begin:begin + batch_size]
+            if engine is not None:
+                contiguous = int(chunk[-1]) - int(chunk[0]) + 1 == len(chunk)
+                rows = slice(int(chunk[0]), int(chunk[-1]) + 1) if contiguous else \
+                    torch.from_numpy(np.ascontiguousarray(chunk)).to(engine.net.device)
+                logits = engine.logits(rows)
+            else:
+                batch = x.expand(len(chunk), *x.shape[1:]).clone()
+                for i, (y0, y1, x0, x1) in enumerate(windows[chunk]):
+                    batch[i, :, y0:y1, x0:x1] = baseline
+                with torch.no_grad():
+                    logits = forward(batch)
+            out[begin:begin + len(chunk)] = (reference - logits[:, target].detach().float()).cpu().numpy()
+            report(len(chunk))
+        return out
 
+    grid = (len(_positions(height, window, stride)), len(_positions(width, window, stride)))
+    fraction = 1.0 if refine is None else float(refine)
+    base = linear_tail_estimates(engine, target, batch_size) if engine is not None and fraction < 1.0 else None
+    diffs = coarse_to_fine(grid, differences, refine=fraction, on_progress=on_progress, base=base)
     return map_from_differences(windows, diffs, height, width)
+
+
+def linear_tail_estimates(engine: _IncrementalOcclusion, target: int, batch_size: int = 64) -> np.ndarray:
+    """Every window's difference with the network's tail *linearised* at the clean image: ``g · (a - a_w)``, where
+    ``a`` is the clean activation entering the first block run on full maps, ``a_w`` the occluded one (the cheap,
+    cropped part of the incremental evaluation) and ``g`` the target's gradient there (one backward pass).
+
+    Fast occlusion's control variate (:func:`coarse_to_fine`): it carries the fine structure that interpolating
+    between evaluated windows misses; only its error is interpolated. Correlates 0.91 with the exact differences on
+    the demo model; as a control variate it lifts coarse-only occlusion from 0.970 to 0.990 there.
+    """
+    net, first = engine.net, engine.blocks_on_crops
+    with torch.inference_mode(False), torch.no_grad():
+        clean = net.stem_forward(engine.x.clone())
+        for block in net.blocks[:first]:
+            clean = block(clean)
+    with torch.inference_mode(False), torch.enable_grad():
+        activation = clean.detach().clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(net.tail(activation, first)[0, target], activation)
+    gradient, clean = gradient.detach(), clean.detach()
+    out = np.empty(len(engine.windows), dtype=np.float64)
+    with torch.inference_mode():
+        for begin in range(0, len(out), batch_size):
+            rows = slice(begin, min(len(out), begin + batch_size))
+            change = clean - engine.front(rows)
+            out[rows] = (change * gradient).flatten(1).sum(dim=1, dtype=torch.float32).double().cpu().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# coarse to fine (fast mode)
+
+
+def coarse_mask(grid: tuple[int, int]) -> np.ndarray:
+    """(ny, nx) bool: the windows evaluated first, every other position along each axis and the last one, so every
+    other window lies between two evaluated ones along an axis or a diagonal."""
+    rows = np.zeros(grid[0], dtype=bool)
+    cols = np.zeros(grid[1], dtype=bool)
+    rows[::2], rows[-1], cols[::2], cols[-1] = True, True, True, True
+    return rows[:, None] & cols[None, :]
+
+
+_PAIRS = (((-1, 0), (1, 0)), ((0, -1), (0, 1)), ((-1, -1), (1, 1)), ((-1, 1), (1, -1)))
+_NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+
+
+def interpolate(values: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, spread) for every cell of a (ny, nx) grid of window differences from its ``known`` neighbours.
+
+    The prediction is the mean of the midpoints of the opposite known neighbour pairs (vertical, horizontal, both
+    diagonals): linear interpolation along every direction that has both ends. The spread is max − min of the
+    known 8-neighbours: where the neighbours disagree, interpolation is least trustworthy. NaN where undefined.
+    """
+    ny, nx = values.shape
+    padded = np.pad(np.where(known, values, np.nan).astype(np.float64), 1, constant_values=np.nan)
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        return padded[1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx]
+
+    total, count = np.zeros((ny, nx)), np.zeros((ny, nx))
+    for (ay, ax), (by, bx) in _PAIRS:
+        mid = (at(ay, ax) + at(by, bx)) / 2
+        ok = np.isfinite(mid)
+        total += np.where(ok, mid, 0.0)
+        count += ok
+    prediction = np.divide(total, count, out=np.full((ny, nx), np.nan), where=count > 0)
+    neighbours = np.stack([at(dy, dx) for dy, dx in _NEIGHBOURS])
+    present = np.isfinite(neighbours).any(axis=0)
+    high = np.where(present, np.nanmax(np.where(np.isfinite(neighbours), neighbours, -np.inf), axis=0), np.nan)
+    low = np.where(present, np.nanmin(np.where(np.isfinite(neighbours), neighbours, np.inf), axis=0), np.nan)
+    return prediction, high - low
+
+
+def refinement_order(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Flat indices of the unknown cells, most worth evaluating first; cells that cannot be interpolated at all
+    come first of all.
+
+    The score is the neighbours' spread plus half the predicted magnitude: interpolation errs most where the
+    neighbours disagree, and the Pearson agreement of the map weighs errors on large differences most (on the demo
+    model this ordering needed fewer windows for 0.99 than either term alone, or than refining in rounds).
+    """
+    prediction, spread = interpolate(values, known)
+    score = np.where(np.isfinite(prediction), np.nan_to_num(spread, nan=0.0) + 0.5 * np.abs(prediction), np.inf)
+    unknown = np.flatnonzero(~known.ravel())
+    return unknown[np.argsort(-score.ravel()[unknown], kind="stable")]
+
+
+def coarse_to_fine(grid: tuple[int, int], differences: Callable[[np.ndarray, Callable[[int], None]], np.ndarray],
+                   *, refine: float, on_progress: Callable[[float], None] | None = None,
+                   base: np.ndarray | None = None) -> np.ndarray:
+    """Window differences on a (ny, nx) window grid (row-major, as :func:`occlusion_windows`), evaluating only part.
+
+    ``differences(flat indices, report)`` evaluates windows (calling ``report(count)`` as batches finish).
+    ``refine = 1`` evaluates every window (the exact map). Below 1: the coarse windows (:func:`coarse_mask`), then
+    ``ceil(refine × rest)`` of the rest in :func:`refinement_order`, then the remainder interpolated from the
+    evaluated windows (:func:`interpolate`). The count evaluated is known up front, so progress is exact.
+
+    ``base`` (one cheap estimate per window, e.g. :func:`linear_tail_estimates`) is a control variate: what is
+    interpolated (and what picks the windows to refine) is then the estimate's *error*, and every window not
+    evaluated gets its estimate plus the interpolated error. Evaluated windows are always exact.
+    """
+    ny, nx = grid
+    total = ny * nx
+    offset = np.zeros(total) if base is None else np.asarray(base, dtype=np.float64).ravel()
+    if offset.shape != (total,):
+        raise ValueError(f"base must hold one estimate per window ({total}), got {offset.shape}")
+
+    def residuals(indices: np.ndarray, report: Callable[[int], None]) -> np.ndarray:
+        return np.asarray(differences(indices, report), dtype=np.float64) - offset[indices]
+
+    values = np.zeros(total, dtype=np.float64)
+    known = np.zeros(total, dtype=bool)
+    if refine >= 1.0:
+        first = np.arange(total)
+        planned = total
+    else:
+        first = np.flatnonzero(coarse_mask(grid).ravel())
+        planned = len(first) + int(np.ceil(refine * (total - len(first))))
+    done = [0]
+
+    def report(count: int) -> None:
+        done[0] += count
+        if on_progress is not None:
+            on_progress(min(1.0, done[0] / planned))
+
+    values[first] = residuals(first, report)
+    known[first] = True
+    if planned > len(first):
+        order = refinement_order(values.reshape(grid), known.reshape(grid))
+        second = np.sort(order[:planned - len(first)])
+        values[second] = residuals(second, report)
+        known[second] = True
+    if not known.all():
+        prediction, _ = interpolate(values.reshape(grid), known.reshape(grid))
+        flat = prediction.ravel()
+        missing = ~known & np.isfinite(flat)
+        values[missing] = flat[missing]
+        rest = np.flatnonzero(~known & ~np.isfinite(flat))  # nothing to interpolate from: evaluate (never expected)
+        if len(rest):
+            values[rest] = residuals(rest, lambda _count: None)
+    if on_progress is not None and done[0] < planned:
+        on_progress(1.0)
+    return (values + offset).astype(np.float32)
 
 
 def map_from_differences(windows: np.ndarray, diffs: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -40,6 +40,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def fast_plans_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fast mode's measured plans (app.explain.fast_plan) go to a session directory, not the checkout's var/."""
+    from app.explain import fast_plan
+
+    fast_plan.set_plan_directory(tmp_path_factory.mktemp("fast_plans"))
+    yield
+    fast_plan.set_plan_directory(None)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -130,8 +130,9 @@ class Context:
     objective: Any = None
     #: the mode the running method computes in ("exact" or "fast", app.explain.fast), set by the engine per method
     mode: str = "exact"
-    #: lazily built bf16 twin of the folded network computing the same objective (fast mode; None: no twin)
-    fast_inference: Callable[[], Any] | None = None
+    #: fast mode's measured plan and networks for this objective, built lazily: ``() -> (FastPlan, FastNetworks)``
+    #: (app.explain.fast_plan); None where the engine offers none
+    fast: Callable[[], tuple[Any, Any]] | None = None
     _results: dict[str, Any] = field(default_factory=dict)
     _done: float = 0.0
     _reported: float = 0.0
@@ -164,11 +165,19 @@ class Context:
         self.report(self._done / self.total_cost)
         return result
 
-    def gradient_model(self) -> Callable[[Tensor], Tensor]:
-        """What a gradient method differentiates: ``model``, or in fast mode the objective on the bf16 twin of the
-        folded network (app.explain.fast), when the engine has one."""
-        if self.mode == "fast" and self.fast_inference is not None:
-            return self.fast_inference().differentiable
+    def fast_variant(self) -> tuple[Any, Any] | None:
+        """``(FastPlan, FastNetworks)`` while the running method computes in fast mode, else None."""
+        if self.mode == "fast" and self.fast is not None:
+            return self.fast()
+        return None
+
+    def gradient_model(self, method_id: str | None = None) -> Callable[[Tensor], Tensor]:
+        """What a gradient method differentiates: ``model``, or in fast mode the objective on the network the plan
+        chose for ``method_id`` on this CPU (app.explain.fast_plan: float32, folded float32 or the bf16 twin)."""
+        variant = self.fast_variant() if method_id is not None else None
+        if variant is not None:
+            plan, networks = variant
+            return networks.gradient_model(plan.choice(method_id).precision)
         return self.model
 
     def input_with_grad(self) -> Tensor:

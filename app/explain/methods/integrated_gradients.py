@@ -28,7 +28,7 @@ def integrated_gradients(ctx: Context, *, steps: int, method: str, baseline: flo
     """(1, 3, H, W) IG attribution of the target logit from a constant ``baseline`` image."""
     step_sizes_func, alphas_func = approximation_parameters(method)
     step_sizes, alphas = step_sizes_func(steps), alphas_func(steps)
-    x, model = ctx.x, ctx.gradient_model()
+    x, model = ctx.x, ctx.gradient_model(KEY)
     base = torch.full_like(x, baseline)
     total = torch.zeros_like(x)
     for start in range(0, steps, ctx.batch_size):
@@ -44,8 +44,10 @@ def integrated_gradients(ctx: Context, *, steps: int, method: str, baseline: flo
 
 
 def _compute(ctx: Context, params: Mapping[str, Any]) -> Tensor:
+    variant = ctx.fast_variant()  # fast mode: the fewest steps that held the agreement bar here (app.explain.fast_plan)
+    steps = params["steps"] if variant is None else variant[0].ig_steps(params["steps"], params["method"])
     attribution = ctx.run_pass(KEY, lambda report: integrated_gradients(
-        ctx, steps=params["steps"], method=params["method"], baseline=params["baseline"], on_progress=report))
+        ctx, steps=steps, method=params["method"], baseline=params["baseline"], on_progress=report))
     return attribution.sum(dim=1)
 
 

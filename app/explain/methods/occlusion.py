@@ -30,11 +30,16 @@ def window_count(size: int, window: int, stride: int) -> int:
 
 
 def _compute(ctx: Context, params: Mapping[str, Any]) -> np.ndarray:
-    twin = ctx.mode == "fast" and ctx.fast_inference is not None  # app.explain.fast: the bf16 twin
-    forward = ctx.fast_inference() if twin else ctx.inference()  # type: ignore[misc]
+    variant = ctx.fast_variant()  # fast mode: the plan's network, coarse to fine (app.explain.fast_plan)
+    if variant is None:
+        forward, refine = ctx.inference(), None
+    else:
+        plan, networks = variant
+        forward = networks.occlusion_forward(plan.choice(KEY).precision)
+        refine = plan.occlusion_refine(params["window"], params["stride"])
     return ctx.run_pass(KEY, lambda report: occlusion_map(
         forward, ctx.x, target=ctx.target, window=params["window"], stride=params["stride"],
-        baseline=params["baseline"], on_progress=report))
+        baseline=params["baseline"], on_progress=report, refine=refine))
 
 
 def _check(params: Mapping[str, Any]) -> None:

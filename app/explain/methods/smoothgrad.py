@@ -23,7 +23,7 @@ from torch import Tensor
 
 from app.explain.methods.base import INPUT_RANGE, Context, Method, MethodInfo, ParamSpec, Progress
 
-__all__ = ["SMOOTHGRAD", "smoothgrad", "smoothgrad_noise"]
+__all__ = ["SMOOTHGRAD", "fast_batch", "smoothgrad", "smoothgrad_noise"]
 
 KEY = "smoothgrad"
 
@@ -35,23 +35,35 @@ def smoothgrad_noise(x: Tensor, *, samples: int, noise: float, seed: int) -> Ten
     return torch.normal(0.0, stdev, generator=generator)
 
 
-def smoothgrad(ctx: Context, *, samples: int, noise: float, seed: int, on_progress: Progress | None = None) -> Tensor:
-    """(1, 3, H, W) mean over noisy samples of |d logit / d input|."""
+def smoothgrad(ctx: Context, *, samples: int, noise: float, seed: int, on_progress: Progress | None = None,
+               batch_size: int | None = None) -> Tensor:
+    """(1, 3, H, W) mean over noisy samples of |d logit / d input| (``batch_size`` samples per pass, default the
+    context's)."""
     noises = smoothgrad_noise(ctx.x, samples=samples, noise=noise, seed=seed)
-    model = ctx.gradient_model()
+    model = ctx.gradient_model(KEY)
+    batch = ctx.batch_size if batch_size is None else batch_size
     total = torch.zeros_like(ctx.x)
-    for start in range(0, samples, ctx.batch_size):
-        noisy = (ctx.x + noises[start:start + ctx.batch_size]).requires_grad_(True)
+    for start in range(0, samples, batch):
+        noisy = (ctx.x + noises[start:start + batch]).requires_grad_(True)
         (grads,) = torch.autograd.grad(model(noisy)[:, ctx.target].sum(), noisy)
         total += grads.abs().sum(dim=0, keepdim=True)
         if on_progress is not None:
-            on_progress(min(samples, start + ctx.batch_size) / samples)
+            on_progress(min(samples, start + batch) / samples)
     return total * 1 / samples
 
 
+def fast_batch(samples: int, batch_size: int) -> int:
+    """Fast SmoothGrad's batch: all its samples in one pass when they fit in twice the usual batch (a part-full
+    second batch costs nearly a full one), else the usual batch."""
+    return samples if samples <= 2 * batch_size else batch_size
+
+
 def _compute(ctx: Context, params: Mapping[str, Any]) -> Tensor:
+    variant = ctx.fast_variant()  # fast mode: a prefix of exact's noisy samples, in one batch (app.explain.fast_plan)
+    samples = params["samples"] if variant is None else variant[0].sg_samples(params["samples"])
+    batch = None if variant is None else fast_batch(samples, ctx.batch_size)
     attribution = ctx.run_pass(KEY, lambda report: smoothgrad(
-        ctx, samples=params["samples"], noise=params["noise"], seed=params["seed"], on_progress=report))
+        ctx, samples=samples, noise=params["noise"], seed=params["seed"], on_progress=report, batch_size=batch))
     return attribution.amax(dim=1)
 
 
