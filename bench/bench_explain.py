@@ -15,9 +15,13 @@ naive = the sum of the methods run one by one, exact / fast = one ``explain`` ca
 
 Modes (:mod:`app.explain.fast`): ``exact`` is the engine's default; ``fast`` runs the methods offered in fast
 mode with their approximation (``= exact`` where a method has none) and ``corr fast~ex`` is the agreement of
-the fast map with the exact one (``!`` below the 0.99 bar). ``--krypton`` measures Krypton-style capped
-occlusion as a candidate, and the cohort table (bench/cohort_throughput.py) cases per minute one at a time
-against batched across cases, each in a fresh process so its peak memory is its own.
+the fast map with the exact one (``!`` below the 0.99 bar). Which approximation each fast method runs is chosen per
+CPU and network from a measurement (:mod:`app.explain.fast_plan`): the bench prints the plan first (every candidate
+with its estimated time and its agreement on the probe faces, the choice and why, and the CPU features that decide
+the precision), then, after the per-method table, each fast method's variant, its agreement on the bench's own face
+(not one of the probe faces) and its time against exact's (fast mode must never be slower). ``--krypton`` measures
+Krypton-style capped occlusion as a candidate, and the cohort table (bench/cohort_throughput.py) cases per minute
+one at a time against batched across cases, each in a fresh process so its peak memory is its own.
 
 Stock Captum is *wrong* on PReLU networks for guided backprop, deconvolution (both silently become the plain
 gradient) and DeepLIFT (PReLU treated as linear); the engine applies the PReLU rule on purpose, so its maps
@@ -303,6 +307,25 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_features() -> str:
+    """What decides fast mode's precision: torch's vector ISA and the CPU's bf16 / AMX flags (from /proc/cpuinfo)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
+    present = [f for f in wanted if f in flags]
+    absent = [f for f in wanted if f not in flags]
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
+    kind = "Intel AMX" if "amx_bf16" in flags else "native bf16 (AVX512-BF16)" if "avx512_bf16" in flags else \
+        "no native bf16 (bf16 is emulated)"
+    return f"torch ISA {capability}; has {', '.join(present) or 'none'}; lacks {', '.join(absent) or 'none'} -> {kind}"
+
+
 def krypton_candidates(network: IResNet, x: torch.Tensor, target: int, exact_map: np.ndarray, exact_s: float,
                        caps: list[float], repeat: int) -> None:
     """Krypton-style projective-field thresholding (every block on crops capped at a fraction of the map)."""
@@ -406,9 +429,9 @@ def autocast_candidate(explainer: Any, x: torch.Tensor, target: int, exact_map: 
 
     run()
     seconds, values = best_of(run, repeat)
-    print(f"  candidate: IG under bf16 autocast of the module: {seconds:.3f} s (the bf16 twin: {fast_s:.3f} s, "
-          f"autocast takes {seconds / fast_s:.2f}x the twin's time), corr vs exact {corr(values, exact_map):.6f}",
-          flush=True)
+    print(f"  candidate: IG (50 steps) under bf16 autocast of the module: {seconds:.3f} s (fast IG as chosen: "
+          f"{fast_s:.3f} s, autocast takes {seconds / fast_s:.2f}x its time), corr vs exact "
+          f"{corr(values, exact_map):.6f}", flush=True)
 
 
 def compile_candidate(explainer: Any, x: torch.Tensor, target: int, repeat: int) -> None:
@@ -445,6 +468,38 @@ def compile_candidate(explainer: Any, x: torch.Tensor, target: int, repeat: int)
           f"{float((grads - reference).abs().max() / reference.abs().max()):.1e}", flush=True)
 
 
+def fast_plan_report(name: str, explainer: Any) -> Any:
+    """Measure (or read) fast mode's plan for this network on this CPU and print what it chose and why."""
+    from app.explain import fast_plan
+
+    start = time.perf_counter()
+    cached = True
+
+    def log(_message: str) -> None:
+        nonlocal cached
+        cached = False
+
+    plan = explainer.fast_plan(log=log)
+    seconds = time.perf_counter() - start
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    origin = f"read from {fast_plan.plan_directory()}" if cached else \
+        f"measured now in {plan.calibration_seconds:.1f} s (two probe faces)"
+    print(f"\n{name}: fast-mode plan for {plan.cpu}: {origin} ({seconds:.1f} s; load average {load:.2f})")
+    for note in plan.notes:
+        print(f"  note: {note}")
+    units = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in plan.unit_seconds.items())
+    print(f"  per-unit times: {units}")
+    for method_id, choice in plan.choices.items():
+        print(f"  chosen {method_id:<21} {choice.describe():<34} probe corr {choice.agreement:.5f}, "
+              f"est. {choice.speedup:.2f}x exact: {choice.why}")
+    print(f"  candidates (corr = the lowest over the probe faces; kept = corr >= {fast_plan.CALIBRATION_BAR}):")
+    for c in plan.candidates:
+        amount = f"{c.get('windows', '')} windows" if c["method"] == "occlusion" else f"x{c['work']:g}"
+        print(f"    {c['method']:<21} {c['precision']:<15} work {c['work']:<5g} {amount:<12} "
+              f"est. {c['estimate']:8.3f} s  corr {c['agreement']:.5f}  {'kept' if c['kept'] else ''}")
+    return plan
+
+
 def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, detail: bool,
                 caps: list[float], compile_candidate_too: bool = True) -> None:
     from app.explain.engine import Explainer
@@ -462,6 +517,7 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
     start = time.perf_counter()
     inference_forward(explainer._network)  # what the engine builds on its first occlusion
     fold = time.perf_counter() - start
+    plan = fast_plan_report(name, explainer)
     # warm-up: one forward+backward each way (allocator, oneDNN primitive caches), and each fast variant once
     NAIVE["saliency"](naive_model, x, target)
     explainer.explain(crop, target=target, methods=["saliency"])
@@ -487,6 +543,7 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
     exact_maps: dict[str, np.ndarray] = {}
     exact_times: dict[str, float] = {}
     fast_times: dict[str, float] = {}
+    fast_variant: dict[str, tuple[str, float, float]] = {}
     for method in methods:
         naive_s, naive_cpu, naive_map = best_of_both(lambda method=method: NAIVE[method](naive_model, x, target),
                                                      repeat)
@@ -507,6 +564,7 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
             agreement = corr(fast_maps[method], maps[method])
             fast_time = f"{fast_s:8.3f} {naive_s / fast_s:6.2f}x"
             agreement_cell = f"{agreement:10.6f}" + ("" if agreement >= MIN_FAST_CORR else " !")
+            fast_variant[method] = (plan.choice(method).describe(), agreement, fast_s / exact_s)
         print(f"  {method:<22} {naive_s:8.3f} {exact_s:8.3f} {naive_s / exact_s:6.2f}x {fast_time} "
               f"{corr(maps[method], naive_map):13.6f} {ruled:>10} {agreement_cell:>12} {per_bound[method]:8.3f} | "
               f"       {naive_cpu:7.2f} {exact_cpu:7.2f} {naive_cpu / exact_cpu:5.2f}x {fast_cpu_cells}", flush=True)
@@ -520,8 +578,14 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
           f"{naive_cpu_total / fast_cpu:5.2f}x", flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"  (load average {load:.2f} at the end of this table; '!' = below the fast-mode bar {MIN_FAST_CORR})")
+    for method, (variant, agreement, ratio) in fast_variant.items():
+        verdict = "never slower: ok" if ratio <= 1.0 else "SLOWER than exact (timing noise or a wrong choice)"
+        print(f"  fast {method:<21} = {variant:<34} corr with exact on the bench face {agreement:.5f}; "
+              f"fast / exact time {ratio:.2f} ({verdict})")
     roofline(network, explainer, x, target, methods, exact_times, naive_total, exact_s, repeat)
-    if "integrated_gradients" in methods:
+    if "integrated_gradients" in methods and any("bfloat16 ruled out" in note for note in plan.notes):
+        print("  candidate: IG under bf16 autocast: skipped (bf16 is emulated on this CPU: see the plan's note)")
+    elif "integrated_gradients" in methods:
         autocast_candidate(explainer, x, target, exact_maps["integrated_gradients"],
                            fast_times["integrated_gradients"], repeat)
     if compile_candidate_too:
@@ -561,6 +625,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu_name()} x {os.cpu_count()}, "
           f"load average {load:.2f} at start; best of {args.repeat} run(s) per cell")
+    print(f"CPU features: {cpu_features()}")
     crop = face_crop()
     caps = [float(c) for c in args.krypton.split(",") if c.strip()]
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:

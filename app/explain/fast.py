@@ -11,30 +11,28 @@ Why two modes, and why the fast one is narrow:
   exact even in a fast request, and :func:`effective_mode` says so per map, so a stored map or figure always carries
   the mode it was really computed in and no one mistakes one for the other.
 
-Candidates measured (see the README's Speed section for the figures, the machine and its load):
+What a fast method computes is chosen **per CPU and network from a measurement** (:mod:`app.explain.fast_plan`):
+at first use the engine times each candidate on two probe faces and keeps the fastest that correlates >= 0.995 with
+the exact map (a margin over the 0.99 bar), caches the choice per machine + network, and never runs anything slower
+than exact. The candidates (see the README's Speed section for the figures, the machines and their load):
 
-* **bf16 for the many-pass gradient methods** (integrated gradients, SmoothGrad): oneDNN runs convolutions in
-  bfloat16 on CPUs with AVX512-BF16 / AMX (and CUDA on GPUs); accumulation stays float32 inside each convolution,
-  each layer's output is rounded to an 8-bit mantissa, and the rounding noise averages out over the steps or
-  samples (corr 0.998-0.9998 with the exact maps). Measured two ways: ``torch.autocast`` around the engine's
-  network copy, and differentiating a bf16 *twin of the folded network* (:func:`bf16_inference`: BatchNorms
-  folded, weights converted once, linear tail in float32). Same agreement; the twin is 1.2-1.4x faster
-  (autocast re-converts every weight on every call and keeps the BatchNorms), so fast mode uses the twin.
-  Single-pass methods gain little and are not offered.
-* **bf16 incremental occlusion**: autocast around the folded inference copy converts every weight on every call
-  (slower than float32), so fast occlusion runs on the same bf16 twin, whose float32 tail keeps the logit
-  differences from being rounded to bf16.
-* **Krypton-style approximate incremental occlusion** (Nakandala et al., SIGMOD 2019, projective-field
-  thresholding): every residual block runs on crops at most a fraction τ of its feature map wide
-  (:func:`app.explain.occlusion.occlusion_map` ``projective_cap``). The iResNet tail is a *linear map over the
-  flattened 7×7 grid*, not a global pooling, so the activations an occluder moves far from it still weigh on the
-  logit: on the demo model τ = 0.9 keeps corr 0.999 but saves nothing, τ = 0.6 saves 1.2-1.8× at corr 0.96; on
-  iResNet-50 τ = 0.6 saves 1.6× at corr 0.84. It is below the bar wherever it pays, so it is measured by the bench
-  and not offered.
-* **torch.compile** (Inductor on CPU) of the engine's forward+backward: measured by the bench, it brings nothing
-  here (0.92-0.97x eager on the demo model, iResNet-50 and -100, after a cold compile of tens of seconds per input
-  shape that needs a C++ compiler on every worker): oneDNN already runs the convolutions, which are nearly all of
-  the work. Not used.
+* **precision**: the engine's float32 module, the BatchNorm-folded float32 copy (same function up to rounding,
+  fewer operations forward and backward) or a **bf16 twin of the folded network** (:func:`bf16_inference`: weights
+  converted once, linear tail in float32; 6-8x the float32 conv rate on CPUs with AMX, but 6-17x *slower* than
+  float32 on CPUs that emulate bf16, such as an AVX2-only AMD EPYC: that, not a rebuild, is why the fixed bf16 fast
+  mode cost seven times exact in a cohort there);
+* **less work**: integrated gradients with the fewest Gauss-Legendre steps that hold the bar; SmoothGrad with a
+  prefix of exact's noisy samples (one batch when they fit); occlusion **coarse to fine** (:func:`app.explain.occlusion.
+  coarse_to_fine`): every other window position evaluated, the rest estimated by the network's tail linearised at
+  the clean image (one backward pass and the cheap cropped front of each window) plus the interpolated error of
+  that estimate, refining the windows where it is least certain.
+
+Candidates measured and not used: ``torch.autocast`` around the module (re-converts every weight per call: 1.2-1.4x
+the twin's time); **Krypton-style approximate incremental occlusion** (Nakandala et al., SIGMOD 2019,
+projective-field thresholding, :func:`app.explain.occlusion.occlusion_map` ``projective_cap``): the iResNet tail is a
+linear map over the flattened 7x7 grid, so activations an occluder moves far away still weigh on the logit, and the
+cap is below the bar wherever it saves time (iResNet-50 tau = 0.6: 1.6x at corr 0.84); **torch.compile** (Inductor):
+0.92-0.97x eager after a cold compile of tens of seconds per shape.
 
 Why exact mode cannot simply be made faster instead: it must do naive Captum's float32 arithmetic, and on a CPU
 that arithmetic is the bound. The bench's roofline table counts each map's floating-point operations and divides by
@@ -81,12 +79,12 @@ class FastVariant:
 FAST_VARIANTS: dict[str, FastVariant] = {
     variant.method: variant
     for variant in (
-        FastVariant("integrated_gradients", "every step's forward and backward on a bfloat16 twin of the folded "
-                    "network (float32 tail)", MIN_FAST_CORR),
-        FastVariant("smoothgrad", "every noisy sample's forward and backward on a bfloat16 twin of the folded "
-                    "network (float32 tail)", MIN_FAST_CORR),
-        FastVariant("occlusion", "incremental occlusion on a bfloat16 twin of the folded network (float32 tail)",
-                    MIN_FAST_CORR),
+        FastVariant("integrated_gradients", "the fewest Gauss-Legendre steps that hold the bar, on the network "
+                    "measured fastest here (float32, folded float32 or the bf16 twin)", MIN_FAST_CORR),
+        FastVariant("smoothgrad", "a prefix of exact's noisy samples (fewest that hold the bar), on the network fastest "
+                    "here", MIN_FAST_CORR),
+        FastVariant("occlusion", "coarse to fine with a linearised-tail control variate, on the folded float32 copy "
+                    "or the bf16 twin, whichever is faster here", MIN_FAST_CORR),
     )
 }
 

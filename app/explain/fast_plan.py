@@ -15,9 +15,9 @@ Candidates per fast method, each a *precision* (which network computes) and a *w
   BatchNorm-folded float32 copy :mod:`app.explain.folded`: the same function up to rounding, with fewer
   operations forward and backward), ``bfloat16`` (the bf16 twin of the folded copy, float32 linear tail);
 * work: integrated gradients with fewer Gauss-Legendre steps (the fewest of :data:`IG_LADDER` that hold the
-  bar), SmoothGrad with fewer noisy samples (a prefix of exact's noise, so the samples it keeps are exact's, in one
-  batch), occlusion evaluated coarse to fine (:func:`app.explain.occlusion.coarse_to_fine`: a fraction of the
-  windows evaluated, the rest interpolated).
+  bar), SmoothGrad with fewer noisy samples (a prefix of exact's noise, so the samples it keeps are exact's),
+  occlusion evaluated coarse to fine (:func:`app.explain.occlusion.coarse_to_fine`: a fraction of the windows
+  evaluated, the rest estimated by the linearised tail plus the interpolated error of that estimate).
 
 A candidate holds the bar if its map correlates at least :data:`CALIBRATION_BAR` (Pearson) with the exact map on
 the probe: a margin over :data:`app.explain.fast.MIN_FAST_CORR`, since other faces agree a little less than the
@@ -357,7 +357,7 @@ def calibrate(networks: FastNetworks, key: str, *, probe: Callable[[], list[Tens
         units: dict[str, float] = {}
 
         # --- per-unit costs, side by side (best of interleaved repeats) ---------------------------------------
-        rows = 4
+        rows = min(8, networks.batch_size)
         xb = x.expand(rows, -1, -1, -1).clone()
 
         def fb(precision: str) -> Callable[[], None]:
@@ -519,8 +519,8 @@ def calibrate(networks: FastNetworks, key: str, *, probe: Callable[[], list[Tens
                     min(_corr(m, e) for (m, _), e in zip(results, exact_maps, strict=True))
                 count = max(n for _, n in results)
                 # estimates: every window's cropped front (the linearised tail), then the tails of those evaluated
-                fronts = len(windows) * occ_best[f"front:{precision}"] if work < 1.0 else 0.0
-                estimate = fronts + count * occ_best[precision]
+                front = occ_best[f"front:{precision}"] if work < 1.0 else 0.0
+                estimate = len(windows) * front + count * max(0.0, occ_best[precision] - front)
                 kept = agreement >= CALIBRATION_BAR
                 candidates.append({"method": "occlusion", "precision": precision, "work": work,
                                    "windows": count, "estimate": round(estimate, 4),

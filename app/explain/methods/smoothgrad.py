@@ -23,7 +23,7 @@ from torch import Tensor
 
 from app.explain.methods.base import INPUT_RANGE, Context, Method, MethodInfo, ParamSpec, Progress
 
-__all__ = ["SMOOTHGRAD", "fast_batch", "smoothgrad", "smoothgrad_noise"]
+__all__ = ["SMOOTHGRAD", "smoothgrad", "smoothgrad_noise"]
 
 KEY = "smoothgrad"
 
@@ -52,18 +52,11 @@ def smoothgrad(ctx: Context, *, samples: int, noise: float, seed: int, on_progre
     return total * 1 / samples
 
 
-def fast_batch(samples: int, batch_size: int) -> int:
-    """Fast SmoothGrad's batch: all its samples in one pass when they fit in twice the usual batch (a part-full
-    second batch costs nearly a full one), else the usual batch."""
-    return samples if samples <= 2 * batch_size else batch_size
-
-
 def _compute(ctx: Context, params: Mapping[str, Any]) -> Tensor:
-    variant = ctx.fast_variant()  # fast mode: a prefix of exact's noisy samples, in one batch (app.explain.fast_plan)
+    variant = ctx.fast_variant()  # fast mode: a prefix of exact's noisy samples (app.explain.fast_plan)
     samples = params["samples"] if variant is None else variant[0].sg_samples(params["samples"])
-    batch = None if variant is None else fast_batch(samples, ctx.batch_size)
     attribution = ctx.run_pass(KEY, lambda report: smoothgrad(
-        ctx, samples=samples, noise=params["noise"], seed=params["seed"], on_progress=report, batch_size=batch))
+        ctx, samples=samples, noise=params["noise"], seed=params["seed"], on_progress=report))
     return attribution.amax(dim=1)
 
 
