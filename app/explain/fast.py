@@ -81,8 +81,8 @@ FAST_VARIANTS: dict[str, FastVariant] = {
     for variant in (
         FastVariant("integrated_gradients", "the fewest Gauss-Legendre steps that hold the bar, on the network "
                     "measured fastest here (float32, folded float32 or the bf16 twin)", MIN_FAST_CORR),
-        FastVariant("smoothgrad", "a prefix of exact's noisy samples (fewest that hold the bar), on the network fastest "
-                    "here", MIN_FAST_CORR),
+        FastVariant("smoothgrad", "a prefix of exact's noisy samples (the fewest that hold the bar), on the "
+                    "network measured fastest here", MIN_FAST_CORR),
         FastVariant("occlusion", "coarse to fine with a linearised-tail control variate, on the folded float32 copy "
                     "or the bf16 twin, whichever is faster here", MIN_FAST_CORR),
     )

@@ -331,7 +331,7 @@ def _timed(device: torch.device, run: Callable[[], Any]) -> tuple[float, Any]:
 
 def calibrate(networks: FastNetworks, key: str, *, probe: Callable[[], list[Tensor]] | None = None,
               log: Callable[[str], None] | None = None) -> FastPlan:
-    """Measure every candidate on a probe face and choose, per fast method, the fastest that holds the bar."""
+    """Measure every candidate on the probe faces and choose, per fast method, the fastest that holds the bar on all."""
     from app.explain.methods.base import Context
     from app.explain.methods.integrated_gradients import integrated_gradients
     from app.explain.methods.smoothgrad import smoothgrad
@@ -455,7 +455,7 @@ def calibrate(networks: FastNetworks, key: str, *, probe: Callable[[], list[Tens
                         break
             if best_choice is None or best_choice.seconds >= full * best[cheap32]:
                 best_choice = Choice(method, cheap32, float(full), full * best[cheap32], exact_s, 1.0, "")
-            why = (f"fastest candidate with corr >= {CALIBRATION_BAR} on the probe face: "
+            why = (f"fastest candidate with corr >= {CALIBRATION_BAR} on both probe faces: "
                    f"{best_choice.seconds / (full * best[FLOAT32]):.0%} of exact's estimated work time "
                    f"({best_choice.work:g} of {full} passes at {best_choice.precision}, "
                    f"{best_choice.seconds / best_choice.work * 1e3:.1f} ms per image vs float32 "
@@ -533,7 +533,7 @@ def calibrate(networks: FastNetworks, key: str, *, probe: Callable[[], list[Tens
         full_s = len(windows) * occ_best[FOLDED]
         choices["occlusion"] = Choice(
             "occlusion", occ_choice.precision, occ_choice.work, occ_choice.seconds, exact_s, occ_choice.agreement,
-            f"fastest candidate with corr >= {CALIBRATION_BAR} on the probe face: {occ_choice.seconds / full_s:.0%} "
+            f"fastest candidate with corr >= {CALIBRATION_BAR} on both probe faces: {occ_choice.seconds / full_s:.0%} "
             f"of exact's estimated time ({occ_choice.describe()}, "
             f"{occ_best[occ_choice.precision] * 1e3:.2f} ms per window vs float32 {occ_best[FOLDED] * 1e3:.2f} ms)")
 
