@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -34,6 +35,16 @@ from app.nets.preprocess import preprocess
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
+
+
+@pytest.fixture(autouse=True)
+def own_plan_directory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Each test's plans in its own directory, memory forgotten before and after: the plans these tests install
+    (some deliberately below the bar) never reach another test."""
+    monkeypatch.setattr(fast_plan, "_DIRECTORY", tmp_path / "plans")
+    fast_plan.clear_memory_cache()
+    yield
+    fast_plan.clear_memory_cache()
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +101,6 @@ def test_every_fast_variant_agrees_with_exact_on_the_demo_model(demo_network: IR
 
 def test_the_plan_is_measured_once_per_network_and_honoured_from_its_file(
         demo_network: IResNet, crop: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    fast_plan.set_plan_directory(tmp_path)
-    fast_plan.clear_memory_cache()
     measured: list[str] = []
     real = fast_plan.calibrate
 
@@ -107,7 +116,7 @@ def test_the_plan_is_measured_once_per_network_and_honoured_from_its_file(
         first.explain(crop, target=2, methods=["integrated_gradients"], mode="fast")
         explain_cohort(first, [CohortItem(crop, 0), CohortItem(crop, 1)], methods=["smoothgrad"], mode="fast")
         assert len(measured) == 1
-        files = list(tmp_path.glob("*.json"))
+        files = list((tmp_path / "plans").glob("*.json"))
         assert len(files) == 1
         stored = json.loads(files[0].read_text())
         assert stored["key"] == measured[0] and set(stored["choices"]) == set(fast.FAST_VARIANTS)
