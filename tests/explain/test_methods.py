@@ -47,8 +47,12 @@ def assert_same_map(ours: np.ndarray, reference: Tensor | np.ndarray) -> None:
     ref = reference.detach().numpy() if isinstance(reference, Tensor) else reference
     ref = ref.reshape(ours.shape).astype(np.float32)
     assert np.abs(ref).max() > 0, "reference map is all zeros: the comparison would be vacuous"
-    assert correlation(ours, ref) > 0.999
-    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-4 * float(np.abs(ref).max()))
+    assert correlation(ours, ref) > 0.99999
+    # Same arithmetic, other float32 order: the engine batches passes that Captum runs one by one, and oneDNN
+    # picks its convolution algorithm by batch shape and ISA. On an AVX2-only AMD EPYC that moved a few pixels
+    # of the gradient maps by up to 0.3 % of the map's maximum (1e-6 on the AMX Xeon); a real difference in
+    # the method (a missing rule, a wrong baseline) moves the correlation far below 0.99999.
+    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=5e-3 * float(np.abs(ref).max()))
 
 
 def _sum_rgb(t: Tensor) -> Tensor:
