@@ -258,7 +258,7 @@ def add_rating(
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
         raise RatingError("invalid_score", "score is a whole number from 1 to 5.")
     clean_regions = check_regions(regions)
-    comment = clean_text(comment, limit=MAX_COMMENT)
+    comment = clean_text(comment, limit=MAX_COMMENT, multiline=True)
     if explanation.state != "done":
         raise RatingError("not_ready", "This map is not computed yet.", status=409)
     label = None
