@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.cases.models import Case
+from app.gaze import synthetic
+from app.gaze.models import Fixation, GazeImport
 from app.ratings.models import Rating, RatingStudy
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
@@ -55,3 +57,70 @@ def test_control_characters_are_refused_not_changed(app, client: TestClient, adm
         assert session.scalar(select(RatingStudy)) is None
         assert [c.pseudonym for c in session.scalars(select(Case).where(Case.owner_id != None))  # noqa: E711
                 if c.pseudonym] == ["P07"]
+
+
+# --- 8 and 4 (gaze). Impossible values and unreadable files are refused with a 4xx; nothing lands --------
+
+
+def _gaze_case(client: TestClient, admin: Account, face: bytes) -> dict:
+    case = upload(client, admin, face, pseudonym="GZ1").json()
+    response = client.post("/api/v1/gaze/participants", headers=admin.headers,
+                           json={"code": "CG01", "group": "clinical_geneticist"})
+    assert response.status_code == 201, response.text
+    return case
+
+
+def _gaze_import(client: TestClient, admin: Account, text: str, **form: str):
+    return client.post("/api/v1/gaze/imports", headers=admin.headers,
+                       files={"file": ("gaze.csv", text.encode(), "text/plain")}, data=form)
+
+
+def _nothing_imported(app) -> None:
+    with app.state.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Fixation)) == 0
+        assert session.scalar(select(func.count()).select_from(GazeImport)) == 0
+
+
+def test_gaze_imports_refuse_impossible_values(app, client: TestClient, admin: Account, face_jpeg: bytes) -> None:
+    _gaze_case(client, admin, face_jpeg)
+    header = "participant,case,x,y,duration_ms,onset_ms\n"
+    good = "CG01,GZ1,200,200,250,0\n"
+    for bad, reason in (("CG01,GZ1,210,210,1e308,10\n", "duration"), ("CG01,GZ1,210,210,200,nan\n", "onset"),
+                        ("CG01,GZ1,210,210,200,inf\n", "onset"), ("CG01,GZ1,1e308,210,200,10\n", "position"),
+                        ("CG01,GZ1,210,nan,200,10\n", "position")):
+        response = _gaze_import(client, admin, header + good + bad)
+        assert response.status_code == 422, (bad, response.text)
+        body = response.json()
+        assert body["code"] == "impossible_values" and body["report"]["impossible"][reason]["lines"] == [3], body
+    for rect in ("0,0,1e308,1e308", "0,0,0,100", "nan,0,100,100"):
+        response = _gaze_import(client, admin, header + good, space="screen", rect=rect)
+        assert response.status_code == 422 and response.json()["code"] == "invalid_rect", (rect, response.text)
+    _nothing_imported(app)
+    assert _gaze_import(client, admin, header + good).status_code == 201
+
+
+def test_gaze_files_that_break_the_readers_are_a_4xx(app, client: TestClient, admin: Account,
+                                                     face_jpeg: bytes) -> None:
+    case = _gaze_case(client, admin, face_jpeg)
+    huge = "participant,case,x,y,duration_ms\nCG01,GZ1,200,200,250\nCG01,\"" + "x" * 140_000 + "\",1,1,1\n"
+    response = _gaze_import(client, admin, huge)
+    assert response.status_code == 422 and response.json()["code"] == "malformed_file", response.text[:500]
+    with app.state.sessions() as session:
+        row = session.get(Case, case["id"])
+        synth = synthetic.SynthCase(row.id, row.pseudonym, row.photo_width, row.photo_height, row.align_matrix)
+    tobii = synthetic.write_all([synth], [("CG01", "clinical_geneticist")], per_case=5, seed=3)[
+        "tobii_pro_lab_export.tsv"].decode()
+    lines = tobii.splitlines()
+    columns = lines[0].split("\t")
+    width = next(i for i, name in enumerate(columns) if name.lower().startswith("presented media width"))
+    zero = [lines[0]] + ["\t".join("0" if i == width and cells[i].strip() else cell for i, cell in enumerate(cells))
+                         for cells in (line.split("\t") for line in lines[1:])]
+    response = client.post("/api/v1/gaze/imports", headers=admin.headers,
+                           files={"file": ("export.tsv", "\n".join(zero).encode(), "text/plain")})
+    assert response.status_code == 422, response.text[:500]
+    assert response.json()["code"] == "impossible_values"
+    assert "stimulus_rectangle" in response.json()["report"]["impossible"]
+    page = client.post("/gaze/imports", headers={**admin.headers, "HX-Request": "true"},
+                       files={"file": ("export.tsv", "\n".join(zero).encode(), "text/plain")})
+    assert page.status_code == 422 and "impossible" in page.text
+    _nothing_imported(app)
