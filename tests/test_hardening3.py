@@ -3,14 +3,19 @@ injection with real processes for items 2 and 4 is in tests/test_faults.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from app.cases.models import Case
+from app.cli import cli
 from app.gaze import synthetic
 from app.gaze.models import Fixation, GazeImport
 from app.ratings.models import Rating, RatingStudy
+from app.settings import Settings, get_settings
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
 from tests.test_explanations_api import wait_for
@@ -124,3 +129,26 @@ def test_gaze_files_that_break_the_readers_are_a_4xx(app, client: TestClient, ad
                        files={"file": ("export.tsv", "\n".join(zero).encode(), "text/plain")})
     assert page.status_code == 422 and "impossible" in page.text
     _nothing_imported(app)
+
+
+# --- 9. `gestaltlens gaze synth` never builds a path from a pseudonym ------------------------------------------
+
+
+def test_gaze_synth_writes_only_inside_its_folder(client: TestClient, alice: Account, settings: Settings,
+                                                  face_jpeg: bytes, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "deep" / "outside"
+    out = tmp_path / "deep" / "er" / "synthetic"
+    hostile = "../../../../outside/X"  # a clinician's pseudonym: from out/pupil/CG01/ up to tmp_path
+    assert upload(client, alice, face_jpeg, pseudonym=hostile).status_code == 201
+    monkeypatch.setenv("GESTALTLENS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("GESTALTLENS_DATABASE_URL", settings.database_url)
+    get_settings.cache_clear()
+    try:
+        made = CliRunner().invoke(cli, ["gaze", "synth", str(out), "--per-case", "3"])
+    finally:
+        get_settings.cache_clear()
+    assert made.exit_code == 0, made.output
+    assert not target.exists()
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".csv", ".tsv", ".txt")]
+    assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written), written
