@@ -152,3 +152,62 @@ def test_gaze_synth_writes_only_inside_its_folder(client: TestClient, alice: Acc
     assert not target.exists()
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".csv", ".tsv", ".txt")]
     assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written), written
+
+
+# --- 10. model import: declared sizes are checked before materialising; broken ONNX is one error line -------
+
+
+def _model_import(source: Path, tmp_path: Path):
+    result = CliRunner().invoke(cli, ["model", "import", str(source), "--out", str(tmp_path / "m" / source.stem),
+                                      "--arch", "iresnet18", "--width", "0.25"])
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.output.startswith("error: ") and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "m" / source.stem).exists()
+    return result.output
+
+
+def test_a_tiny_checkpoint_cannot_declare_a_huge_tensor(tmp_path: Path) -> None:
+    import torch
+
+    bomb = tmp_path / "bomb.pth"  # one float viewed as 12000 x 12000 with stride 0 (576 MB if materialised)
+    torch.save({"weight": torch.zeros(1).expand(12_000, 12_000)}, bomb)
+    assert bomb.stat().st_size < 2000
+    output = _model_import(bomb, tmp_path)
+    assert "refused before materialising" in output and "144000000 elements" in output, output
+    shared = tmp_path / "shared.pth"  # one storage referenced by many tensors is read, and paid for, once
+    base = torch.zeros(250_000)
+    torch.save({f"t{i}": base[: 250_000 - i] for i in range(40)}, shared)
+    assert "more memory than its storages hold" in _model_import(shared, tmp_path)
+
+
+def test_broken_onnx_files_end_in_one_error_line(tmp_path: Path) -> None:
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    from app.nets.registry import load_model
+    from app.settings import PROJECT_ROOT
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07\x12\xff\xff\xff\xff\x0f" + bytes(range(256)) * 4)
+    assert "not a readable ONNX model" in _model_import(garbage, tmp_path)
+    whole = tmp_path / "whole.onnx"
+    torch.onnx.export(load_model(PROJECT_ROOT / "models", "demo").network.eval(), (torch.zeros(1, 3, 112, 112),),
+                      str(whole), dynamo=False, input_names=["input"], output_names=["logits", "embedding"],
+                      opset_version=17)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    _model_import(truncated, tmp_path)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * 4 * 8 * 3 * 3 * 3)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], vals=[0.0] * 216)
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../" * 12 + str(secret).lstrip("/"))
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 112, 112])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    traversing = tmp_path / "models-in" / "traversing.onnx"
+    traversing.parent.mkdir()
+    onnx.save(helper.make_model(graph), str(traversing))
+    assert "external" in _model_import(traversing, tmp_path)
