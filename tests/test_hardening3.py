@@ -211,3 +211,51 @@ def test_broken_onnx_files_end_in_one_error_line(tmp_path: Path) -> None:
     traversing.parent.mkdir()
     onnx.save(helper.make_model(graph), str(traversing))
     assert "external" in _model_import(traversing, tmp_path)
+
+
+# --- 11. uvicorn's own 400s are our JSON error with the security headers -------------------------------------
+
+
+def _raw(port: int, request: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    return status, {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines)}, body
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_requests_uvicorn_refuses_get_the_json_error_and_security_headers(migrated_url: str, tmp_path: Path) -> None:
+    import json
+    import os
+
+    from tests.fault_support import free_port, serve, stop
+
+    env = {**os.environ, "GESTALTLENS_DATABASE_URL": migrated_url, "GESTALTLENS_DATA_DIR": str(tmp_path / "data"),
+           "GESTALTLENS_SECRET_KEY": "test-secret-key-that-is-long-enough", "GESTALTLENS_DEVICE": "cpu"}
+    port = free_port()
+    server = serve(env, tmp_path / "server.log", port)
+    try:
+        malformed = {
+            "control character in a header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\x01b\r\n\r\n",
+            "header folding": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n  folded\r\n\r\n",
+            "invalid UTF-8 in the path": b"GET /cases/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+            "malformed cookie": b"GET /cases HTTP/1.1\r\nHost: x\r\nCookie: session=\x00abc\r\n\r\n",
+            "garbage request line": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        }
+        for what, request in malformed.items():
+            status, headers, body = _raw(port, request)
+            assert status.startswith(b"HTTP/1.1 400"), (what, status, body)
+            assert headers[b"content-type"] == b"application/json", (what, headers)
+            assert json.loads(body)["code"] == "bad_request", (what, body)
+            assert headers[b"cache-control"] == b"no-store" and headers[b"x-content-type-options"] == b"nosniff"
+            assert b"frame-ancestors 'none'" in headers[b"content-security-policy"], (what, headers)
+        status, headers, body = _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200") and json.loads(body) == {"status": "ok"}
+    finally:
+        stop(server)
