@@ -259,3 +259,33 @@ def test_requests_uvicorn_refuses_get_the_json_error_and_security_headers(migrat
         assert status.startswith(b"HTTP/1.1 200") and json.loads(body) == {"status": "ok"}
     finally:
         stop(server)
+
+
+# --- 5. identical photos are one patient for the 5-patient floor --------------------------------------------
+
+
+def test_one_photo_uploaded_five_times_is_one_patient(client: TestClient, alice: Account) -> None:
+    faces = [generate_one(seed=515, class_id="syn_d", index=i).jpeg for i in range(5)]
+
+    def case(jpeg: bytes, pseudonym: str | None = None) -> None:
+        made = upload(client, alice, jpeg, **({"pseudonym": pseudonym} if pseudonym else {})).json()
+        response = client.put(f"/api/v1/cases/{made['id']}/diagnosis", json={"syndrome_id": "syn_d"},
+                              headers=alice.headers)
+        assert response.status_code == 200, response.text
+
+    def ask():
+        return client.post("/api/v1/syndromes/syn_d/cohort", json={"methods": ["gradcam"]}, headers=alice.headers)
+
+    for _ in range(5):
+        case(faces[0])  # no pseudonym: before, each upload counted as its own patient
+    refused = ask()
+    assert refused.status_code == 422 and refused.json()["count"] == 1, refused.text
+    case(faces[1], "Q1")
+    case(faces[1], "Q2")  # the same photo under two pseudonyms: still one patient, and it links Q1 and Q2
+    case(faces[2], "Q2")
+    assert ask().json()["count"] == 2
+    listed = {s["syndrome_id"]: s for s in client.get("/api/v1/syndromes", headers=alice.headers).json()}
+    assert listed["syn_d"]["n_cases"] == 8 and listed["syn_d"]["n_patients"] == 2
+    for jpeg in faces[3:]:
+        case(jpeg)
+    assert ask().json()["count"] == 4
