@@ -17,7 +17,7 @@ from app.gaze.models import Fixation, GazeImport
 from app.ratings.models import Rating, RatingStudy
 from app.settings import Settings, get_settings
 from app.synth.generate import generate_one
-from tests.conftest import Account, upload
+from tests.conftest import Account, browser_headers, login, upload
 from tests.test_explanations_api import wait_for
 
 
@@ -289,3 +289,59 @@ def test_one_photo_uploaded_five_times_is_one_patient(client: TestClient, alice:
     for jpeg in faces[3:]:
         case(jpeg)
     assert ask().json()["count"] == 4
+
+
+# --- 1. a browser upload holds no pooled connection while its photo is processed; a full pool is "busy" ------
+
+
+def test_uploads_hold_no_database_connection_while_the_photo_is_processed(app, client: TestClient, alice: Account,
+                                                                        face_jpeg: bytes) -> None:
+    from app.vision.detect import FaceDetector
+
+    held: list[int] = []
+    real = app.state.detector
+
+    class CountingDetector(FaceDetector):
+        """The real detector; it notes how many pooled connections are out while a photo is being detected."""
+
+        def __init__(self) -> None:  # shares the real one's state instead of building another
+            self.__dict__.update(real.__dict__)
+
+        def detect(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            held.append(app.state.engine.pool.checkedout())
+            return real.detect(*args, **kwargs)
+
+    app.state.detector = CountingDetector()
+    token = login(client, alice)
+    by_cookie = client.post("/api/v1/cases", files={"photo": ("p.jpg", face_jpeg, "image/jpeg")},
+                            headers=browser_headers(token))
+    assert by_cookie.status_code == 201, by_cookie.text
+    assert held and held[-1] == 0, held
+    client.cookies.clear()
+    assert upload(client, alice, face_jpeg).status_code == 201
+    assert held[-1] == 0, held
+
+
+def test_an_exhausted_pool_is_busy_not_unavailable(alice_token_app) -> None:
+    app, account = alice_token_app
+    engine = app.state.engine
+    with TestClient(app) as client:
+        held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
+        try:
+            response = client.get("/api/v1/cases", headers=account.headers)
+        finally:
+            for connection in held:
+                connection.close()
+        assert client.get("/api/v1/cases", headers=account.headers).status_code == 200
+    assert response.status_code == 503 and response.json()["code"] == "database_busy", response.text
+    assert response.headers["retry-after"]
+
+
+@pytest.fixture
+def alice_token_app(settings: Settings):
+    from app.web.factory import create_app
+    from tests.conftest import make_account
+
+    application = create_app(settings.model_copy(update={"database_pool_timeout_s": 0.5}))
+    yield application, make_account(application, "alice", "clinician")
+    application.state.engine.dispose()

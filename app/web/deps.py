@@ -80,6 +80,9 @@ def optional_user(request: Request, db: DbSession) -> User | None:
             user = _user_from_basic(request, db, credentials)
     elif token := request.cookies.get(SESSION_COOKIE):
         user = auth_service.user_for_session_token(db, token=token)
+        # End the read's transaction, which hands the pooled connection back: a browser upload held it
+        # through decoding, detection and ranking, and 20 of them at once exhausted the pool (issue 20).
+        db.commit()
     request.state.user = user
     return user
 

@@ -102,10 +102,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 422, "invalid_request",
                               "Invalid request: text must not contain NUL or control characters.")
 
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database_busy(request: Request, exc: Exception) -> Response:
+        # Every pooled connection is in use: the database is up, this server is saturated. Not "unavailable",
+        # which sends operators looking at the wrong machine.
+        log.warning("database pool exhausted on %s %s", request.method, request.url.path)
+        response = error_response(request, 503, "database_busy",
+                                  "The server is busy (every database connection is in use); try again shortly.")
+        response.headers["Retry-After"] = "2"
+        return response
+
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.InterfaceError)
     @app.exception_handler(sa_exc.DisconnectionError)
-    @app.exception_handler(sa_exc.TimeoutError)
     async def _database_down(request: Request, exc: Exception) -> Response:
         # Connection refused, reset or timed out, pool exhausted, SQLite file unusable: the database, not the
         # request, is at fault, and the client may retry; /readyz tells operators the same.
