@@ -345,3 +345,22 @@ def alice_token_app(settings: Settings):
     application = create_app(settings.model_copy(update={"database_pool_timeout_s": 0.5}))
     yield application, make_account(application, "alice", "clinician")
     application.state.engine.dispose()
+
+
+# --- 6. a blinded study never asks a rater to rate their own case -------------------------------------------
+
+
+def test_a_blinded_study_refuses_raters_who_own_its_cases(app, client: TestClient, admin: Account, alice: Account,
+                                                          bob: Account, face_jpeg: bytes) -> None:
+    bobs = upload(client, bob, face_jpeg, pseudonym="B1").json()
+    admins = upload(client, admin, face_jpeg).json()
+    body = {"name": "Blind", "cases": [admins["id"], bobs["id"]], "methods": ["saliency"], "blinded": True}
+    refused = client.post("/api/v1/studies", headers=admin.headers, json={**body, "raters": ["alice", "bob"]})
+    assert refused.status_code == 422 and refused.json()["code"] == "rater_owns_case", refused.text
+    assert refused.json()["owners"] == {"bob": ["B1"]} and "bob owns B1" in refused.json()["detail"]
+    with app.state.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(RatingStudy)) == 0
+    for raters, blinded in ((["alice"], True), (["alice", "bob"], False)):
+        created = client.post("/api/v1/studies", headers=admin.headers,
+                              json={**body, "raters": raters, "blinded": blinded})
+        assert created.status_code == 201, created.text
