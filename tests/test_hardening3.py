@@ -364,3 +364,19 @@ def test_a_blinded_study_refuses_raters_who_own_its_cases(app, client: TestClien
         created = client.post("/api/v1/studies", headers=admin.headers,
                               json={**body, "raters": raters, "blinded": blinded})
         assert created.status_code == 201, created.text
+
+
+# --- 4. the cohort page below the floor answers its 422, not a 500 while drawing the error --------------------
+
+
+def test_asking_for_a_cohort_below_the_floor_from_the_page_is_a_422(client: TestClient, alice: Account,
+                                                                  face_jpeg: bytes) -> None:
+    made = upload(client, alice, face_jpeg).json()
+    assert client.put(f"/api/v1/cases/{made['id']}/diagnosis", json={"syndrome_id": "syn_b"},
+                      headers=alice.headers).status_code == 200
+    token = login(client, alice)
+    for extra in ({"HX-Request": "true"}, {"Accept": "text/html"}):
+        headers = {k: v for k, v in browser_headers(token).items() if k != "HX-Request"} | extra
+        response = client.post("/syndromes/syn_b/cohort", data={"objective": "logit"}, headers=headers)
+        assert response.status_code == 422, response.text[:300]
+        assert "5" in response.text and "alice" in response.text  # the floor, on a page that still knows the user
