@@ -283,3 +283,76 @@ def test_the_proxy_really_cuts_connections() -> None:
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=2):
         pass
     proxy.stop()
+
+
+# --- issue 20 item 4: a full disk is a state the server reports, not an internal error -----------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 24 MiB tmpfs of this test's own (the machine's disks are never filled); skipped where mounting is
+    not permitted (it needs CAP_SYS_ADMIN)."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler.bin"
+    chunk = b"\0" * 2**20
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(chunk)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_reported_by_readyz_and_answered_507(small_disk: Path, tmp_path: Path) -> None:
+    data = small_disk / "data"
+    url = f"sqlite:///{(data / 'gestaltlens.db').as_posix()}"
+    from app.migrate import upgrade
+
+    data.mkdir()
+    upgrade(url)
+    engine = make_engine(url)
+    with make_sessionmaker(engine)() as session:
+        user = auth_service.create_user(session, username="alice", password=PASSWORD, role="clinician")
+        token = auth_service.create_api_token(session, user=user)
+        session.commit()
+    engine.dispose()
+    env = _env(url, data, GESTALTLENS_MIN_FREE_MB="0")
+    port = free_port()
+    server = serve(env, tmp_path / "server.log", port)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    face = generate_one(seed=33, class_id="syn_a", index=0, severity=1.0).jpeg
+    files = {"photo": ("p.jpg", face, "image/jpeg")}
+    try:
+        assert httpx.get(f"{base}/readyz", timeout=30).json()["storage"] == "ok"
+        assert httpx.post(f"{base}/api/v1/cases", files=files, headers=headers, timeout=120).status_code == 201
+        before = sorted(p.name for p in (data / "photos").iterdir())
+        filler = _fill(small_disk)
+        ready = httpx.get(f"{base}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["code"] == "storage_full", ready.text
+        refused = httpx.post(f"{base}/api/v1/cases", files=files, headers=headers, timeout=120)
+        assert refused.status_code == 507 and refused.json()["code"] == "storage_full", refused.text
+        assert refused.headers["x-content-type-options"] == "nosniff"
+        after = sorted(p.name for p in (data / "photos").iterdir())
+        assert after == before and len(before) == 1  # nothing half-written
+        filler.unlink()
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=30).status_code == 200, 30, "readyz after freeing")
+        assert httpx.post(f"{base}/api/v1/cases", files=files, headers=headers, timeout=120).status_code == 201
+    finally:
+        stop(server)
