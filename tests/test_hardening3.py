@@ -380,3 +380,24 @@ def test_asking_for_a_cohort_below_the_floor_from_the_page_is_a_422(client: Test
         response = client.post("/syndromes/syn_b/cohort", data={"objective": "logit"}, headers=headers)
         assert response.status_code == 422, response.text[:300]
         assert "5" in response.text and "alice" in response.text  # the floor, on a page that still knows the user
+
+
+# --- 12. a case's gaze page is paginated, however many fixations were imported --------------------------------
+
+
+def test_the_gaze_page_of_a_case_draws_one_page_of_fixations(app, client: TestClient, admin: Account,
+                                                             face_jpeg: bytes) -> None:
+    page_size = 2000  # app.gaze.routes.PAGE_SIZE
+    _gaze_case(client, admin, face_jpeg)
+    rows = [f"CG01,GZ1,{200 + i % 50},{200 + i // 50 % 50},{100 + i % 7},{i * 300}" for i in range(page_size + 321)]
+    response = _gaze_import(client, admin, "participant,case,x,y,duration_ms,onset_ms\n" + "\n".join(rows))
+    assert response.status_code == 201, response.text[:300]
+    with app.state.sessions() as session:
+        case_id = session.scalar(select(Case.id).where(Case.pseudonym == "GZ1"))
+    first = client.get(f"/gaze/cases/{case_id}", headers=admin.headers)
+    assert first.status_code == 200
+    assert first.text.count('class="fixation"') == page_size and f"{page_size + 321:,}" in first.text
+    second = client.get(f"/gaze/cases/{case_id}?page=2", headers=admin.headers)
+    assert second.text.count('class="fixation"') == 321
+    api = client.get(f"/api/v1/gaze/cases/{case_id}/fixations?limit=100&offset=2300", headers=admin.headers).json()
+    assert api["total"] == page_size + 321 and len(api["items"]) == 21
