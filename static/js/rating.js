@@ -68,11 +68,15 @@
   // A map that has just finished computing arrives by an htmx swap, and htmx wires the new form's
   // hx-trigger only when the swap *settles* (20 ms later, far more on a loaded machine): a score given in
   // between changed the radio but sent nothing, and the rating was lost. htmx.process() wires it now (a
-  // form already wired is left as it is), before this event reaches the form.
+  // form htmx has wired is never processed again: htmx would re-wire it while a save is in flight, since
+  // its classes changed, and lose the save queued behind it), before this event reaches the form.
+  document.addEventListener("htmx:afterProcessNode", function (event) {
+    if (isRateForm(event.target)) { event.target.glWired = true; }
+  });
   document.addEventListener("change", function (event) {
     const form = event.target && event.target.closest ? event.target.closest(".rate-form") : null;
     if (!isRateForm(form)) { return; }
-    if (window.htmx) { window.htmx.process(form); }
+    if (!form.glWired && window.htmx) { window.htmx.process(form); }
     if (hasScore(form)) { state(form).changes += 1; }
   }, true);
 
