@@ -59,7 +59,10 @@ def serve(
 
         run_upgrade(settings.resolved_database_url)
     typer.echo(f"GestaltLens on http://{host}:{port}  (data: {settings.data_dir}, db: {_safe_url()})")
-    uvicorn.run("app.web.factory:create_app", factory=True, host=host, port=port, proxy_headers=False)
+    from app.web.server import http_protocol
+
+    uvicorn.run("app.web.factory:create_app", factory=True, host=host, port=port, proxy_headers=False,
+                http=http_protocol())  # uvicorn's own 400s answer our JSON error with the security headers
 
 
 def _safe_url() -> str:

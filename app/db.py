@@ -78,7 +78,7 @@ class UnstorableText(ValueError):
     allowed (comments have lines)."""
 
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0 but line breaks, DEL, C1
 
 
 def has_control_chars(value: str) -> bool:

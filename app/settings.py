@@ -23,6 +23,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=PROJECT_ROOT / "var")
     database_url: str | None = None
+    # Seconds a request waits for a pooled database connection before answering 503 database_busy. Requests
+    # hold a connection only while they talk to the database, never while they compute.
+    database_pool_timeout_s: float = 30.0
+    # /readyz reports the storage full (503 storage_full) below this much free space under the data directory.
+    min_free_mb: float = 64.0
     model: str = "demo"
     models_dir: Path = Field(default=PROJECT_ROOT / "models")
     job_runner: str = "inline"

@@ -1,14 +1,16 @@
 """Load bench: concurrent uploaders and a 10,000-case list, on SQLite and PostgreSQL, against a real server.
 
-    python bench/bench_load.py [--backends sqlite,postgres] [--uploaders 20] [--uploads-each 2]
-                               [--cases 10000] [--list-requests 40]
+    python bench/bench_load.py [--backends sqlite,postgres] [--uploaders 20] [--uploads-each 5]
+                               [--auth token,cookie] [--cases 10000] [--list-requests 40]
 
 For each backend a fresh database (SQLite file / PostgreSQL schema, migrated) and a real ``gestaltlens serve``
 process (uvicorn, one worker, inline job runner) on a free port. Then:
 
-* **uploads**: N threads each upload M generated face photos at once (multipart, Bearer token, the whole
+* **uploads**: N users (one account each) upload M generated face photos each at once (multipart, the whole
   intake: type sniffing, de-identification, YuNet detection with roll correction, alignment, ranking by the
-  demo model, files and rows). Errors, p50 / p95 of each request's latency, uploads per second.
+  demo model, files and rows), once with Bearer tokens and once through browser sessions (form login, session
+  cookie, CSRF header), on the same server one after the other. Errors, p50 / p95 of each request's latency,
+  uploads per second, and the cookie/token p95 ratio of that run.
 * **case list**: 10,000 case rows bulk-inserted (with rankings and 5% confirmed diagnoses), then the list
   API with the page's common queries (first page, search, date range, predicted syndrome, diagnosis, a deep
   offset, sorted by pseudonym), each timed sequentially; p50 / p95 per query.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -44,6 +47,7 @@ from app.predictions.models import PredictionRun
 from app.synth.generate import generate_one
 from tests.fault_support import free_port, serve, stop
 
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([0-9a-f]+)">')
 POSTGRES_URL = os.environ.get("GESTALTLENS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BASE_TIME = datetime(2024, 1, 1, tzinfo=UTC)
 LIST_QUERIES = {
@@ -83,7 +87,23 @@ def fresh_database(backend: str, folder: Path) -> tuple[str, object]:
     return url, cleanup
 
 
-def bench_uploads(base: str, token: str, uploaders: int, each: int) -> dict[str, Any]:
+def browser_client(base: str, username: str, password: str) -> httpx.Client:
+    """A client logged in like a browser: the login form's CSRF token, the session cookie, the CSRF header."""
+    client = httpx.Client(base_url=base, timeout=600)
+    page = client.get("/login")
+    match = CSRF_META.search(page.text)
+    assert match, "no CSRF token on /login"
+    headers = {"X-CSRF-Token": match.group(1), "Origin": base}
+    response = client.post("/login", data={"username": username, "password": password, "next": "/cases"},
+                           headers={**headers, "HX-Request": "true"})
+    assert response.status_code == 204, response.text
+    client.headers.update(headers)
+    return client
+
+
+def bench_uploads(base: str, users: list[tuple[str, str, str]], each: int, auth: str) -> dict[str, Any]:
+    """``users``: (username, password, token); ``auth``: "token" or "cookie"."""
+    uploaders = len(users)
     photos = [generate_one(seed=900 + i, class_id="syn_" + "abcdefgh"[i % 8], index=0, severity=1.0).jpeg
               for i in range(uploaders)]
     latencies: list[float] = []
@@ -92,7 +112,12 @@ def bench_uploads(base: str, token: str, uploaders: int, each: int) -> dict[str,
     lock = threading.Lock()
 
     def uploader(i: int) -> None:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=300) as client:
+        username, password, token = users[i]
+        if auth == "cookie":
+            client = browser_client(base, username, password)
+        else:
+            client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600)
+        try:
             barrier.wait()
             for _ in range(each):
                 started = time.perf_counter()
@@ -106,6 +131,8 @@ def bench_uploads(base: str, token: str, uploaders: int, each: int) -> dict[str,
                     latencies.append(time.perf_counter() - started)
                     if problem:
                         errors.append(problem)
+        finally:
+            client.close()
 
     threads = [threading.Thread(target=uploader, args=(i,)) for i in range(uploaders)]
     started = time.perf_counter()
@@ -164,17 +191,25 @@ def bench_list(base: str, token: str, requests: int) -> dict[str, tuple[float, f
     return out
 
 
-def run_backend(backend: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, tuple[float, float, int]]]:
+def run_backend(backend: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]],
+                                                                 dict[str, tuple[float, float, int]]]:
     with tempfile.TemporaryDirectory(prefix=f"bench-load-{backend}-") as tmp:
         folder = Path(tmp)
         url, cleanup = fresh_database(backend, folder)
         try:
             engine = make_engine(url)
+            users = []
             with make_sessionmaker(engine)() as session:
                 user = auth_service.create_user(session, username="bench", password=secrets.token_urlsafe(16),
                                                 role="admin")
                 token = auth_service.create_api_token(session, user=user)
                 owner_id = user.id
+                for i in range(args.uploaders):
+                    password = secrets.token_urlsafe(16)
+                    clinician = auth_service.create_user(session, username=f"user{i:02d}", password=password,
+                                                         role="clinician")
+                    users.append((clinician.username, password, auth_service.create_api_token(session,
+                                                                                              user=clinician)))
                 session.commit()
             engine.dispose()
             env = {**os.environ, "GESTALTLENS_DATABASE_URL": url, "GESTALTLENS_DATA_DIR": str(folder / "data"),
@@ -183,9 +218,15 @@ def run_backend(backend: str, args: argparse.Namespace) -> tuple[dict[str, Any],
             server = serve(env, folder / "server.log", port)
             base = f"http://127.0.0.1:{port}"
             try:
-                uploads = bench_uploads(base, token, args.uploaders, args.uploads_each)
-                seed_cases(url, owner_id, args.cases)
-                listing = bench_list(base, token, args.list_requests)
+                warm = generate_one(seed=899, class_id="syn_a", index=0, severity=1.0).jpeg  # load model, detector
+                httpx.post(f"{base}/api/v1/cases", files={"photo": ("w.jpg", warm, "image/jpeg")}, timeout=600,
+                           headers={"Authorization": f"Bearer {token}"}).raise_for_status()
+                uploads = {auth: bench_uploads(base, users, args.uploads_each, auth)
+                           for auth in args.auth.split(",") if auth}
+                listing = {}
+                if args.list_requests:
+                    seed_cases(url, owner_id, args.cases)
+                    listing = bench_list(base, token, args.list_requests)
             finally:
                 stop(server)
             return uploads, listing
@@ -197,22 +238,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--uploaders", type=int, default=20)
-    parser.add_argument("--uploads-each", type=int, default=2)
+    parser.add_argument("--uploads-each", type=int, default=5)
+    parser.add_argument("--auth", default="token,cookie", help="token, cookie or both, in this order")
     parser.add_argument("--cases", type=int, default=10_000)
-    parser.add_argument("--list-requests", type=int, default=40)
+    parser.add_argument("--list-requests", type=int, default=40, help="0 skips the case list")
     args = parser.parse_args()
     results = {backend: run_backend(backend, args) for backend in args.backends.split(",") if backend}
-    load = os.getloadavg()[0]
-    print(f"\n{args.uploaders} concurrent uploaders x {args.uploads_each} photos, one server process "
-          f"({os.cpu_count()} cores, load {load:.1f} at the end)")
-    print("| backend | uploads | errors | p50 | p95 | uploads/s |")
-    print("|---|---|---|---|---|---|")
+    load = os.getloadavg()
+    print(f"\n{args.uploaders} users uploading {args.uploads_each} photos each at once, one server process "
+          f"({os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end)")
+    print("| backend | auth | uploads | errors | p50 | p95 | uploads/s | p95 vs token |")
+    print("|---|---|---|---|---|---|---|---|")
     for backend, (uploads, _) in results.items():
-        print(f"| {backend} | {uploads['n']} | {uploads['errors']} | {uploads['p50']:.2f} s | {uploads['p95']:.2f} s "
-              f"| {uploads['per_s']:.2f} |")
-        if uploads["first_error"]:
-            print(f"|   first error: {uploads['first_error']} |")
-    print(f"\ncase list with {args.cases + args.uploaders * args.uploads_each:,} cases, "
+        for auth, row in uploads.items():
+            token_p95 = uploads.get("token", {}).get("p95")
+            ratio = f"{row['p95'] / token_p95:.2f}x" if token_p95 else "-"
+            print(f"| {backend} | {auth} | {row['n']} | {row['errors']} | {row['p50']:.2f} s | {row['p95']:.2f} s "
+                  f"| {row['per_s']:.2f} | {ratio} |")
+            if row["first_error"]:
+                print(f"|   first error: {row['first_error']} |")
+    if not args.list_requests:
+        return
+    print(f"\ncase list with {args.cases:,} cases more, "
           f"{args.list_requests} sequential requests per query (p50 / p95)")
     backends = list(results)
     print("| query | " + " | ".join(f"{b} p50 | {b} p95" for b in backends) + " | matches |")

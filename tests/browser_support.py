@@ -21,6 +21,10 @@ CHROMIUM_FLAGS = [
     "--disable-sync", "--no-first-run", "--disable-quic",
 ]
 PASSWORD = "browser test password"
+#: The bound of every wait for a state (server up, a page, an element, a saved rating). Waits end as soon as
+#: the state is reached, so a generous bound costs nothing on an idle machine; on a 2-core machine at load
+#: 10-30 a server start alone took over 60 s (issue 20). GESTALTLENS_TEST_WAIT_S overrides it.
+WAIT_S = float(os.environ.get("GESTALTLENS_TEST_WAIT_S", "180"))
 
 
 def _free_port() -> int:
@@ -44,7 +48,7 @@ class Server:
         )
         # A bound, not a timing: the server is waited for until it answers (on a 2-core machine at load 20+
         # its start-up, importing torch and migrating, took over a minute).
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + max(300.0, WAIT_S)
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
@@ -52,6 +56,7 @@ class Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
+        self.process.kill()  # never leave a server behind when the fixture gives up on it
         raise RuntimeError("server did not start:\n" + self.log.read_text())
 
     def setup_code(self) -> str:
@@ -83,6 +88,18 @@ def browser() -> Iterator[object]:
 
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=WAIT_S * 1000)  # expect(...) waits for a state up to the bound
+        original = instance.new_context
+
+        def new_context(*args, **kwargs):  # every page waits (goto, wait_for, click) up to the bound
+            context = original(*args, **kwargs)
+            context.set_default_timeout(WAIT_S * 1000)
+            context.set_default_navigation_timeout(WAIT_S * 1000)
+            return context
+
+        instance.new_context = new_context
         yield instance
         instance.close()
 

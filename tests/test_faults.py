@@ -283,3 +283,138 @@ def test_the_proxy_really_cuts_connections() -> None:
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=2):
         pass
     proxy.stop()
+
+
+# --- issue 20 item 4: a full disk is a state the server reports, not an internal error -----------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 24 MiB tmpfs of this test's own (the machine's disks are never filled); skipped where mounting is
+    not permitted (it needs CAP_SYS_ADMIN)."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler.bin"
+    chunk = b"\0" * 2**20
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(chunk)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_reported_by_readyz_and_answered_507(small_disk: Path, tmp_path: Path) -> None:
+    data = small_disk / "data"
+    url = f"sqlite:///{(data / 'gestaltlens.db').as_posix()}"
+    from app.migrate import upgrade
+
+    data.mkdir()
+    upgrade(url)
+    engine = make_engine(url)
+    with make_sessionmaker(engine)() as session:
+        user = auth_service.create_user(session, username="alice", password=PASSWORD, role="clinician")
+        token = auth_service.create_api_token(session, user=user)
+        session.commit()
+    engine.dispose()
+    env = _env(url, data, GESTALTLENS_MIN_FREE_MB="0")
+    port = free_port()
+    server = serve(env, tmp_path / "server.log", port)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    face = generate_one(seed=33, class_id="syn_a", index=0, severity=1.0).jpeg
+    files = {"photo": ("p.jpg", face, "image/jpeg")}
+    try:
+        assert httpx.get(f"{base}/readyz", timeout=30).json()["storage"] == "ok"
+        assert httpx.post(f"{base}/api/v1/cases", files=files, headers=headers, timeout=120).status_code == 201
+        before = sorted(p.name for p in (data / "photos").iterdir())
+        filler = _fill(small_disk)
+        ready = httpx.get(f"{base}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["code"] == "storage_full", ready.text
+        refused = httpx.post(f"{base}/api/v1/cases", files=files, headers=headers, timeout=120)
+        assert refused.status_code == 507 and refused.json()["code"] == "storage_full", refused.text
+        assert refused.headers["x-content-type-options"] == "nosniff"
+        after = sorted(p.name for p in (data / "photos").iterdir())
+        assert after == before and len(before) == 1  # nothing half-written
+        filler.unlink()
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=30).status_code == 200, 30, "readyz after freeing")
+        assert httpx.post(f"{base}/api/v1/cases", files=files, headers=headers, timeout=120).status_code == 201
+    finally:
+        stop(server)
+
+
+# --- issue 20 item 2: a job ends within its bound whatever fails underneath it ------------------------------
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_database_cut_during_a_celery_job_still_ends_the_job(migrated_url: str, tmp_path: Path,
+                                                               short_lease: None) -> None:
+    """The worker reaches PostgreSQL through this test's proxy, cut for 8 s while the job runs: the job must
+    end (failed with the reason, or done) soon after the database returns, and never stay ``running``."""
+    redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    real = make_url(migrated_url)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy.start()
+    worker_url = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    queue = f"faults-{uuid.uuid4().hex[:10]}"
+    settings = Settings(data_dir=tmp_path / "data", database_url=migrated_url, job_runner="celery",
+                        broker_url=REDIS_URL, job_queue=queue, secret_key=SECRET,
+                        job_visibility_timeout_s=VISIBILITY_S)
+    env = _env(worker_url, settings.data_dir, GESTALTLENS_BROKER_URL=REDIS_URL, GESTALTLENS_JOB_QUEUE=queue)
+    app = create_app(settings)
+    account = make_account(app, "alice", "clinician")
+    log = tmp_path / "worker.log"
+    worker = spawn(["worker", "--concurrency", "1", "--loglevel", "WARNING"], env, log)
+    try:
+        with TestClient(app) as client:
+            case = upload(client, account, generate_one(seed=34, class_id="syn_c", index=0, severity=1.0).jpeg).json()
+            _wait_for_worker(settings, worker, log)
+            url = f"/api/v1/cases/{case['id']}/explanations"
+            asked = client.post(url, json=LONG_PANEL, headers=account.headers)
+            assert asked.status_code == 202, asked.text
+            job_id = asked.json()["job_id"]
+
+            def running() -> bool:
+                job = client.get(f"/api/v1/jobs/{job_id}", headers=account.headers).json()
+                assert job["state"] in ("queued", "running"), job
+                return job["state"] == "running" and job["progress"] >= 0.05
+
+            wait_until(running, 180, "the job to run")
+            proxy.stop()
+            time.sleep(8)
+            proxy.start()
+            back = time.monotonic()
+
+            def ended() -> bool:
+                return client.get(f"/api/v1/jobs/{job_id}", headers=account.headers).json()["state"] in (
+                    "done", "failed")
+
+            # The bound: the outcome is retried for 60 s (execute.RECORD_RETRY_S); the job itself runs on.
+            wait_until(ended, 240, "the job to end after the database returned", interval=0.5)
+            listed = client.get(url, headers=account.headers).json()
+            assert all(e["status"] in ("done", "failed") for e in listed), listed  # no map left queued
+            job = client.get(f"/api/v1/jobs/{job_id}", headers=account.headers).json()
+            assert job["state"] == "done" or job["error"], job
+            assert time.monotonic() - back < 240
+            if job["state"] == "failed":  # asking again starts a new job, never the dead one
+                again = client.post(url, json=LONG_PANEL, headers=account.headers).json()
+                assert again["job_id"] not in (None, job_id)
+    finally:
+        stop(worker)
+        proxy.stop()
+        app.state.engine.dispose()

@@ -635,12 +635,20 @@ def test_navigation_follows_the_remaining_cases_and_case_in_study(
 def test_admin_is_warned_when_a_rater_can_see_the_maps_elsewhere(
     app, client: TestClient, admin: Account, alice: Account, bob: Account, faces: list[bytes]
 ) -> None:
-    # Bob owns the case and rates it: on his case page the same maps carry their method names.
-    study, _ = make_study(client, admin, faces[:1], [alice, bob], methods=["saliency"], owner=bob)
+    # Bob owns the case: on his case page the same maps carry their method names, so he may not rate it
+    # blind (refused, tests/test_hardening3.py); an admin among the raters is warned about instead.
+    study, _ = make_study(client, admin, faces[:1], [alice, bob], methods=["saliency"], owner=bob, blinded=False)
+    with_admin = client.post("/api/v1/studies", headers=admin.headers, json={
+        "name": "Bob rates", "cases": study["case_ids"], "methods": ["saliency"],
+        "raters": [admin.username, bob.username]})
+    assert with_admin.status_code == 422 and with_admin.json()["code"] == "rater_owns_case"
+    study = client.post("/api/v1/studies", headers=admin.headers, json={
+        "name": "Admin rates", "cases": study["case_ids"], "methods": ["saliency"],
+        "raters": [admin.username, alice.username]}).json()
     sid = study["id"]
-    assert len(study["warnings"]) == 1 and study["warnings"][0].startswith("bob owns 1 case of this study")
+    assert len(study["warnings"]) == 1 and study["warnings"][0].startswith(f"{admin.username} is an admin")
     page = client.get(f"/studies/{sid}", headers=admin.headers).text
-    assert 'id="blinding-warnings"' in page and "bob owns 1 case" in page and "not blind" in page
+    assert 'id="blinding-warnings"' in page and "is an admin" in page
     for rater in (alice, bob):  # raters do not see the admin's warnings
         assert "blinding-warnings" not in client.get(f"/studies/{sid}", headers=rater.headers).text
         assert "warnings" not in client.get(f"/api/v1/studies/{sid}", headers=rater.headers).json()

@@ -19,6 +19,7 @@ from app.cases.models import Case
 from app.cases.storage import PhotoStore
 from app.db import new_id
 from app.errors import NotFound
+from app.text import has_controls
 from app.vision.pipeline import ProcessedPhoto
 
 MAX_PSEUDONYM = 120
@@ -28,7 +29,7 @@ def clean_pseudonym(value: str | None) -> str | None:
     """Strip control characters and whitespace; empty means none."""
     if value is None:
         return None
-    cleaned = "".join(ch for ch in value if ch.isprintable()).strip()
+    cleaned = value.strip()  # control characters were refused before (pseudonym_problem)
     return cleaned[:MAX_PSEUDONYM] or None
 
 
@@ -37,7 +38,7 @@ def pseudonym_problem(value: str | None) -> str | None:
     clinician must find the case again under the name they typed."""
     if value is None:
         return None
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if has_controls(value):
         return "pseudonym: control characters (NUL, line breaks …) are not allowed"
     if len(value.strip()) > MAX_PSEUDONYM:
         return f"pseudonym: at most {MAX_PSEUDONYM} characters"

@@ -2,10 +2,10 @@
 
 A syndrome's cohort, for one user, is the set of cases with that *confirmed* diagnosis (``cases.
 diagnosis_syndrome_id``, a syndrome of the served model) that the user may see: their own, or all for an
-admin. Derived group data needs at least ``floor`` distinct patients, where cases sharing a pseudonym are
-one patient (a case without a pseudonym is its own patient). The floor is ``GESTALTLENS_COHORT_MIN_PATIENTS``
-(default 5, never below 5, see :data:`MIN_PATIENTS`). Below it the answer is 422 ``too_few_cases`` naming the
-floor and the count, and nothing is computed or stored.
+admin. Derived group data needs at least ``floor`` distinct patients, where cases sharing a pseudonym or an
+identical photo are one patient (a case sharing neither is its own patient). The floor is
+``GESTALTLENS_COHORT_MIN_PATIENTS`` (default 5, never below 5, see :data:`MIN_PATIENTS`). Below it the
+answer is 422 ``too_few_cases`` naming the floor and the count, and nothing is computed or stored.
 
 A result is keyed by user, model version, syndrome, objective, methods and a digest of the exact case set,
 so it is served only to the user whose visible cases made it, and a new case, an erasure or a changed
@@ -54,9 +54,25 @@ class Cohort:
 
 
 def patient_count(cases: Sequence[Case]) -> int:
-    """Distinct patients: cases sharing a pseudonym are one; a case without one counts alone."""
-    return len({(case.pseudonym.strip().casefold() if case.pseudonym and case.pseudonym.strip() else f"#{case.id}")
-                for case in cases})
+    """Distinct patients: cases linked by a shared pseudonym or by an identical photo (the same SHA-256 of the
+    stored, re-encoded photo) are one patient, transitively; a case linked to none counts alone. Without the
+    photo link, one photo uploaded five times without a pseudonym passed the floor as five patients."""
+    parent = list(range(len(cases)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, case in enumerate(cases):
+        keys = [("photo", case.photo_sha256)] if case.photo_sha256 else []
+        if case.pseudonym and case.pseudonym.strip():
+            keys.append(("pseudonym", case.pseudonym.strip().casefold()))
+        for key in keys:
+            parent[root(i)] = root(first.setdefault(key, i))
+    return len({root(i) for i in range(len(cases))})
 
 
 def cohort(session: Session, *, user: User, model: LoadedModel, syndrome_id: str, floor: int) -> Cohort:

@@ -19,6 +19,7 @@ from app.cases.models import Case
 from app.diagnoses.models import CLEARED, FREE_TEXT, MODEL_LABEL, Diagnosis
 from app.errors import DomainError
 from app.nets.card import Label
+from app.text import has_controls
 
 MAX_NAME = 200
 _OMIM = re.compile(r"(?:omim\s*:?\s*)?(\d{6})", re.IGNORECASE)
@@ -39,7 +40,11 @@ def normalise_omim(value: str | None) -> str | None:
 
 
 def clean_name(value: str | None) -> str:
-    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in (value or "")).split())
+    """Runs of white space become one space; a control character is refused, never replaced (app.text)."""
+    if value and has_controls(value):
+        raise DomainError("invalid_request", "Invalid request: the syndrome name must not contain NUL, line "
+                          "breaks or other control characters.")
+    cleaned = " ".join((value or "").split())
     if not cleaned:
         raise DomainError("invalid_name", "Enter the name of the diagnosed syndrome.")
     if len(cleaned) > MAX_NAME:

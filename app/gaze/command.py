@@ -75,14 +75,18 @@ def synth(out: Path, per_case: Annotated[int, typer.Option(help="fixations per p
                     service.add_participant(session, code=code, group=group)
             session.commit()
     files = synthetic.write_all(synth_cases, SYNTHETIC_PEOPLE, per_case=per_case, seed=seed)
+    root = out.resolve()
     for name, data in files.items():
-        path = out / name
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):  # names are built from ids and constants; this guards the rule
+            typer.echo(f"error: {name!r} would lie outside {out}; nothing more written", err=True)
+            raise typer.Exit(2)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     rect = ",".join(f"{v:.3f}" for v in synth_cases[0].rect())
     typer.echo(f"wrote {len(files)} SYNTHETIC files to {out}")
     typer.echo(f"EyeLink report: import with --rect {rect}")
-    typer.echo("Pupil files: import each with --participant <code> --case <pseudonym or id> (from the path)")
+    typer.echo("Pupil files (pupil/<participant>/<case id>/): import each with --participant <code> --case <case id>")
 
 
 @gaze_cli.command("import")

@@ -37,6 +37,13 @@ PHOTO, SCREEN, NORMALISED = "photo", "screen", "normalised"
 
 Rect = tuple[float, float, float, float]  # left, top, width, height in screen pixels
 
+#: Bounds of a possible value. A fixation file is refused, not "cleaned", when a row lies outside them: a
+#: duration of 1e308 ms or a NaN onset is a broken export, and averaging it in would poison every result.
+MAX_COORD = 1_000_000.0  # pixels, photo or screen (no display or photo is a million pixels wide)
+MAX_DURATION_MS = 60_000.0  # a fixation longer than a minute is not a fixation
+MAX_ONSET_MS = 1e12  # about 30 years: any recording clock, never an overflow
+LINE = " line"  # key of a row's line number in the file (no header key starts with a space)
+
 
 class ParseError(Exception):
     """The file cannot be read as the format at all (nothing is imported)."""
@@ -65,6 +72,10 @@ class Parsed:
     rows: int
     fixations: list[RawFixation]
     skipped: Counter[str] = field(default_factory=Counter)  # reason → rows left out
+    impossible: dict[str, list[int]] = field(default_factory=dict)  # reason → file lines (the file is refused)
+
+    def refuse(self, reason: str, row: dict[str, str]) -> None:
+        self.impossible.setdefault(reason, []).append(int(row.get(LINE, 0)))
 
 
 def _key(name: str) -> str:
@@ -88,15 +99,56 @@ def _number(value: str | None) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _strict_number(value: str | None) -> tuple[float | None, bool]:
+    """Our generic CSV's numbers: only an empty cell is missing; "nan", "inf" or an overflow are impossible
+    (``(None, True)``), unlike the vendor formats, whose exports write NaN or "." for a missing value."""
+    text = (value or "").strip()
+    if not text:
+        return None, False
+    try:
+        number = float(text)
+    except ValueError:
+        return None, False  # not a number at all: the row has no such value (counted as before)
+    return (number, False) if math.isfinite(number) else (None, True)
+
+
 def _table(text: str, delimiter: str) -> tuple[list[str], list[dict[str, str]]]:
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         header = next(reader)
+        keys = [_key(h) for h in header]
+        rows = []
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append({**dict(zip(keys, row, strict=False)), LINE: str(reader.line_num)})
     except StopIteration:
         raise ParseError("empty_file", "The file is empty.") from None
-    keys = [_key(h) for h in header]
-    rows = [dict(zip(keys, row, strict=False)) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as exc:  # a field over csv.field_size_limit(), a NUL, an unclosed quote …
+        raise ParseError("malformed_file", f"The file is not readable as delimited text (line {reader.line_num}: "
+                         f"{exc}).") from None
     return keys, rows
+
+
+def _check(out: Parsed, row: dict[str, str], fix: RawFixation) -> None:
+    """Keep ``fix`` when every value is possible; otherwise note the row (the whole file will be refused)."""
+    values = [fix.x, fix.y, fix.duration_ms] + ([fix.onset_ms] if fix.onset_ms is not None else [])
+    if not all(math.isfinite(v) for v in values) or abs(fix.x) > MAX_COORD or abs(fix.y) > MAX_COORD:
+        out.refuse("position", row)
+    elif not fix.duration_ms <= MAX_DURATION_MS:
+        out.refuse("duration", row)
+    elif fix.onset_ms is not None and abs(fix.onset_ms) > MAX_ONSET_MS:
+        out.refuse("onset", row)
+    elif fix.rect is not None and not rect_possible(fix.rect):
+        out.refuse("stimulus_rectangle", row)
+    else:
+        out.fixations.append(fix)
+
+
+def rect_possible(rect: Rect) -> bool:
+    """Finite, within a million pixels, and with a positive width and height (a 0-wide photo divides by 0)."""
+    left, top, width, height = rect
+    return (all(math.isfinite(v) for v in rect) and abs(left) <= MAX_COORD and abs(top) <= MAX_COORD
+            and 0 < width <= MAX_COORD and 0 < height <= MAX_COORD)
 
 
 def _require(keys: list[str], needed: list[str], fmt: str) -> None:
@@ -150,15 +202,20 @@ def _generic(text: str, *, space: str, rect: Rect | None) -> Parsed:
         raise ParseError("missing_option", "Screen coordinates need the stimulus rectangle (left, top, width, height).")
     out = Parsed("generic", len(rows), [])
     for row in rows:
-        x, y, duration = _number(row.get("x")), _number(row.get("y")), _number(row.get("duration_ms"))
+        (x, bad_x), (y, bad_y) = _strict_number(row.get("x")), _strict_number(row.get("y"))
+        (duration, bad_duration), (onset, bad_onset) = (_strict_number(row.get("duration_ms")),
+                                                         _strict_number(row.get("onset_ms")))
+        if bad_x or bad_y or bad_duration or bad_onset:
+            out.refuse("position" if bad_x or bad_y else "duration" if bad_duration else "onset", row)
+            continue
         if x is None or y is None:
             out.skipped["no_position"] += 1
             continue
         if duration is None or duration < 0:
             out.skipped["bad_duration"] += 1
             continue
-        out.fixations.append(RawFixation(row["participant"].strip(), row["case"].strip(), x, y, duration,
-                                         _number(row.get("onset_ms")), space, rect if space == SCREEN else None))
+        _check(out, row, RawFixation(row["participant"].strip(), row["case"].strip(), x, y, duration, onset, space,
+                                     rect if space == SCREEN else None))
     return out
 
 
@@ -201,8 +258,8 @@ def _tobii(text: str, *, rect: Rect | None) -> Parsed:
             continue
         onset = _number(row.get("recording timestamp"))
         onset = onset / 1000.0 if onset is not None and micro else onset
-        out.fixations.append(RawFixation(row["participant name"].strip(), stimulus, x, y, duration or 0.0, onset,
-                                         SCREEN, row_rect))
+        _check(out, row, RawFixation(row["participant name"].strip(), stimulus, x, y, duration or 0.0, onset,
+                                     SCREEN, row_rect))
     return out
 
 
@@ -222,8 +279,8 @@ def _eyelink(text: str, *, rect: Rect | None, stimulus_column: str) -> Parsed:
         if x is None or y is None or not stimulus or stimulus == ".":
             out.skipped["no_position"] += 1
             continue
-        out.fixations.append(RawFixation(row["recording_session_label"].strip(), stimulus, x, y, duration or 0.0,
-                                         _number(row.get("current_fix_start")), SCREEN, rect))
+        _check(out, row, RawFixation(row["recording_session_label"].strip(), stimulus, x, y, duration or 0.0,
+                                     _number(row.get("current_fix_start")), SCREEN, rect))
     return out
 
 
@@ -247,6 +304,6 @@ def _pupil(text: str, *, participant: str, stimulus: str) -> Parsed:
             continue
         start = _number(row.get("start_timestamp"))
         # Pupil's surface origin is bottom-left (y up); photo pixels have y down.
-        out.fixations.append(RawFixation(participant, stimulus, x, 1.0 - y, _number(row.get("duration")) or 0.0,
-                                         start * 1000.0 if start is not None else None, NORMALISED))
+        _check(out, row, RawFixation(participant, stimulus, x, 1.0 - y, _number(row.get("duration")) or 0.0,
+                                     start * 1000.0 if start is not None else None, NORMALISED))
     return out

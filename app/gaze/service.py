@@ -32,6 +32,14 @@ CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 GROUP_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
+IMPOSSIBLE = {
+    "position": f"a position that is not a number or beyond {parsers.MAX_COORD:,.0f} px",
+    "duration": f"a duration that is not a number or over {parsers.MAX_DURATION_MS / 1000:.0f} s",
+    "onset": "an onset that is not a finite number of milliseconds",
+    "stimulus_rectangle": "a stimulus rectangle without a positive, finite width and height",
+}
+
+
 class GazeError(DomainError):
     """A refused participant or import (422 unless a status is given); the extra ``report=`` (in the JSON
     answer too) says what was found. A subclass so that the import page can show the report of a refusal."""
@@ -108,8 +116,9 @@ def parse_rect(text: str | None) -> parsers.Rect | None:
         values = [float(v) for v in str(text).split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0 or not all(np.isfinite(values)):
-        raise GazeError("invalid_rect", "The stimulus rectangle is 'left,top,width,height' in screen pixels.")
+    if len(values) != 4 or not parsers.rect_possible((values[0], values[1], values[2], values[3])):
+        raise GazeError("invalid_rect", "The stimulus rectangle is 'left,top,width,height' in screen pixels "
+                        f"(width and height positive, every value within {parsers.MAX_COORD:,.0f}).")
     return values[0], values[1], values[2], values[3]
 
 
@@ -177,6 +186,13 @@ def import_fixations(session: Session, *, data: bytes, filename: str, options: I
     except parsers.ParseError as exc:
         raise GazeError(exc.code, exc.detail + " Nothing imported.", report={"problem": exc.code}) from exc
     report: dict[str, Any] = {"format": parsed.format, "rows": parsed.rows, "skipped": dict(parsed.skipped)}
+    if parsed.impossible:
+        report["impossible"] = {reason: {"rows": len(lines), "lines": lines[:20]}
+                                for reason, lines in parsed.impossible.items()}
+        described = "; ".join(f"{IMPOSSIBLE[reason]}: {len(lines)} row(s), line(s) {', '.join(map(str, lines[:5]))}"
+                              for reason, lines in parsed.impossible.items())
+        raise GazeError("impossible_values", f"Nothing imported: rows with impossible values ({described}).",
+                        report=report)
     stimuli = list(dict.fromkeys(f.stimulus for f in parsed.fixations))
     cases, unknown_cases = resolve_cases(session, user=user, names=stimuli)
     codes = list(dict.fromkeys(f.participant for f in parsed.fixations))

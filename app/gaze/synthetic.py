@@ -170,7 +170,8 @@ def write_all(cases: list[SynthCase], participants: list[tuple[str, str]], *, pe
               seed: int = 0) -> dict[str, bytes]:
     """Every format, named as the vendors name their files: the generic CSV and the Tobii TSV hold everyone;
     the EyeLink report holds everyone on the first case's screen rectangle; Pupil files are one per
-    (participant, case). Different seeds per format, so the four files are four imports, not one."""
+    (participant, case), in a folder named by the case's id: never by its pseudonym, which a clinician typed
+    and which may say "../../elsewhere". Different seeds per format, so the four files are four imports."""
     out = {"gaze_generic.csv": generic_csv(draw(cases, participants, per_case=per_case, seed=seed)),
            "tobii_pro_lab_export.tsv": tobii_tsv(draw(cases, participants, per_case=per_case, seed=seed + 1))}
     same_rect = [SynthCase(c.id, c.pseudonym, c.photo_width, c.photo_height, c.align_matrix) for c in cases
@@ -181,5 +182,5 @@ def write_all(cases: list[SynthCase], participants: list[tuple[str, str]], *, pe
         for case in cases:
             salt = zlib.crc32(f"{code}:{case.id}".encode()) % 1000
             fix = draw([case], [(code, group)], per_case=per_case, seed=seed + 3 + salt)
-            out[f"pupil/{code}/{case.name}/fixations_on_surface_photo.csv"] = pupil_surface_csv(fix)
+            out[f"pupil/{code}/{case.id}/fixations_on_surface_photo.csv"] = pupil_surface_csv(fix)
     return out

@@ -75,13 +75,15 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
     @celery.task(name=RUN_JOB_TASK, bind=True, max_retries=20)
     def run_job_task(self, job_id: str) -> None:
-        from app.jobs.execute import run_job
+        from app.jobs.execute import TryLater, run_job
         from app.jobs.service import JobBusy, lease
 
         try:
             run_job(job_id, worker_context())
         except JobBusy as exc:  # a re-delivered copy while the first worker still works: look again later
             raise self.retry(countdown=lease().total_seconds(), exc=exc) from exc
+        except TryLater as exc:  # database or disk failed under the job: offer it again once the lease is over
+            raise self.retry(countdown=lease().total_seconds() + 1, exc=exc) from exc
 
     return celery
 

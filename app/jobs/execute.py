@@ -1,28 +1,66 @@
-"""Run one job by id: claim it, dispatch to its kind's handler, record the outcome. Both runners call this."""
+"""Run one job by id: claim it, dispatch to its kind's handler, record the outcome. Both runners call this.
+
+Whatever fails underneath, a job ends (done, failed, or handed back to be retried): a database that vanishes
+while a job runs, or a disk that is full when it is claimed, must not leave it ``running`` or ``queued`` with
+nobody working on it (issue 20). The outcome is therefore written with retries for ``RECORD_RETRY_S``; when the
+database stays away longer, or the claim itself cannot be written, :class:`TryLater` tells the runner to
+offer the job again after the lease, when a claim takes it over (or gives up after three attempts).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+
+from sqlalchemy import exc as sa_exc
 
 from app.jobs import service
 from app.jobs.registry import KINDS, WorkerContext
 
 log = logging.getLogger("gestaltlens.jobs")
 
+#: Failures of the infrastructure, not of the job: the database unreachable or its pool exhausted, the disk full.
+TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError,
+             OSError)
+#: How long the outcome of a job is retried before the job is handed back to be run again.
+RECORD_RETRY_S = 60.0
+
+
+class TryLater(RuntimeError):
+    """The job could not be claimed or its outcome recorded (database or disk): offer it again later."""
+
+
+def _record(context: WorkerContext, job_id: str, *, error: str | None, worker: str | None) -> None:
+    delay, started = 0.25, time.monotonic()
+    while True:
+        try:
+            service.finish(context.sessions, job_id, error=error, worker=worker)
+            return
+        except TRANSIENT as exc:
+            if time.monotonic() - started + delay > RECORD_RETRY_S:
+                raise TryLater(f"job {job_id}: its outcome could not be recorded ({type(exc).__name__})") from exc
+            log.warning("job %s: recording its outcome failed (%s); retrying in %.1f s", job_id,
+                        type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
 
 def run_job(job_id: str, context: WorkerContext) -> None:
-    job = service.claim(context.sessions, job_id)
+    try:
+        job = service.claim(context.sessions, job_id)
+    except TRANSIENT as exc:
+        raise TryLater(f"job {job_id} could not be claimed ({type(exc).__name__}: {exc})") from exc
     if job is None:
         log.info("job %s is not queued (finished, cancelled with its case, or taken); skipped", job_id)
         return
     registered = KINDS.get(job.kind)
     if registered is None:  # the process did not import app.tasks, or the kind is gone
-        service.finish(context.sessions, job_id, error=f"no handler for job kind {job.kind!r}", worker=job.worker)
+        _record(context, job_id, error=f"no handler for job kind {job.kind!r}", worker=job.worker)
         return
     try:
         registered.run(job, context)
     except Exception as exc:  # the job fails with a message; the worker lives on
         log.exception("job %s (%s) failed", job_id, job.kind)
-        service.finish(context.sessions, job_id, error=str(exc) or type(exc).__name__, worker=job.worker)
+        _record(context, job_id, error=str(exc) or type(exc).__name__, worker=job.worker)
         return
-    service.finish(context.sessions, job_id, worker=job.worker)
+    _record(context, job_id, error=None, worker=job.worker)

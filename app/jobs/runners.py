@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.jobs import service
 from app.jobs.celery_app import RUN_JOB_TASK, make_celery
-from app.jobs.execute import run_job
+from app.jobs.execute import TryLater, run_job
 from app.jobs.registry import WorkerContext
 from app.settings import Settings
 
@@ -76,8 +76,23 @@ class InlineRunner:
                 run_job(job_id, self.context)
             except service.JobBusy:
                 log.warning("job %s is running in another process; this runner leaves it", job_id)
+            except TryLater:  # database or disk failed under it: never dropped, offered again after the lease
+                log.exception("inline runner: job %s is offered again in %.0f s", job_id, self._retry_s())
+                self._later(job_id)
             except Exception:  # a broken database connection must not kill the thread
                 log.exception("inline runner could not run job %s", job_id)
+                self._later(job_id)
+
+    @staticmethod
+    def _retry_s() -> float:
+        return service.lease().total_seconds() + 1
+
+    def _later(self, job_id: str) -> None:
+        if self._stopping.is_set():
+            return
+        timer = threading.Timer(self._retry_s(), self.submit, args=(job_id,))
+        timer.daemon = True
+        timer.start()
 
 
 class CeleryRunner:

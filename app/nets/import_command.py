@@ -145,5 +145,8 @@ def import_command(
     except ModelFolderError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except Exception as exc:  # a file this reader did not foresee: one line, never a traceback (nothing written)
+        typer.echo(f"error: cannot import {source.name}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(json.dumps({"folder": str(report.folder), "format": report.source_format, "head": report.has_head,
                            "classes": report.num_classes, "check": report.check}))

@@ -23,6 +23,7 @@ a pickled module cannot be run without running its code, which is the point of n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from torch import nn
 from app.nets.errors import ModelFolderError
 from app.nets.iresnet import BN_EPS, EMBEDDING_DIM, INPUT_SIZE, IResNet
 from app.nets.safe_pickle import StubModule, load_module_tree
+
+#: The largest tensor an ONNX file may declare (iResNet-100's largest is 12.8 M; a 10,000-class head 5 M).
+MAX_ONNX_ELEMENTS = 2**27
 
 __all__ = ["ImportResult", "SourceLayer", "map_layers", "onnx_layers", "pickle_layers", "verify_against_onnx"]
 
@@ -64,14 +68,34 @@ def onnx_layers(path: Path) -> list[SourceLayer]:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
-    values: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    name = Path(path).name
+    try:  # never follow external-data paths: the file names them, and "../../x" reads outside its folder
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, a truncated file …: the file, not the app, is at fault
+        raise ModelFolderError(f"{name} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    external += [n.name or n.op_type for n in model.graph.node for a in n.attribute
+                 if a.name == "value" and a.t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ModelFolderError(f"{name} keeps tensors in external files ({', '.join(external[:3])}); import a "
+                               "self-contained ONNX file (external data paths are never followed)")
+
+    def array(tensor: Any) -> np.ndarray:
+        declared = math.prod(int(d) for d in tensor.dims) if all(d >= 0 for d in tensor.dims) else -1
+        if declared < 0 or declared > MAX_ONNX_ELEMENTS:
+            raise ModelFolderError(f"{name}: tensor {tensor.name or '?'} declares shape {list(tensor.dims)}")
+        try:
+            return numpy_helper.to_array(tensor)
+        except Exception as exc:  # data shorter than its shape, unknown type …
+            raise ModelFolderError(f"{name}: tensor {tensor.name or '?'} is malformed ({exc})") from exc
+
+    values: dict[str, np.ndarray] = {t.name: array(t) for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-        elif node.op_type == "Identity" and node.input[0] in values:
+                    values[node.output[0]] = array(attr.t)
+        elif node.op_type == "Identity" and node.input and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
 
     def const(name: str, node: Any) -> np.ndarray:
@@ -291,13 +315,18 @@ def verify_against_onnx(network: IResNet, path: Path, batch: np.ndarray) -> tupl
     untrained network's embeddings reach thousands, a trained one's tens."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    embedding_outputs = [o.name for o in session.get_outputs() if o.shape and o.shape[-1] == EMBEDDING_DIM]
-    if not embedding_outputs:
-        raise ModelFolderError(f"{Path(path).name} has no {EMBEDDING_DIM}-d output to compare embeddings with")
-    theirs = np.concatenate([session.run([embedding_outputs[-1]], {input_name: batch[k:k + 1]})[0]
-                             for k in range(batch.shape[0])])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        embedding_outputs = [o.name for o in session.get_outputs() if o.shape and o.shape[-1] == EMBEDDING_DIM]
+        if not embedding_outputs:
+            raise ModelFolderError(f"{Path(path).name} has no {EMBEDDING_DIM}-d output to compare embeddings with")
+        theirs = np.concatenate([session.run([embedding_outputs[-1]], {input_name: batch[k:k + 1]})[0]
+                                 for k in range(batch.shape[0])])
+    except ModelFolderError:
+        raise
+    except Exception as exc:  # ONNX Runtime refuses the graph: say so, never a traceback
+        raise ModelFolderError(f"ONNX Runtime cannot run {Path(path).name} ({type(exc).__name__}: {exc})") from exc
     with torch.no_grad():
         ours = network.eval().embed(torch.from_numpy(batch)).numpy()
     diff = float(np.abs(ours - theirs).max())

@@ -13,7 +13,12 @@ file runs whatever the pickle names. This reader never does:
   mapped to an inert :class:`StubModule` that only records its state. No constructor, ``__setstate__``
   or ``forward`` of the real class ever runs, and the graph module's code is kept as text, never executed;
 * anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen``, an unknown class…) is refused
-  with :class:`UnsafePickle` naming it.
+  with :class:`UnsafePickle` naming it;
+* a tensor's declared size, stride and offset are checked against the bytes its storage really holds
+  *before* anything is materialised (a 700-byte file once declared one float viewed as 40000×40000 with
+  stride 0: 6.4 GB), each storage is read once, and all tensors together may not materialise more than
+  twice the archive's storage bytes; compressed entries (``torch.save`` never compresses) are refused, so a
+  small file cannot inflate either.
 
 What comes out is a tree of stubs whose ``_parameters`` / ``_buffers`` / ``_modules`` hold the tensors,
 in the order the modules were registered (for traced and converted graphs: execution order).
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -96,19 +102,55 @@ def _stub_class(qualified: str) -> type[StubModule]:
     return _stub_classes[qualified]
 
 
+class _Budget:
+    """Bytes the tensors of one archive may still materialise."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self, nbytes: int) -> None:
+        if nbytes > self.left:
+            raise UnsafePickle("the checkpoint's tensors would take more memory than its storages hold")
+        self.left -= nbytes
+
+
 class _Storage:
-    def __init__(self, dtype: torch.dtype, raw: bytes) -> None:
+    def __init__(self, dtype: torch.dtype, raw: bytes, budget: _Budget) -> None:
         self.dtype = dtype
         self.raw = raw
+        self.budget = budget
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list) or len(value) > 16 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise UnsafePickle(f"a tensor's {what} is not a short list of non-negative whole numbers")
+    return tuple(value)
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: Any, stride: Any, *_rest: Any) -> torch.Tensor:
-    """A tensor from raw storage bytes (what ``torch._utils._rebuild_tensor_v2`` does, without torch.load)."""
+    """A tensor from raw storage bytes (what ``torch._utils._rebuild_tensor_v2`` does, without torch.load),
+    after checking that the declared layout lies within the storage and declares no more elements than it
+    holds (a broadcast view, stride 0, is how a tiny file asks for gigabytes; no checkpoint needs one)."""
     if not isinstance(storage, _Storage):
         raise UnsafePickle("a tensor refers to something that is not a storage")
+    size, stride = _ints(size, "size"), _ints(stride, "stride")
+    if len(size) != len(stride) or not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise UnsafePickle("a tensor's size, stride and offset do not fit together")
+    itemsize = torch.empty(0, dtype=storage.dtype).element_size()
+    capacity = len(storage.raw) // itemsize
+    elements = math.prod(size)
+    if elements:
+        last = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
+        if last >= capacity:
+            raise UnsafePickle(f"a tensor of shape {size} reaches element {last} of a storage holding {capacity}")
+        if elements > capacity:
+            raise UnsafePickle(f"a tensor declares {elements} elements (shape {size}, stride {stride}) but its "
+                               f"storage holds {capacity}: refused before materialising it")
+    storage.budget.spend(elements * itemsize)
     flat = torch.frombuffer(bytearray(storage.raw), dtype=storage.dtype) if storage.raw else \
         torch.empty(0, dtype=storage.dtype)
-    return torch.as_strided(flat, tuple(size), tuple(stride), int(offset)).clone()
+    return torch.as_strided(flat, size, stride, offset).clone()
 
 
 def _rebuild_parameter(data: torch.Tensor, *_rest: Any) -> torch.Tensor:
@@ -158,6 +200,9 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self._archive = archive
         self._prefix = prefix
+        self._storages: dict[str, _Storage] = {}
+        stored = sum(info.file_size for info in archive.infolist() if info.filename.startswith(f"{prefix}/data/"))
+        self._budget = _Budget(2 * stored + 2**20)
 
     def find_class(self, module: str, name: str) -> Any:
         module = _PY2_MODULES.get(module, module)  # protocol 2 (torch.save's) spells builtins the Python 2 way
@@ -185,11 +230,15 @@ class _Unpickler(pickle.Unpickler):
         dtype, key = pid[1], str(pid[2])
         if not isinstance(dtype, torch.dtype):
             raise UnsafePickle("a storage names no known element type")
-        try:
-            raw = self._archive.read(f"{self._prefix}/data/{key}")
-        except KeyError as exc:
-            raise UnsafePickle(f"storage {key} is missing from the archive") from exc
-        return _Storage(dtype, raw)
+        if key not in self._storages:  # read once, however many tensors refer to it
+            try:
+                raw = self._archive.read(f"{self._prefix}/data/{key}")
+            except KeyError as exc:
+                raise UnsafePickle(f"storage {key} is missing from the archive") from exc
+            self._storages[key] = _Storage(dtype, raw, self._budget)
+        if self._storages[key].dtype != dtype:
+            raise UnsafePickle(f"storage {key} is read with two element types")
+        return self._storages[key]
 
 
 def load_module_tree(path: Path) -> Any:
@@ -200,6 +249,8 @@ def load_module_tree(path: Path) -> Any:
     except zipfile.BadZipFile as exc:
         raise UnsafePickle(f"{path.name} is not a torch.save zip archive (legacy or foreign format)") from exc
     with archive:
+        if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
+            raise UnsafePickle(f"{path.name} holds compressed entries; torch.save never writes them")
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise UnsafePickle(f"{path.name} holds {len(pickles)} data.pkl records, expected 1")
@@ -212,5 +263,6 @@ def load_module_tree(path: Path) -> Any:
             return _Unpickler(archive.read(pickles[0]), archive, prefix).load()
         except UnsafePickle:
             raise
-        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, RuntimeError, KeyError,
+                IndexError, OverflowError, RecursionError, zipfile.BadZipFile, OSError) as exc:
             raise UnsafePickle(f"{path.name} cannot be unpickled safely: {exc}") from exc

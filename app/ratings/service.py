@@ -175,7 +175,32 @@ def _check_request(session: Session, *, admin: User, body: StudyRequest) -> tupl
     if not body.methods:
         raise RatingError("no_methods", "Choose at least one method.")
     require_methods(body.methods)
-    return name, cases, lifecycle.check_members(session, usernames=body.raters)
+    raters = lifecycle.check_members(session, usernames=body.raters)
+    if body.blinded:
+        refuse_own_cases(raters, cases)
+    return name, cases, raters
+
+
+def refuse_own_cases(raters: Sequence[User], cases: Sequence[Case]) -> None:
+    """Blinding against a rater who owns a case: a blinded study never asks anyone to rate their own case.
+
+    Why refuse rather than hide: the owner's case page shows the same maps under their method names (the
+    study's image and the owner's correlate 1.000), so the owner's answers for that case cannot be blind;
+    withholding a clinician's own maps from them while a study runs would break their clinical use of the
+    case instead. Admins are not refused (they manage the study and can open every case page); the admin's
+    study page warns about them (:func:`app.studies.blinding.blinding_warnings`)."""
+    owned: dict[str, list[str]] = {}
+    for rater in raters:
+        if rater.is_admin:
+            continue
+        for case in cases:
+            if case.owner_id == rater.id:
+                owned.setdefault(rater.username, []).append(case_label(case, case.id))
+    if owned:
+        who = "; ".join(f"{name} owns {', '.join(labels[:10])}" for name, labels in owned.items())
+        raise RatingError("rater_owns_case", f"A blinded study cannot ask raters to rate their own cases ({who}): "
+                          "their case pages show the same maps with method names. Leave those cases or raters "
+                          "out, or make the study unblinded.", owners=owned)
 
 
 def create_study(session: Session, *, admin: User, body: StudyRequest, model: LoadedModel, store: PhotoStore,
@@ -258,7 +283,7 @@ def add_rating(
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
         raise RatingError("invalid_score", "score is a whole number from 1 to 5.")
     clean_regions = check_regions(regions)
-    comment = clean_text(comment, limit=MAX_COMMENT)
+    comment = clean_text(comment, limit=MAX_COMMENT, multiline=True)
     if explanation.state != "done":
         raise RatingError("not_ready", "This map is not computed yet.", status=409)
     label = None

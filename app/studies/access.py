@@ -17,6 +17,7 @@ from app.auth.models import User
 from app.cases.models import Case
 from app.errors import DomainError, Forbidden, NotFound
 from app.studies.models import RatingStudy, StudyCase, StudyRater
+from app.text import has_controls
 
 MAX_CASES = 200
 MAX_NAME = 200
@@ -29,11 +30,15 @@ class StudyError(DomainError):
     """
 
 
-def clean_text(value: str | None, *, limit: int) -> str | None:
-    """Printable characters (plus line breaks and tabs), stripped; empty → None; too long → 422."""
+def clean_text(value: str | None, *, limit: int, multiline: bool = False) -> str | None:
+    """Stripped of surrounding white space; empty → None; too long or holding a control character → 422
+    (refused, never silently changed: see :mod:`app.text`). Comments are ``multiline``."""
     if value is None:
         return None
-    cleaned = "".join(ch for ch in value if ch.isprintable() or ch in "\n\t").strip()
+    if has_controls(value, multiline=multiline):
+        raise StudyError("invalid_request", "Invalid request: text must not contain NUL or other control characters"
+                         + (" (line breaks and tabs are fine)." if multiline else " (nor line breaks)."))
+    cleaned = value.strip()
     if len(cleaned) > limit:
         raise StudyError("too_long", f"At most {limit} characters.")
     return cleaned or None

@@ -17,6 +17,7 @@ from app.auth.models import User
 from app.settings import Settings
 from app.web.csrf import SESSION_COOKIE, header_credentials
 from app.web.errors import ApiError, NotAuthenticated
+from app.web.templating import Viewer
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -80,7 +81,11 @@ def optional_user(request: Request, db: DbSession) -> User | None:
             user = _user_from_basic(request, db, credentials)
     elif token := request.cookies.get(SESSION_COOKIE):
         user = auth_service.user_for_session_token(db, token=token)
+        # End the read's transaction, which hands the pooled connection back: a browser upload held it
+        # through decoding, detection and ranking, and 20 of them at once exhausted the pool (issue 20).
+        db.commit()
     request.state.user = user
+    request.state.viewer = Viewer.of(user)  # what pages show, readable after the session has closed
     return user
 
 

@@ -7,6 +7,7 @@ Browser pages get a readable HTML page instead, and unauthenticated page request
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -84,6 +85,36 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
     )
 
 
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """The disk (or quota) under the data directory or the database is full, anywhere in the cause chain:
+    ``OSError`` ENOSPC/EDQUOT, SQLite's SQLITE_FULL, PostgreSQL's ``disk_full`` (SQLSTATE 53100)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return True
+        if getattr(current, "sqlstate", None) == "53100" or any(text in str(current).lower()
+                                                                  for text in _DISK_FULL_TEXT):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
+def _storage_full(request: Request) -> Response:
+    # A state of the server, not a fault in the request: 507 with a code operators and clients can act on.
+    # Nothing half-written stays behind (uploads remove their files when the commit fails).
+    log.error("storage full on %s %s", request.method, request.url.path)
+    response = error_response(request, 507, "storage_full",
+                              "The server's storage is full; nothing was saved. Try again once space is freed.")
+    response.headers["Retry-After"] = "60"
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)  # every subclass too: ApiError, NotFound, the registry's UnknownMethod
     async def _domain_error(request: Request, exc: DomainError) -> Response:
@@ -102,11 +133,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 422, "invalid_request",
                               "Invalid request: text must not contain NUL or control characters.")
 
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database_busy(request: Request, exc: Exception) -> Response:
+        # Every pooled connection is in use: the database is up, this server is saturated. Not "unavailable",
+        # which sends operators looking at the wrong machine.
+        log.warning("database pool exhausted on %s %s", request.method, request.url.path)
+        response = error_response(request, 503, "database_busy",
+                                  "The server is busy (every database connection is in use); try again shortly.")
+        response.headers["Retry-After"] = "2"
+        return response
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> Response:
+        if not is_disk_full(exc):
+            raise exc  # any other OSError stays an internal error (the JSON 500 of the security middleware)
+        return _storage_full(request)
+
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.InterfaceError)
     @app.exception_handler(sa_exc.DisconnectionError)
-    @app.exception_handler(sa_exc.TimeoutError)
     async def _database_down(request: Request, exc: Exception) -> Response:
+        if is_disk_full(exc):
+            return _storage_full(request)
         # Connection refused, reset or timed out, pool exhausted, SQLite file unusable: the database, not the
         # request, is at fault, and the client may retry; /readyz tells operators the same.
         log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__)

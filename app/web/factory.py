@@ -54,7 +54,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/login", "/setup", "/status"})
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, pool_timeout=settings.database_pool_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -5,6 +5,10 @@ whether it can do its work, checking the database and, with the Celery runner, t
 is visible to operators and load balancers instead of hiding behind a 200.
 """
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -14,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.web.deps import CurrentUser
+from app.web.errors import is_disk_full
 
 router = APIRouter(tags=["meta"])
 
@@ -33,6 +38,23 @@ def _database_ok(request: Request) -> bool:
         return True
     except Exception:  # any failure to run SELECT 1 means "not ready"; the reason is the operator's log
         return False
+
+
+def _storage_status(request: Request) -> str:
+    """"ok", or "full": less free space under the data directory than ``min_free_mb``, or a small file cannot
+    be written there (the free-space figure alone misses quotas and root-reserved blocks)."""
+    settings = request.app.state.settings
+    folder = Path(settings.data_dir)
+    try:
+        if shutil.disk_usage(folder).free < settings.min_free_mb * 2**20:
+            return "full"
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".readyz-") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+        return "ok"
+    except OSError as exc:
+        return "full" if is_disk_full(exc) else "unavailable"
 
 
 def _broker_status(request: Request) -> str:
@@ -55,11 +77,16 @@ def _broker_status(request: Request) -> str:
 async def readyz(request: Request) -> JSONResponse:
     database = "ok" if await run_in_threadpool(_database_ok, request) else "unavailable"
     broker = await run_in_threadpool(_broker_status, request)
-    ready = database == "ok" and broker in ("ok", "not_used")
-    body = {"status": "ok" if ready else "unavailable", "database": database, "broker": broker}
-    if not ready:
+    storage = await run_in_threadpool(_storage_status, request)
+    ready = database == "ok" and broker in ("ok", "not_used") and storage == "ok"
+    body = {"status": "ok" if ready else "unavailable", "database": database, "broker": broker, "storage": storage}
+    if storage == "full":
+        body.update(detail="The data directory's storage is full: uploads and maps cannot be saved.",
+                    code="storage_full")
+    elif not ready:
         body.update(detail="A service this app needs is unavailable.",
-                    code="database_unavailable" if database != "ok" else "queue_unavailable")
+                    code="database_unavailable" if database != "ok" else
+                    "queue_unavailable" if broker not in ("ok", "not_used") else "storage_unavailable")
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -27,9 +28,27 @@ def _model_card(request: Request) -> dict[str, Any] | None:
 templates.env.globals["model_card"] = _model_card  # templates/_model_use.html: intended use above model output
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """What pages show of the logged-in user, copied when the request authenticated.
+
+    Why a copy: an error page is drawn after the route's session rolled back and closed, when the ORM user is
+    expired and detached; reading ``user.username`` then raised DetachedInstanceError and turned a 422 (a
+    cohort below the privacy floor, asked for from the page) into a 500."""
+
+    id: int
+    username: str
+    role: str
+    is_admin: bool
+
+    @classmethod
+    def of(cls, user: Any) -> Viewer | None:
+        return None if user is None else cls(user.id, user.username, user.role, bool(user.is_admin))
+
+
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     ctx = {
-        "user": getattr(request.state, "user", None),
+        "user": getattr(request.state, "viewer", None) or getattr(request.state, "user", None),
         "csrf_token": getattr(request.state, "csrf_token", ""),
         "research_notice": RESEARCH_NOTICE,
     }

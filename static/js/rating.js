@@ -65,10 +65,34 @@
   function hasScore(form) { return form.querySelector('input[name="score"]:checked') !== null; }
 
   // Capture phase: counted before htmx (listening on the form) can start the request for this change.
+  // A map that has just finished computing arrives by an htmx swap, and htmx wires the new form's
+  // hx-trigger only when the swap *settles* (20 ms later, far more on a loaded machine): a score given in
+  // between changed the radio but sent nothing, and the rating was lost. htmx.process() wires it now (a
+  // form htmx has wired is never processed again: htmx would re-wire it while a save is in flight, since
+  // its classes changed, and lose the save queued behind it), before this event reaches the form.
+  document.addEventListener("htmx:afterProcessNode", function (event) {
+    if (isRateForm(event.target)) { event.target.glWired = true; }
+  });
   document.addEventListener("change", function (event) {
     const form = event.target && event.target.closest ? event.target.closest(".rate-form") : null;
-    if (isRateForm(form) && hasScore(form)) { state(form).changes += 1; }
+    if (!isRateForm(form)) { return; }
+    if (!form.glWired && window.htmx) { window.htmx.process(form); }
+    if (hasScore(form)) { state(form).changes += 1; }
   }, true);
+
+  // The focused map being swapped in (it finished computing) keeps the keyboard focus.
+  let refocus = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const card = event.detail.target;
+    refocus = card && card.classList && card.classList.contains("rate-card") && card.contains(document.activeElement)
+      ? card.id : null;
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    if (!refocus) { return; }
+    const card = document.getElementById(refocus);
+    refocus = null;
+    if (card && (document.activeElement === document.body || document.activeElement === null)) { card.focus(); }
+  });
 
   function settle(event, ok) {
     const form = event.detail.elt;
@@ -142,7 +166,15 @@
   function score(key) {
     const list = cards();
     let card = focusedCard();
-    if (!card || list.indexOf(card) < 0) {
+    if (card && list.indexOf(card) < 0) {
+      // The focused map is still computing (or failed): its score must not land on another map.
+      if (window.GestaltLens) {
+        window.GestaltLens.toast("Map " + (card.getAttribute("data-label") || "") +
+          " is not ready yet: score it once it shows.");
+      }
+      return false;
+    }
+    if (!card) {
       card = list.filter(function (c) { return !c.classList.contains("is-rated"); })[0] || list[0];
     }
     if (!card) { return false; }

@@ -17,9 +17,12 @@ from tests.conftest import Account, upload
 
 def test_gaze_commands(client: TestClient, admin: Account, settings: Settings, tmp_path: Path,
                        monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = []
     for i in range(2):
-        assert upload(client, admin, generate_one(seed=31 + i, class_id="syn_d", index=0, severity=1.0).jpeg,
-                      pseudonym=f"CLI{i}").status_code == 201
+        response = upload(client, admin, generate_one(seed=31 + i, class_id="syn_d", index=0, severity=1.0).jpeg,
+                          pseudonym=f"CLI{i}")
+        assert response.status_code == 201
+        ids.append(response.json()["id"])
     monkeypatch.setenv("GESTALTLENS_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("GESTALTLENS_DATABASE_URL", settings.database_url)
     get_settings.cache_clear()
@@ -31,8 +34,8 @@ def test_gaze_commands(client: TestClient, admin: Account, settings: Settings, t
         rect = made.output.split("--rect ")[1].split()[0]
         for name, extra in [("gaze_generic.csv", []), ("tobii_pro_lab_export.tsv", []),
                             ("eyelink_fixation_report.txt", ["--rect", rect]),
-                            ("pupil/CG01/CLI0/fixations_on_surface_photo.csv", ["--participant", "CG01", "--case",
-                                                                                "CLI0"])]:
+                            (f"pupil/CG01/{ids[0]}/fixations_on_surface_photo.csv", ["--participant", "CG01",
+                                                                                     "--case", ids[0]])]:
             done = runner.invoke(cli, ["gaze", "import", str(out / name), "--as", admin.username, *extra])
             assert done.exit_code == 0, done.output
             assert '"fixations"' in done.output

@@ -78,7 +78,7 @@ def test_every_format_imports_and_maps_onto_the_aligned_face(app, client: TestCl
     rect = ",".join(f"{v:.3f}" for v in cases[0].rect())
     eyelink = _import(client, admin, "report.txt", files["eyelink_fixation_report.txt"], rect=rect)
     assert eyelink.status_code == 201, eyelink.text
-    pupil_name = f"pupil/CG01/{cases[1].name}/fixations_on_surface_photo.csv"
+    pupil_name = f"pupil/CG01/{cases[1].id}/fixations_on_surface_photo.csv"
     pupil = _import(client, admin, "fixations_on_surface_photo.csv", files[pupil_name], participant="CG01",
                     case=cases[1].name)
     assert pupil.status_code == 201, pupil.text
