@@ -1,0 +1,186 @@
+"""Issue 24 (what a clinician sees, round three) in a real Chromium at 1440 and 390 px: one server and one small
+world shared by the module (a server start-up and the demo faces are the expensive part): the demo cohort for
+``syn_a`` and ``unaffected`` (5 each, through the CLI), the astronaut photo (a real face, flagged out of range by
+the synthetic-only demo model) with two maps, a comparison with maps, and a blinded study of the astronaut.
+
+Each test is one point of the issue. Waits poll for a state with generous bounds: the box is a loaded 2-core
+machine shared by several engineers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, Server, first_run_setup
+from tests.conftest import encode
+from tests.test_browser_clinician import SERIOUS, crawl_pages
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+SLOW = 300.0  # seconds: a job or a poll on a loaded 2-core box (CI once timed out three waits at load 10)
+
+
+def wait_until(page, expression: str, timeout: float = SLOW) -> None:
+    """Poll a JS expression until it is truthy (our CSP forbids Playwright's string wait_for_function)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {expression}"
+        time.sleep(0.25)
+
+
+@dataclass
+class World:
+    server: Server
+    browser: Any
+    state: dict[str, Any]
+    astronaut: str = ""
+    synth: str = ""
+    study: str = ""
+    _cohort_done: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def page(self, viewport: dict[str, int] = DESKTOP):
+        context = self.browser.new_context(viewport=viewport, storage_state=self.state)
+        return context.new_page()
+
+    def api(self, page, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if "csrf-token" not in page.content():
+            page.goto(self.server.url + "/cases")
+        token = page.locator("meta[name=csrf-token]").get_attribute("content")
+        headers = {"Content-Type": "application/json", "X-CSRF-Token": token, "Origin": self.server.url}
+        answer = page.request.fetch(self.server.url + path, method=method, headers=headers,
+                                    data=json.dumps(body) if body is not None else None)
+        assert answer.status < 300, (path, answer.status, answer.text())
+        return answer.json() if "json" in (answer.headers.get("content-type") or "") else answer.body()
+
+    def wait_jobs(self, page, job_ids: list[str], timeout: float = SLOW) -> None:
+        deadline = time.monotonic() + timeout
+        for job in job_ids:
+            while (state := self.api(page, "GET", f"/api/v1/jobs/{job}")["state"]) not in ("done", "failed"):
+                assert time.monotonic() < deadline, f"job {job} still {state} after {timeout:.0f} s"
+                time.sleep(0.5)
+            assert state == "done", self.api(page, "GET", f"/api/v1/jobs/{job}")
+
+    def cohort(self, page) -> None:
+        """The syndrome-wise maps of syn_a (the ten-method panel), computed once for the module."""
+        if self._cohort_done:
+            return
+        answer = self.api(page, "POST", "/api/v1/syndromes/syn_a/cohort", {"objective": "logit"})
+        if answer.get("job_id"):
+            self.wait_jobs(page, [answer["job_id"]], timeout=900)
+        self._cohort_done = True
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, astronaut_rgb_module) -> Iterator[World]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    root = tmp_path_factory.mktemp("round3")
+    server = Server(root / "data")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+            context = browser.new_context(viewport=DESKTOP)
+            page = context.new_page()
+            first_run_setup(page, server)
+            world = World(server=server, browser=browser, state=context.storage_state())
+            env = {**os.environ, "GESTALTLENS_DATA_DIR": str(root / "data")}
+            env.pop("GESTALTLENS_DATABASE_URL", None)
+            imported = subprocess.run(
+                [sys.executable, "-m", "app.cli", "demo-cohort", "dr-admin", "--per-syndrome", "5",
+                 "--syndromes", "syn_a,unaffected"], env=env, capture_output=True, text=True, timeout=900)
+            assert imported.returncode == 0, imported.stderr
+            world.notes["demo_stdout"] = imported.stdout
+            photo = root / "astronaut.jpg"
+            photo.write_bytes(encode(astronaut_rgb_module, "JPEG", quality=90))
+            page.goto(server.url + "/cases/new")
+            page.set_input_files("#photo-input", str(photo))
+            page.fill("#pseudonym", "UX-astronaut")
+            page.click("#upload-button")
+            page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"), timeout=SLOW * 1000)
+            world.astronaut = page.url.rsplit("/", 1)[1]
+            cases = world.api(page, "GET", "/api/v1/cases?limit=100")["items"]
+            world.synth = next(c["id"] for c in cases if (c.get("pseudonym") or "").startswith("SYNTHETIC syn_a"))
+            jobs = [world.api(page, "POST", f"/api/v1/cases/{world.astronaut}/explanations",
+                              {"methods": ["gradcam", "saliency"], "target": None})["job_id"]]
+            compared = world.api(page, "POST", f"/api/v1/cases/{world.astronaut}/compare",
+                                 {"reference": f"case:{world.synth}", "methods": ["gradcam", "saliency"]})
+            jobs += compared.get("job_ids") or []
+            world.wait_jobs(page, [j for j in jobs if j])
+            study = world.api(page, "POST", "/api/v1/studies", {
+                "name": "Round three", "cases": [world.astronaut], "methods": ["gradcam", "saliency"],
+                "raters": ["dr-admin"]})
+            world.study = study["id"]
+            context.close()
+            yield world
+            browser.close()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def astronaut_rgb_module():
+    from skimage import data
+
+    return data.astronaut()
+
+
+def _axe(page, where: str) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [f"{where}: {v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+            for v in results.response["violations"] if v["impact"] in SERIOUS or v["id"] == "region"]
+
+
+def _every_page(world: World, page) -> list[str]:
+    """Every page reachable from the UI, plus the pages of the world's comparison, study and syndrome."""
+    a, s, study = world.astronaut, world.synth, world.study
+    start = ["/cases", f"/cases/{a}", f"/cases/{a}/compare", f"/cases/{a}/compare?reference=case:{s}",
+             "/studies", f"/studies/{study}", f"/studies/{study}/cases/1", f"/studies/{study}/results",
+             "/studies/new", "/cases/new", "/syndromes", "/syndromes/syn_a", "/syndromes/unaffected",
+             "/evaluation", "/attention", "/gaze", "/admin/users"]
+    if "pages" not in world.notes:
+        world.notes["pages"] = crawl_pages(page, world.server, start, limit=60)
+    pages = list(world.notes["pages"])
+    for extra in (f"/cases/{a}/compare?reference=case:{s}",):
+        if extra not in pages:
+            pages.append(extra)
+    return pages
+
+
+def _open(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle", timeout=SLOW * 1000)
+
+
+def test_7_axe_finds_no_serious_violation_and_no_content_outside_a_landmark_at_both_widths(world: World) -> None:
+    page = world.page()
+    world.cohort(page)
+    paths = _every_page(world, page)
+    assert len(paths) >= 12, paths
+    assert any("/compare" in p for p in paths) and "/syndromes/syn_a" in paths
+    violations: list[str] = []
+    for viewport in (DESKTOP, PHONE):
+        page = world.page(viewport)
+        for path in paths:
+            _open(page, world.server.url + path)
+            violations += _axe(page, f"{path} @{viewport['width']}")
+        _open(page, world.server.url + "/no-such-page")
+        violations += _axe(page, f"404 @{viewport['width']}")
+    assert not violations, "\n".join(violations)
