@@ -184,3 +184,29 @@ def test_7_axe_finds_no_serious_violation_and_no_content_outside_a_landmark_at_b
         _open(page, world.server.url + "/no-such-page")
         violations += _axe(page, f"404 @{viewport['width']}")
     assert not violations, "\n".join(violations)
+
+
+def test_6_no_page_scrolls_sideways_on_a_phone_and_the_ranking_scores_are_on_screen(world: World) -> None:
+    page = world.page(PHONE)
+    paths = _every_page(world, page)
+    wide: list[str] = []
+    for path in paths:
+        _open(page, world.server.url + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        if width > PHONE["width"] + 1:
+            culprit = page.evaluate("""() => [...document.querySelectorAll('main *')]
+                .filter(e => e.getBoundingClientRect().right > innerWidth + 1 && !e.closest('.table-scroll'))
+                .slice(-1).map(e => e.tagName + '.' + e.className)[0] || ''""")
+            wide.append(f"{path}: {width} px ({culprit})")
+    assert not wide, "\n".join(wide)
+    # The ranking's ordering score is readable without scrolling: every row's score cell is inside the viewport.
+    _open(page, f"{world.server.url}/cases/{world.astronaut}")
+    scores = page.locator("table.ranking td.score")
+    assert scores.count() >= 5
+    for cell in scores.all():
+        box = cell.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 1, box
+        assert re.search(r"0\.\d{3}", cell.inner_text())
+    scroller = page.locator("#ranking .table-scroll")
+    assert scroller.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "the ranking scrolls sideways"
+
