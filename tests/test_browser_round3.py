@@ -210,3 +210,42 @@ def test_6_no_page_scrolls_sideways_on_a_phone_and_the_ranking_scores_are_on_scr
     scroller = page.locator("#ranking .table-scroll")
     assert scroller.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "the ranking scrolls sideways"
 
+
+def test_2_compare_picks_references_by_pseudonym_and_htmx_errors_are_fragments_beside_their_target(
+        world: World) -> None:
+    page = world.page()
+    _open(page, f"{world.server.url}/cases/{world.astronaut}/compare")
+    # The picker offers recent cases and centroids without typing, and finds a case by its pseudonym.
+    wait_until(page, "document.querySelectorAll('#reference-choices .ref-choice').length > 0")
+    assert page.locator(".ref-choice", has_text="centroid of").count() >= 1
+    page.fill("#reference-search", "syn_a #2")
+    page.locator(".ref-choice", has_text="SYNTHETIC syn_a #2").wait_for(timeout=SLOW * 1000)
+    assert page.locator(".ref-choice", has_text="SYNTHETIC syn_a #1").count() == 0
+    page.locator(".ref-choice", has_text="SYNTHETIC syn_a #2").click()
+    assert re.fullmatch(r"case:[0-9a-f]{32}", page.input_value("#reference"))
+
+    # An unknown case answers a small fragment beside the grid, never a whole page inside it; the grid survives.
+    for box in page.locator("input[name=methods]").all():
+        box.set_checked(box.get_attribute("value") == "gradcam")
+    page.fill("#reference", "case:" + "0" * 32)
+    page.click("#compare-submit")
+    page.locator(".hx-error").wait_for(timeout=SLOW * 1000)
+    assert "No such case" in page.locator(".hx-error").inner_text()
+    assert page.locator("#compare-grid").count() == 1
+    assert page.locator("main header, main nav, main footer, main .notice").count() == 0
+    # …and the next request works without a reload: a pseudonym typed as case:<pseudonym> resolves.
+    page.fill("#reference", "case:SYNTHETIC syn_a #3")
+    page.click("#compare-submit")
+    page.locator("#similarity").wait_for(timeout=SLOW * 1000)
+    assert "SYNTHETIC syn_a #3" in page.locator(".compare-faces").inner_text()
+    assert page.locator(".hx-error").count() == 0
+
+    # The mechanism is generic: any htmx request's error is a fragment (the error handler sees HX-Request).
+    answer = page.request.get(f"{world.server.url}/cases/{'0' * 32}/history", headers={"HX-Request": "true"})
+    assert answer.status == 404 and answer.headers.get("x-error-fragment") == "1"
+    assert "<nav" not in answer.text() and "<html" not in answer.text() and "No such case" in answer.text()
+    _open(page, f"{world.server.url}/cases/{world.astronaut}")
+    page.evaluate("() => htmx.ajax('GET', '/cases/" + "0" * 32 + "/history', {target: '#history', swap: 'outerHTML'})")
+    page.locator(".hx-error").wait_for(timeout=SLOW * 1000)
+    assert page.locator("#history").count() == 1 and page.locator("main .topbar").count() == 0
+

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.auth.models import User
 from app.cases import service as case_service
-from app.compare import service
+from app.compare import picker, service
 from app.compare.references import gallery_image
 from app.errors import DomainError
 from app.explain import figure as figure_render
@@ -162,6 +162,17 @@ def compare_grid(case_id: str, request: Request, user: CurrentUser, db: DbSessio
                  reference: Annotated[str, Query(max_length=140)]) -> Response:
     response = render(request, "compare/_grid.html", page_context(request, db, user=user, case_id=case_id,
                                                                   spec=reference))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@pages.get("/cases/{case_id}/compare/references")
+def compare_references(case_id: str, request: Request, user: CurrentUser, db: DbSession,
+                       q: Annotated[str, Query(max_length=80)] = "") -> Response:
+    """The picker's choices (an htmx fragment): cases by pseudonym or the recent ones, nearest faces, centroids."""
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    found = picker.choices(db, user=user, case=case, model=require_model(request), q=q)
+    response = render(request, "compare/_references.html", {"case": case, "choices": found, "q": q})
     response.headers["Cache-Control"] = "no-store"
     return response
 

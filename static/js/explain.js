@@ -92,6 +92,23 @@
     }
   });
 
+  // Compare's reference picker: a choice fills the reference field (clinicians pick by pseudonym, never type ids);
+  // Enter in the search box searches instead of submitting the comparison.
+  document.addEventListener("click", function (event) {
+    const choice = event.target.closest(".ref-choice");
+    const field = document.getElementById("reference");
+    if (!choice || !field) { return; }
+    field.value = choice.dataset.reference;
+    document.querySelectorAll(".ref-choice[aria-pressed]").forEach(function (b) { b.removeAttribute("aria-pressed"); });
+    choice.setAttribute("aria-pressed", "true");
+    const submit = document.getElementById("compare-submit");
+    if (submit) { submit.focus(); }
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && event.target.id === "reference-search") { event.preventDefault(); }
+  });
+
   // The panel arrives by htmx after the page loads: apply the slider's initial value once it is there.
   document.addEventListener("htmx:afterSettle", function () {
     const slider = document.getElementById("map-opacity");
