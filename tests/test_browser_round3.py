@@ -249,3 +249,39 @@ def test_2_compare_picks_references_by_pseudonym_and_htmx_errors_are_fragments_b
     page.locator(".hx-error").wait_for(timeout=SLOW * 1000)
     assert page.locator("#history").count() == 1 and page.locator("main .topbar").count() == 0
 
+
+def _red_header_pixels(png: bytes) -> int:
+    """Pixels of the figures' warning red in the header band (above the first row of panels)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    band = rgb[: max(1, rgb.shape[0] // 8)]
+    return int((np.abs(band - np.array([179, 38, 30])).sum(axis=2) < 60).sum())
+
+
+def test_1_the_out_of_range_warning_goes_wherever_a_map_or_score_of_a_flagged_face_is_shown(world: World) -> None:
+    page = world.page()
+    a, s = world.astronaut, world.synth
+    _open(page, f"{world.server.url}/cases/{a}")
+    assert page.locator("#ood-flag").is_visible()  # the ranking card already warned
+    page.locator("#explain-grid .map-card.state-done").first.wait_for(timeout=SLOW * 1000)
+    panel = page.locator("#explain-grid .ood-warning")
+    assert panel.is_visible() and "far from every face the model has seen" in panel.inner_text()
+    _open(page, f"{world.server.url}/cases/{a}/compare?reference=case:{s}")
+    compare = page.locator("#compare-grid .ood-warning")
+    assert compare.count() == 1 and "this case" in compare.inner_text()
+    _open(page, f"{world.server.url}/cases/{s}/compare?reference=case:{a}")
+    compare = page.locator("#compare-grid .ood-warning")
+    assert compare.count() == 1 and "the reference case" in compare.inner_text()
+    _open(page, f"{world.server.url}/studies/{world.study}/cases/1")
+    assert page.locator("#rating .ood-warning").is_visible()
+    figure = page.request.get(f"{world.server.url}/api/v1/cases/{a}/explanations/figure.png")
+    assert figure.status == 200 and _red_header_pixels(figure.body()) > 200
+    figure = page.request.get(f"{world.server.url}/api/v1/cases/{a}/compare/figure.png?reference=case:{s}")
+    assert figure.status == 200 and _red_header_pixels(figure.body()) > 200
+    # A face within range carries no warning (the synthetic faces are the model's own kind).
+    _open(page, f"{world.server.url}/cases/{s}/compare?reference=centroid:syn_a")
+    assert page.locator(".ood-warning").count() == 0

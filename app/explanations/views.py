@@ -27,7 +27,7 @@ from app.explanations.models import Explanation
 from app.explanations.service import read_map
 from app.jobs.models import FINISHED, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
-from app.predictions.service import decode_png, latest_run
+from app.predictions.service import decode_png, latest_run, out_of_range, out_of_range_text
 from app.predictions.serving import model_problem, served_model
 from app.vision.geometry import invert_affine
 
@@ -166,6 +166,7 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
     if target is None:
         return ctx
     ctx["target"] = {"id": target, "name": names[target]}
+    ctx["ood"] = out_of_range(db, case_id=case.id)
     rows = _latest_per_method(db, case_id=case.id, model=model, target=target)
     rows.update({row.method: row for row in shown or () if row.target_id == target and row.method in METHODS})
     chosen = [rows[m] for m in sorted(rows, key=ORDER.__getitem__) if methods is None or m in methods]
@@ -197,8 +198,10 @@ def figure(store: PhotoStore, db: Session, *, case: Case, model: LoadedModel, ta
                                         values=read_map(store.read(row.map_path or "")),
                                         signed=METHODS[row.method].signed) for row in done]
     crop = decode_png(store.read(case.aligned_path))
+    ood = out_of_range(db, case_id=case.id)
     png = figure_render.panel_figure_png(crop, panels, target_label=done[0].target_name,
-                                         model_version=model.version, case_label=case.pseudonym or case.id[:8])
+                                         model_version=model.version, case_label=case.pseudonym or case.id[:8],
+                                         warning=out_of_range_text(ood) if ood else None)
     return png, f"gestaltlens-{case.id[:8]}-{target}.png"
 
 

@@ -15,6 +15,7 @@ from app.errors import DomainError
 from app.explanations import service as explanation_service
 from app.explanations.models import Explanation
 from app.phenotypes.service import suggested_regions, terms_for_cases
+from app.predictions.service import out_of_range
 from app.ratings import service, views
 from app.ratings.models import TOP1
 from app.ratings.routes import Label, Position, _create_study, _retry, _served
@@ -113,6 +114,7 @@ def rate_case_page(study_id: str, position: Position, request: Request, user: Cu
     # the case's recorded HPO terms, and the facial regions they concern (marked in the region choices)
     ctx["phenotype"] = terms_for_cases(db, case_ids=[case_id]).get(case_id, [])
     ctx["suggested_regions"] = suggested_regions(db, case_id=case_id)
+    ctx["ood"] = out_of_range(db, case_id=case_id)  # a rater scores maps of a flagged face knowing it is flagged
     db.commit()
     return render(request, "studies/rate.html", ctx)
 
