@@ -285,3 +285,12 @@ def test_1_the_out_of_range_warning_goes_wherever_a_map_or_score_of_a_flagged_fa
     # A face within range carries no warning (the synthetic faces are the model's own kind).
     _open(page, f"{world.server.url}/cases/{s}/compare?reference=centroid:syn_a")
     assert page.locator(".ood-warning").count() == 0
+
+
+def test_3_the_history_names_the_same_score_as_the_ranking(world: World) -> None:
+    page = world.page()
+    _open(page, f"{world.server.url}/cases/{world.synth}")
+    top = re.search(r"\d\.\d{3}", page.locator("table.ranking td.score").first.inner_text()).group(0)
+    entry = page.locator("#history li.history-prediction").first.inner_text()
+    assert f"similarity {top}" in entry, (top, entry)
+    assert not re.search(r"\(\d\.\d\d\)", entry), entry  # no unnamed number (it was the classifier's probability)
