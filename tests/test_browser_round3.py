@@ -294,3 +294,13 @@ def test_3_the_history_names_the_same_score_as_the_ranking(world: World) -> None
     entry = page.locator("#history li.history-prediction").first.inner_text()
     assert f"similarity {top}" in entry, (top, entry)
     assert not re.search(r"\(\d\.\d\d\)", entry), entry  # no unnamed number (it was the classifier's probability)
+
+
+def test_9_the_demo_cohort_makes_the_unaffected_faces_it_promises(world: World) -> None:
+    assert "created 10 synthetic case(s)" in world.notes["demo_stdout"], world.notes["demo_stdout"]
+    page = world.page()
+    _open(page, world.server.url + "/syndromes")
+    row = page.locator("tr[data-syndrome=unaffected]")
+    assert "available" in row.inner_text() and "below the floor" not in row.inner_text(), row.inner_text()
+    _open(page, world.server.url + "/cases?q=SYNTHETIC+unaffected")
+    assert page.locator("table a", has_text="SYNTHETIC unaffected #5").count() == 1
