@@ -304,3 +304,31 @@ def test_9_the_demo_cohort_makes_the_unaffected_faces_it_promises(world: World) 
     assert "available" in row.inner_text() and "below the floor" not in row.inner_text(), row.inner_text()
     _open(page, world.server.url + "/cases?q=SYNTHETIC+unaffected")
     assert page.locator("table a", has_text="SYNTHETIC unaffected #5").count() == 1
+
+
+def test_5_syndrome_page_one_row_per_method_labelled_bars_progress_and_no_empty_agreement(world: World) -> None:
+    from app.explain.registry import DEFAULT_PANEL, METHODS
+
+    page = world.page()
+    world.cohort(page)
+    _open(page, world.server.url + "/syndromes/syn_a")
+    rows = page.locator(".cohort-row")
+    assert rows.count() == len(DEFAULT_PANEL)
+    for method in DEFAULT_PANEL:
+        cards = page.locator(f".cohort-row[data-method={method}] .map-card")
+        kinds = [c.get_attribute("data-kind") for c in cards.all()]
+        # a magnitude-only map has no sign to disagree on: no agreement map for it
+        assert kinds == (["mean", "agreement", "composite"] if METHODS[method].signed else ["mean", "composite"])
+        tops = {round(c.bounding_box()["y"]) for c in cards.all()}
+        assert len(tops) == 1, (method, tops)  # one method's maps stand in one row
+        for bar in page.locator(f".cohort-row[data-method={method}] .cbar").all():
+            numbers = bar.locator(".cbar-num").all_inner_texts()
+            assert len(numbers) == 2 and all(re.fullmatch(r"-?[\d.e+-]+", n) for n in numbers), numbers
+            ends = bar.locator(".cbar-end").all_inner_texts()
+            assert ends in (["against", "for"], ["low", "high"], ["less", "more agree"]), ends
+    assert "agreement (mean 1.00)" not in page.locator("#cohort-result").inner_text()
+    # Computing shows a progress bar with a percentage, not a static sentence.
+    page.select_option("select[name=objective]", "similarity")
+    page.click("#cohort-submit")
+    page.locator("#cohort-progress progress").wait_for(timeout=SLOW * 1000)
+    assert re.search(r"Queued|\d+% done", page.locator("#cohort-progress").inner_text())
