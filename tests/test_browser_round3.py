@@ -332,3 +332,42 @@ def test_5_syndrome_page_one_row_per_method_labelled_bars_progress_and_no_empty_
     page.click("#cohort-submit")
     page.locator("#cohort-progress progress").wait_for(timeout=SLOW * 1000)
     assert re.search(r"Queued|\d+% done", page.locator("#cohort-progress").inner_text())
+
+
+def test_4_gaze_charts_have_axes_intervals_chance_a_clean_legend_and_flag_small_samples(world: World,
+                                                                                         tmp_path: Path) -> None:
+    page = world.page()
+    newest = [c["id"] for c in world.api(page, "GET", "/api/v1/cases?limit=3")["items"]]
+    assert newest[0] == world.astronaut
+    jobs = [world.api(page, "POST", f"/api/v1/cases/{case}/explanations", {"methods": ["gradcam"], "target": None})
+            ["job_id"] for case in newest[1:]]
+    world.wait_jobs(page, [j for j in jobs if j])
+    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(world.server.log.parent)}
+    env.pop("GESTALTLENS_DATABASE_URL", None)
+    cli = [sys.executable, "-m", "app.cli", "gaze"]
+    made = subprocess.run([*cli, "synth", str(tmp_path / "gaze"), "--cases", "3", "--per-case", "6"], env=env,
+                          capture_output=True, text=True, timeout=SLOW)
+    assert made.returncode == 0, made.stderr
+    imported = subprocess.run([*cli, "import", str(tmp_path / "gaze" / "gaze_generic.csv"), "--as", "dr-admin"],
+                              env=env, capture_output=True, text=True, timeout=SLOW)
+    assert imported.returncode == 0, imported.stderr
+    _open(page, world.server.url + "/gaze")
+    plot = page.locator("#plot-auc_judd svg")
+    ticks = plot.locator(".axis text.tick").all_inner_texts()
+    assert len(ticks) >= 3 and all(re.fullmatch(r"-?[\d.]+", t) for t in ticks), ticks
+    chance = plot.locator("line.chance")
+    assert chance.count() == 1
+    tick_half = plot.locator(".axis text.tick", has_text=re.compile(r"^0\.5$"))
+    assert tick_half.count() == 1  # the chance line stands on the axis' 0.5
+    assert abs(chance.bounding_box()["x"] - (tick_half.bounding_box()["x"] + tick_half.bounding_box()["width"] / 2)) < 3
+    whiskers = plot.locator("path.ci")
+    assert whiskers.count() >= 1 and all(w.bounding_box()["width"] > 2 for w in whiskers.all())
+    assert plot.locator("rect.small-sample").count() >= 1  # 3 cases and 6 fixations per person: a small sample
+    assert "small sample" in " ".join(plot.locator("text.legend").all_inner_texts())
+    for figure in page.locator(".gaze-figure svg").all():
+        boxes = [t.bounding_box() for t in figure.locator("text.legend").all()]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                overlap = (min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"]) > 1 and
+                           min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]) > 1)
+                assert not overlap, (a, b)

@@ -165,7 +165,7 @@ def _page_context(request: Request, db: Session, study: str | None, angle: float
     result = _result(request, db, study, angle, q)
     plots = {}
     for metric in results.METRIC_LABELS:
-        plots[metric] = bars_svg(result, metric=metric)
+        plots[metric] = bars_svg(result, metric=metric, group_labels=GROUP_LABELS)
     counts = service.fixation_counts(db)
     return {"result": result, "plots": plots, "labels": results.METRIC_LABELS, "group_labels": GROUP_LABELS,
             "participants": [(p, counts.get(p.id, 0)) for p in service.participants(db)],
