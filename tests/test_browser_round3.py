@@ -371,3 +371,48 @@ def test_4_gaze_charts_have_axes_intervals_chance_a_clean_legend_and_flag_small_
                 overlap = (min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"]) > 1 and
                            min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]) > 1)
                 assert not overlap, (a, b)
+
+
+def _group_photo(path: Path) -> None:
+    """Eight synthetic faces in a 4 × 2 grid: the intake asks which face is the patient, and on a phone each face
+    is shown about 30 px wide."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from app.synth.generate import generate_one
+
+    faces = [np.asarray(Image.open(io.BytesIO(generate_one(seed=77, class_id="syn_b", index=i).jpeg)).convert("RGB")
+                        .resize((560, 480))) for i in range(8)]
+    rows = [np.concatenate(faces[r * 4:(r + 1) * 4], axis=1) for r in range(2)]
+    path.write_bytes(encode(np.concatenate(rows, axis=0), "JPEG", quality=90))
+
+
+def test_8_upload_keyboard_focus_ring_focus_on_the_first_face_and_44_px_face_targets(world: World,
+                                                                                      tmp_path: Path) -> None:
+    page = world.page()
+    _open(page, world.server.url + "/cases/new")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == "photo-input":
+            break
+    assert page.evaluate("document.activeElement.id") == "photo-input"
+    outline = page.locator("#dropzone").evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline not in ("none", ""), outline  # the drop zone shows that it has the focus
+
+    photo = tmp_path / "group.jpg"
+    _group_photo(photo)
+    phone = world.page(PHONE)
+    _open(phone, world.server.url + "/cases/new")
+    phone.set_input_files("#photo-input", str(photo))
+    phone.click("#upload-button")
+    phone.locator("#face-picker .face-choice").first.wait_for(timeout=SLOW * 1000)
+    faces = phone.locator("#face-picker .face-choice")
+    assert faces.count() >= 2
+    assert phone.evaluate("document.activeElement && document.activeElement.dataset.faceIndex") == "0"
+    for face in faces.all():
+        box = face.bounding_box()
+        assert box["width"] >= 43.5 and box["height"] >= 43.5, box
+    phone.keyboard.press("Tab")  # the next face is one Tab away
+    assert phone.evaluate("document.activeElement.dataset.faceIndex") == "1"
