@@ -416,3 +416,29 @@ def test_8_upload_keyboard_focus_ring_focus_on_the_first_face_and_44_px_face_tar
         assert box["width"] >= 43.5 and box["height"] >= 43.5, box
     phone.keyboard.press("Tab")  # the next face is one Tab away
     assert phone.evaluate("document.activeElement.dataset.faceIndex") == "1"
+
+
+def test_10_the_large_view_is_named_honest_about_resolution_and_has_no_enlarge_button_inside(world: World) -> None:
+    page = world.page()
+    _open(page, f"{world.server.url}/cases/{world.astronaut}")
+    card = page.locator("#explain-grid .map-card.state-done").first
+    card.wait_for(timeout=SLOW * 1000)
+    target = page.locator("#explain-grid .grid-head strong").inner_text()
+    card.locator(".map-enlarge").click()
+    dialog = page.locator("#map-dialog")
+    dialog.wait_for(state="visible")
+    assert dialog.locator(".map-enlarge, button:has-text('Enlarge')").count() == 0
+    assert target in dialog.locator("h2").inner_text()
+    heat = dialog.locator(".heat-crop")
+    assert heat.evaluate("el => getComputedStyle(el).imageRendering") == "pixelated"
+    assert "pixel for pixel" in dialog.inner_text()
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    page.check("input[name=map-space][value=photo]")
+    card.locator(".map-enlarge").click()
+    dialog.wait_for(state="visible")
+    wait_until(page, "(() => { const i = document.querySelector('#map-dialog .heat-photo'); "
+                     "return i && i.complete && i.naturalWidth > 0; })()")
+    photo = dialog.locator(".heat-photo")
+    assert photo.is_visible() and photo.evaluate("el => el.naturalWidth") > 112
+    assert dialog.locator(".heat-crop").is_hidden()
