@@ -74,6 +74,27 @@ class World:
                 time.sleep(0.5)
             assert state == "done", self.api(page, "GET", f"/api/v1/jobs/{job}")
 
+    def gaze(self, page, folder: Path) -> None:
+        """SYNTHETIC fixations of 7 participants on the 3 newest cases (each with a Grad-CAM map), once."""
+        if self.notes.get("gaze"):
+            return
+        newest = [c["id"] for c in self.api(page, "GET", "/api/v1/cases?limit=3")["items"]]
+        assert newest[0] == self.astronaut
+        jobs = [self.api(page, "POST", f"/api/v1/cases/{case}/explanations", {"methods": ["gradcam"],
+                                                                               "target": None})["job_id"]
+                for case in newest[1:]]
+        self.wait_jobs(page, [j for j in jobs if j])
+        env = {**os.environ, "GESTALTLENS_DATA_DIR": str(self.server.log.parent)}
+        env.pop("GESTALTLENS_DATABASE_URL", None)
+        cli = [sys.executable, "-m", "app.cli", "gaze"]
+        made = subprocess.run([*cli, "synth", str(folder / "gaze"), "--cases", "3", "--per-case", "6"], env=env,
+                              capture_output=True, text=True, timeout=SLOW)
+        assert made.returncode == 0, made.stderr
+        imported = subprocess.run([*cli, "import", str(folder / "gaze" / "gaze_generic.csv"), "--as", "dr-admin"],
+                                  env=env, capture_output=True, text=True, timeout=SLOW)
+        assert imported.returncode == 0, imported.stderr
+        self.notes["gaze"] = True
+
     def cohort(self, page) -> None:
         """The syndrome-wise maps of syn_a (the ten-method panel), computed once for the module."""
         if self._cohort_done:
@@ -337,20 +358,7 @@ def test_5_syndrome_page_one_row_per_method_labelled_bars_progress_and_no_empty_
 def test_4_gaze_charts_have_axes_intervals_chance_a_clean_legend_and_flag_small_samples(world: World,
                                                                                          tmp_path: Path) -> None:
     page = world.page()
-    newest = [c["id"] for c in world.api(page, "GET", "/api/v1/cases?limit=3")["items"]]
-    assert newest[0] == world.astronaut
-    jobs = [world.api(page, "POST", f"/api/v1/cases/{case}/explanations", {"methods": ["gradcam"], "target": None})
-            ["job_id"] for case in newest[1:]]
-    world.wait_jobs(page, [j for j in jobs if j])
-    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(world.server.log.parent)}
-    env.pop("GESTALTLENS_DATABASE_URL", None)
-    cli = [sys.executable, "-m", "app.cli", "gaze"]
-    made = subprocess.run([*cli, "synth", str(tmp_path / "gaze"), "--cases", "3", "--per-case", "6"], env=env,
-                          capture_output=True, text=True, timeout=SLOW)
-    assert made.returncode == 0, made.stderr
-    imported = subprocess.run([*cli, "import", str(tmp_path / "gaze" / "gaze_generic.csv"), "--as", "dr-admin"],
-                              env=env, capture_output=True, text=True, timeout=SLOW)
-    assert imported.returncode == 0, imported.stderr
+    world.gaze(page, tmp_path)
     _open(page, world.server.url + "/gaze")
     plot = page.locator("#plot-auc_judd svg")
     ticks = plot.locator(".axis text.tick").all_inner_texts()
@@ -442,3 +450,27 @@ def test_10_the_large_view_is_named_honest_about_resolution_and_has_no_enlarge_b
     photo = dialog.locator(".heat-photo")
     assert photo.is_visible() and photo.evaluate("el => el.naturalWidth") > 112
     assert dialog.locator(".heat-crop").is_hidden()
+
+
+def test_11_small_things_hpo_filter_by_name_gaze_cases_by_pseudonym_and_the_study_waiting_on_the_home_page(
+        world: World, tmp_path: Path) -> None:
+    page = world.page()
+    # The case list's HPO filter resolves a name or synonym as the case page does.
+    _open(page, f"{world.server.url}/cases/{world.astronaut}")
+    page.fill("#hpo-search", "widely spaced eyes")
+    page.locator("#hpo-results button", has_text="Hypertelorism").click()
+    page.locator("#phenotype .hpo-term", has_text="Hypertelorism").wait_for(timeout=SLOW * 1000)
+    _open(page, world.server.url + "/cases?hpo=wide-set+eyes")
+    listed = page.locator("main table a").all_inner_texts()
+    assert "UX-astronaut" in listed and not any(t.startswith("SYNTHETIC") for t in listed), listed
+    # The gaze page lists its cases by pseudonym.
+    world.gaze(page, tmp_path)
+    _open(page, world.server.url + "/gaze")
+    names = page.locator(".gaze-cases a").all_inner_texts()
+    assert "UX-astronaut" in names and not any(re.fullmatch(r"[0-9a-f]{8}", n) for n in names), names
+    # The home page says which study waits for this user's ratings, with a way in.
+    _open(page, world.server.url + "/cases")
+    waiting = page.locator("#waiting-studies")
+    waiting.locator("a", has_text="rating").wait_for(timeout=SLOW * 1000)
+    assert "Round three" in waiting.inner_text() and "maps rated" in waiting.inner_text()
+    assert waiting.locator("a", has_text="rating").get_attribute("href") == f"/studies/{world.study}/rate"

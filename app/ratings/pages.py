@@ -35,6 +35,16 @@ def studies_page(request: Request, user: CurrentUser, db: DbSession) -> Response
     return render(request, "studies/list.html", {"studies": rows, "admin": user.is_admin})
 
 
+@pages.get("/studies/waiting")
+def waiting_studies(request: Request, user: CurrentUser, db: DbSession) -> Response:
+    """The open studies waiting for this user's ratings, for the home page (an htmx fragment; empty if none):
+    a clinician asked to rate should not have to find the Studies page first."""
+    rows = [views.study_row(db, study, user) for study in service.studies_for(db, user=user)]
+    waiting = [row for row in rows if row["member"] and not row["closed"] and row["progress"] is not None
+               and not row["progress"].complete]
+    return render(request, "studies/_waiting.html", {"waiting": waiting})
+
+
 @pages.get("/studies/new")
 def new_study_page(request: Request, admin: AdminUser, db: DbSession) -> Response:
     return render(request, "studies/new.html", views.new_study_context(db, admin))
