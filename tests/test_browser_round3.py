@@ -240,6 +240,7 @@ def test_2_compare_picks_references_by_pseudonym_and_htmx_errors_are_fragments_b
     wait_until(page, "document.querySelectorAll('#reference-choices .ref-choice').length > 0")
     assert page.locator(".ref-choice", has_text="centroid of").count() >= 1
     page.fill("#reference-search", "syn_a #2")
+    page.locator("#reference-choices h3", has_text="Cases matching").wait_for(timeout=SLOW * 1000)
     page.locator(".ref-choice", has_text="SYNTHETIC syn_a #2").wait_for(timeout=SLOW * 1000)
     assert page.locator(".ref-choice", has_text="SYNTHETIC syn_a #1").count() == 0
     page.locator(".ref-choice", has_text="SYNTHETIC syn_a #2").click()
