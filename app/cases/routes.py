@@ -124,7 +124,7 @@ def _hpo_id(text: str | None) -> str | None:
 
     hits = ontology().search(text, 1)
     if not hits:
-        raise ApiError(422, "invalid_request", f"Invalid request: hpo: no HPO term is called {text!r}.")
+        raise ApiError(422, "unknown_hpo_term", f"No term of the Human Phenotype Ontology matches {text[:60]!r}.")
     return str(hits[0]["id"])
 
 
