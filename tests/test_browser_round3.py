@@ -374,7 +374,7 @@ def test_4_gaze_charts_have_axes_intervals_chance_a_clean_legend_and_flag_small_
     world.gaze(page, tmp_path)
     _open(page, world.server.url + "/gaze")
     plot = page.locator("#plot-auc_judd svg")
-    ticks = plot.locator(".axis text.tick").all_inner_texts()
+    ticks = [t.strip() for t in plot.locator(".axis text.tick").all_text_contents()]  # SVG text has no innerText
     assert len(ticks) >= 3 and all(re.fullmatch(r"-?[\d.]+", t) for t in ticks), ticks
     chance = plot.locator("line.chance")
     assert chance.count() == 1
@@ -384,7 +384,7 @@ def test_4_gaze_charts_have_axes_intervals_chance_a_clean_legend_and_flag_small_
     whiskers = plot.locator("path.ci")
     assert whiskers.count() >= 1 and all(w.bounding_box()["width"] > 2 for w in whiskers.all())
     assert plot.locator("rect.small-sample").count() >= 1  # 3 cases and 6 fixations per person: a small sample
-    assert "small sample" in " ".join(plot.locator("text.legend").all_inner_texts())
+    assert "small sample" in " ".join(plot.locator("text.legend").all_text_contents())
     for figure in page.locator(".gaze-figure svg").all():
         boxes = [t.bounding_box() for t in figure.locator("text.legend").all()]
         for i, a in enumerate(boxes):
