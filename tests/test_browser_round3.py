@@ -84,7 +84,7 @@ class World:
         jobs = [self.api(page, "POST", f"/api/v1/cases/{case}/explanations", {"methods": ["gradcam"],
                                                                                "target": None})["job_id"]
                 for case in newest[1:]]
-        self.wait_jobs(page, [j for j in jobs if j])
+        self.wait_jobs(page, [j for j in jobs if j], timeout=3 * SLOW)  # may share the cores with the cohort
         env = {**os.environ, "GESTALTLENS_DATA_DIR": str(self.server.log.parent)}
         env.pop("GESTALTLENS_DATABASE_URL", None)
         cli = [sys.executable, "-m", "app.cli", "gaze"]
