@@ -22,7 +22,7 @@ VIEWPORT = {"width": 1440, "height": 900}
 
 
 
-def wait_until(page, expression: str, timeout: float = 120.0) -> None:
+def wait_until(page, expression: str, timeout: float = 600.0) -> None:
     """Poll a JS expression (Playwright's wait_for_function evaluates strings, which our CSP forbids)."""
     import time
 
@@ -52,6 +52,7 @@ def make_screenshots(out: Path) -> list[Path]:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
                 page = browser.new_context(viewport=VIEWPORT, device_scale_factor=1).new_page()
+                page.set_default_timeout(600_000)  # a loaded shared box: waits wait for a state, generously
                 first_run_setup(page, server)
                 cases = []
                 for i, (cls, severity) in enumerate((("syn_e", 1.0), ("syn_a", 0.9))):
@@ -61,7 +62,7 @@ def make_screenshots(out: Path) -> list[Path]:
                 page.goto(f"{server.url}/cases/{cases[0]}")
                 page.locator("#explanations .explain-form").wait_for()
                 page.click(".explain-form button[type=submit]")
-                page.locator(".map-card.state-done").nth(4).wait_for(timeout=120_000)
+                page.locator(".map-card.state-done").nth(4).wait_for(timeout=900_000)
                 wait_until(page, "!document.querySelector('.map-card.state-queued, .map-card.state-running')")
                 shots = []
                 page.evaluate("window.scrollTo(0, 0)")
@@ -85,7 +86,7 @@ def make_screenshots(out: Path) -> list[Path]:
                 page.wait_for_url(re.compile(r"/studies/[0-9a-f]{32}$"))
                 study = page.url.rsplit("/", 1)[1]
                 page.goto(f"{server.url}/studies/{study}/cases/1")
-                page.locator(".rate-card .rate-enlarge").nth(2).wait_for(timeout=120_000)
+                page.locator(".rate-card .rate-enlarge").nth(2).wait_for(timeout=900_000)
                 page.keyboard.press("4")
                 page.locator("#map-A .rate-status").filter(has_text="Saved").wait_for()
                 page.evaluate("window.scrollTo(0, 0)")

@@ -53,7 +53,7 @@ def test_syndromes_and_compare_pages_in_a_real_browser(server: Server, browser, 
     page.click("#cohort-submit")
     page.wait_for_selector("#composites", timeout=240_000)
     assert _loaded(page, "#composites img")
-    assert page.locator(".cohort-grid .map-card").count() == 30  # ten methods × mean, agreement, composite's map
+    assert page.locator(".cohort-grid .map-card").count() == 28  # 10 × mean and composite map, 8 signed agreements
     page.wait_for_function("() => [...document.querySelectorAll('.cohort-grid img.heat')].every(i => i.complete)")
     page.keyboard.press("o")
     assert "overlays-off" in (page.get_attribute("#explanations", "class") or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Literal
 from urllib.parse import urlencode
@@ -111,6 +112,22 @@ _RATED = {"true": True, "1": True, "yes": True, "rated": True, "false": False, "
           "unrated": False}
 
 
+def _hpo_id(text: str | None) -> str | None:
+    """An HPO id as typed, or the best match of a name or synonym, as the case page's term search resolves it
+    (issue 24.11: "wide-set eyes" found Hypertelorism there and nothing in the case list)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    if re.fullmatch(r"(?i)(HP:)?\d{7}", text):
+        return text.upper()
+    from app.phenotypes.ontology import ontology  # the shipped HPO, parsed once
+
+    hits = ontology().search(text, 1)
+    if not hits:
+        raise ApiError(422, "unknown_hpo_term", f"No term of the Human Phenotype Ontology matches {text[:60]!r}.")
+    return str(hits[0]["id"])
+
+
 def case_filters(
     q: Annotated[str | None, Query(max_length=120, description="pseudonym (substring) or case id (prefix)")] = None,
     created_from: Annotated[str | None, Query(max_length=10, description="first day, YYYY-MM-DD (UTC)")] = None,
@@ -121,7 +138,8 @@ def case_filters(
     ] = None,
     rated: Annotated[str | None, Query(max_length=8, description="true: a map of it is rated")] = None,
     owner: Annotated[str | None, Query(max_length=64, description="owner's username (administrators)")] = None,
-    hpo: Annotated[str | None, Query(max_length=16, description="an HPO term the case has, e.g. HP:0000316")] = None,
+    hpo: Annotated[str | None, Query(max_length=120, description="an HPO term the case has: its id (HP:0000316), "
+                                     "name or synonym (wide-set eyes)")] = None,
     sort: Annotated[Literal["created", "pseudonym", "predicted"], Query()] = "created",
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
 ) -> CaseFilters:
@@ -137,7 +155,7 @@ def case_filters(
         diagnosis=(diagnosis or "").strip() or None,
         rated=_RATED[rated_value] if rated_value else None,
         owner=(owner or "").strip() or None,
-        hpo=(hpo or "").strip().upper() or None,
+        hpo=_hpo_id(hpo),
         sort=sort,
         order=order,
     )

@@ -161,8 +161,8 @@ def cohort_command(
 
 def demo_cohort_command(
     username: Annotated[str, typer.Argument(help="The user who will own the synthetic cases.")],
-    per_syndrome: Annotated[int, typer.Option(help="Faces per synthetic syndrome (5 meet the floor).")] = 6,
-    syndromes: Annotated[str, typer.Option(help="Comma-separated synthetic syndromes; default: all.")] = "",
+    per_syndrome: Annotated[int, typer.Option(help="Faces per class, unaffected too (5 meet the floor).")] = 6,
+    syndromes: Annotated[str, typer.Option(help="Comma-separated classes (syn_a, unaffected…); default: all.")] = "",
 ) -> None:
     """Import generated synthetic patients (marked SYNTHETIC) as cases with confirmed diagnoses."""
     from app.auth import service as auth_service

@@ -2,7 +2,8 @@
 
 A fresh install has no cases, so the Syndromes and Compare pages would be empty. :func:`import_demo_cohort`
 (the service function a first-run page can call; the CLI is ``gestaltlens demo-cohort USERNAME``) renders
-``per_syndrome`` faces of every synthetic syndrome with :mod:`app.synth` (deterministic from ``seed``; a seed
+``per_syndrome`` faces of every synthetic class (the syndromes and ``unaffected``) with :mod:`app.synth`
+(deterministic from ``seed``; a seed
 other than the demo model's training seed 0, so none of them is a gallery image), runs each through the real
 intake (detection, alignment), stores it as a case owned by ``owner``, ranks it with the served model and
 confirms its true synthetic syndrome as the diagnosis.
@@ -53,7 +54,9 @@ def import_demo_cohort(session: Session, *, owner: User, store: PhotoStore, mode
     if per_syndrome < 1:
         raise ValueError("per_syndrome must be at least 1")
     known = {label.id for label in model.labels}
-    syndromes = [c.id for c in CLASSES if c.features and c.id in known and (syndromes is None or c.id in syndromes)]
+    # every class the model knows, unaffected included: the Syndromes page compares each syndrome with unaffected
+    # faces, which need the floor of 5 patients like any group (issue 24.9: the demo made 48 of 54 promised faces)
+    syndromes = [c.id for c in CLASSES if c.id in known and (syndromes is None or c.id in syndromes)]
     if not syndromes:
         raise ValueError(f"model {model.version} knows none of the synthetic syndromes; the demo cohort needs the "
                          "demo model")

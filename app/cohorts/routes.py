@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.auth.models import User
-from app.cohorts import service
+from app.cohorts import service, views
 from app.errors import DomainError
 from app.explain import render as map_render
 from app.explain.registry import DEFAULT_PANEL, METHODS, require_methods
@@ -172,6 +172,10 @@ def _detail_context(request: Request, db: Session, user: User, syndrome_id: str,
                                   methods=list(DEFAULT_PANEL))
         ctx["result"] = service.result_out(row) if row is not None else None
         ctx["labels"] = {m: METHODS[m].label for m in METHODS}
+        if ctx["result"] and ctx["result"]["status"] == "done":
+            ctx["rows"] = views.method_rows(request.app.state.settings.data_dir, ctx["result"])
+        elif ctx["result"] and ctx["result"]["status"] in ("queued", "running"):
+            ctx["progress"] = views.progress(db, ctx["result"])
     return ctx
 
 

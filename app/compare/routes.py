@@ -15,14 +15,14 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.auth.models import User
 from app.cases import service as case_service
-from app.compare import service
+from app.compare import picker, service
 from app.compare.references import gallery_image
 from app.errors import DomainError
 from app.explain import figure as figure_render
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
 from app.explanations.service import checked_params, read_map
-from app.predictions.service import decode_png
+from app.predictions.service import decode_png, out_of_range, out_of_range_text
 from app.predictions.serving import ServedModel, require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError
@@ -106,7 +106,8 @@ def compare_figure(case_id: str, request: Request, user: CurrentUser, db: DbSess
     png = figure_render.panel_figure_png(
         decode_png(store.read(case.aligned_path)), panels,
         target_label=f"similarity {out['similarity']:.3f} to {out['reference']['label']}",
-        model_version=out["model"], case_label=case.pseudonym or case.id[:8])
+        model_version=out["model"], case_label=case.pseudonym or case.id[:8],
+        warning=out_of_range_text(ood) if (ood := out_of_range(db, case_id=case.id)) else None)
     return Response(png, media_type="image/png", headers={
         "Content-Disposition": f'attachment; filename="compare-{case.id[:8]}.png"', "Cache-Control": "no-store"})
 
@@ -140,6 +141,9 @@ def page_context(request: Request, db: Session, *, user: User, case_id: str, spe
             ctx["error"] = exc.detail
             return ctx
         ctx["out"] = out
+        ctx["ood"] = out_of_range(db, case_id=case.id)
+        other = out["reference"].get("case_id") if isinstance(out.get("reference"), dict) else None
+        ctx["ood_other"] = out_of_range(db, case_id=other) if other else None
         ctx["query_cards"] = _cards(out, "query", out["query_image"])
         ctx["other_cards"] = _cards(out, "other", out["reference"]["image"] or "")
         ctx["pending"] = any(c["pending"] for c in ctx["query_cards"] + ctx["other_cards"])
@@ -162,6 +166,17 @@ def compare_grid(case_id: str, request: Request, user: CurrentUser, db: DbSessio
                  reference: Annotated[str, Query(max_length=140)]) -> Response:
     response = render(request, "compare/_grid.html", page_context(request, db, user=user, case_id=case_id,
                                                                   spec=reference))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@pages.get("/cases/{case_id}/compare/references")
+def compare_references(case_id: str, request: Request, user: CurrentUser, db: DbSession,
+                       q: Annotated[str, Query(max_length=80)] = "") -> Response:
+    """The picker's choices (an htmx fragment): cases by pseudonym or the recent ones, nearest faces, centroids."""
+    case = case_service.get_case(db, user=user, case_id=case_id)
+    found = picker.choices(db, user=user, case=case, model=require_model(request), q=q)
+    response = render(request, "compare/_references.html", {"case": case, "choices": found, "q": q})
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -16,6 +16,7 @@ their case like every other map:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from app.auth.models import User
 from app.cases import service as case_service
 from app.cases.models import Case
 from app.cases.storage import PhotoStore
+from app.compare.picker import case_by_pseudonym
 from app.compare.references import _synth_source, case_embedding
 from app.errors import DomainError
 from app.explain.fast import EXACT
@@ -65,14 +67,22 @@ def _label_name(model: LoadedModel, syndrome_id: str) -> str:
 
 
 def resolve_reference(session: Session, *, user: User, case: Case, model: LoadedModel, spec: str) -> Reference:
-    """Parse and check a reference; NotFound (404) for a case the user may not see, a DomainError (422) otherwise."""
+    """Parse and check a reference; NotFound (404) for a case the user may not see, a DomainError (422) otherwise.
+
+    ``case:`` takes a case id or a pseudonym (the newest other case with it)."""
     kind, _, ident = (spec or "").partition(":")
     if kind not in REFERENCE_KINDS or not ident or len(ident) > 120:
         raise DomainError("unknown_reference", "reference must read case:<id>, gallery:<image id>, "
                           "nearest:<syndrome id> or centroid:<syndrome id>")
     gallery = model.gallery
     if kind == "case":
-        other = case_service.get_case(session, user=user, case_id=ident)  # 404 unless the user may see it
+        if re.fullmatch(r"[0-9a-f]{32}", ident):
+            other = case_service.get_case(session, user=user, case_id=ident)  # 404 unless the user may see it
+        else:  # a pseudonym, as clinicians know their cases
+            found = case_by_pseudonym(session, user=user, pseudonym=ident, exclude=case.id)
+            if found is None:
+                raise DomainError("unknown_reference", f"no other case you may see has the pseudonym {ident!r}")
+            other = found
         if other.id == case.id:
             raise DomainError("unknown_reference", "a case compared with itself has similarity 1 everywhere")
         return Reference("case", other.id, f"case {other.pseudonym or other.id[:8]}", None, other_case=other)

@@ -132,8 +132,19 @@ def _page_context(db: Session, model: LoadedModel, run: str | None) -> dict[str,
     pending = shown if shown is not None and shown.state in (QUEUED, RUNNING) else service.newest(
         db, model=model, states=(QUEUED, RUNNING))
     job = db.get(Job, pending.job_id) if pending is not None and pending.job_id else None
+    runs = service.runs_for(db, model_id=model.card.id, limit=10)
     return {"model": model, "run": done, "card": done.result if done else None, "pending": pending, "job": job,
-            "runs": service.runs_for(db, model_id=model.card.id, limit=10), "figures": FIGURES}
+            "runs": runs, "run_states": _run_states(db, runs), "figures": FIGURES}
+
+
+def _run_states(db: Session, runs: list[Evaluation]) -> dict[str, str]:
+    """A run's state as its job knows it while it is unfinished: the row says "queued" until the job ends,
+    while the job (and its progress bar) already runs (issue 24.11)."""
+    states = {}
+    for row in runs:
+        job = db.get(Job, row.job_id) if row.state in (QUEUED, RUNNING) and row.job_id else None
+        states[row.id] = job.state if job is not None else row.state
+    return states
 
 
 @pages.get("/evaluation")

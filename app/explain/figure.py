@@ -52,6 +52,7 @@ _TICKS_H = 0.3
 _ROW_GAP = 0.12
 _ROW_H = _TITLE_H + _CELL + _CBAR_GAP + _CBAR_H + _TICKS_H + _ROW_GAP
 _HEADER_LINE = 0.24
+WARNING_COLOUR = "#b3261e"  # the pages' danger red
 _FOOTER_LINE = 0.14
 _PAD_Y = 0.12
 _TITLE_PT = 11
@@ -102,6 +103,7 @@ def build_panel_figure(
     columns: int = 5,
     opacity: float = 0.6,
     dpi: int = FIGURE_DPI,
+    warning: str | None = None,
 ) -> Figure:
     """The figure as a matplotlib ``Figure`` (with an Agg canvas), before encoding.
 
@@ -109,6 +111,9 @@ def build_panel_figure(
     other matplotlib work in parallel (see :data:`_MATPLOTLIB_LOCK`), or use :func:`panel_figure_png`.
     Each panel has its own colour scale (robust maximum of that map), because methods differ in units by
     orders of magnitude; the footnote says so, so nobody compares colours across panels.
+
+    ``warning`` (e.g. the face is out of the model's range) is printed in red under the title: a downloaded
+    figure travels without the page that warned, so it carries the warning itself.
     """
     crop = np.asarray(crop_rgb)
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
@@ -123,7 +128,8 @@ def build_panel_figure(
     width = 2 * _MARGIN_X + cols * _CELL + (cols - 1) * _GAP_X
     header = _header_lines(target_label, model_version, case_label, width)
     footer = _footer_lines(width, any(p.signed for p in panels), any(not p.signed for p in panels))
-    header_h = _PAD_Y + len(header) * _HEADER_LINE
+    warning_lines = textwrap.wrap(warning, width=max(20, int(width * _CHARS_PER_INCH_TITLE))) if warning else []
+    header_h = _PAD_Y + (len(header) + len(warning_lines)) * _HEADER_LINE
     footer_h = len(footer) * _FOOTER_LINE + _PAD_Y
     height = header_h + rows * _ROW_H + footer_h
 
@@ -133,6 +139,9 @@ def build_panel_figure(
         fig.text(
             0.5, 1 - _PAD_Y / height, "\n".join(header), ha="center", va="top", fontsize=_TITLE_PT, fontweight="bold"
         )
+        if warning_lines:
+            fig.text(0.5, 1 - (_PAD_Y + len(header) * _HEADER_LINE) / height, "\n".join(warning_lines), ha="center",
+                     va="top", fontsize=_TITLE_PT, fontweight="bold", color=WARNING_COLOUR, gid="warning")
         fig.text(
             _MARGIN_X / width,
             _PAD_Y / 2 / height,
@@ -184,6 +193,7 @@ def panel_figure_png(
     columns: int = 5,
     opacity: float = 0.6,
     dpi: int = FIGURE_DPI,
+    warning: str | None = None,
 ) -> bytes:
     """The figure as PNG bytes (opaque RGB at ``dpi``), identical for identical input.
 
@@ -200,6 +210,7 @@ def panel_figure_png(
             columns=columns,
             opacity=opacity,
             dpi=dpi,
+            warning=warning,
         )
         canvas = fig.canvas
         assert isinstance(canvas, FigureCanvasAgg)

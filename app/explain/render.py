@@ -186,7 +186,7 @@ def heat_layer_size(photo_size: tuple[int, int], max_side: int = 1024) -> tuple[
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
-FEATHER_PX = 8.0
+FEATHER_PX = 16.0  # crop px; 8 left a visible straight edge where a strong map (Grad-CAM) met the crop border
 
 
 def edge_feather(shape: tuple[int, ...], width: float = FEATHER_PX) -> np.ndarray:

@@ -175,12 +175,19 @@ def _page_context(request: Request, db: Session, study: str | None, angle: float
     result = _result(request, db, study, angle, q)
     plots = {}
     for metric in results.METRIC_LABELS:
-        plots[metric] = bars_svg(result, metric=metric)
+        plots[metric] = bars_svg(result, metric=metric, group_labels=GROUP_LABELS)
     counts = service.fixation_counts(db)
     return {"result": result, "plots": plots, "labels": results.METRIC_LABELS, "group_labels": GROUP_LABELS,
             "participants": [(p, counts.get(p.id, 0)) for p in service.participants(db)],
             "imports": service.imports(db)[:50], "groups": STANDARD_GROUPS, "study": study, "angle": angle, "q": q,
-            "cases": sorted({row["case"] for row in result["per_case"]})}
+            "cases": _case_links(db, {row["case"] for row in result["per_case"]})}
+
+
+def _case_links(db: Session, case_ids: set[str]) -> list[dict[str, str]]:
+    """The gaze cases by pseudonym (how people know them), the short id only where a case has none."""
+    rows = db.execute(select(Case.id, Case.pseudonym).where(Case.id.in_(sorted(case_ids)))).all()
+    links = [{"id": cid, "label": pseudonym or f"case {cid[:8]}"} for cid, pseudonym in rows]
+    return sorted(links, key=lambda link: link["label"].lower())
 
 
 @pages.get("/gaze")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.cases.history import PER_SOURCE, HistoryEntry, register_history_source
 from app.cases.models import Case, top1
 from app.predictions.models import PredictionRun
+from app.predictions.scores import ordering_score
 
 
 @register_history_source
@@ -23,7 +24,8 @@ def prediction_entries(session: Session, case: Case) -> Iterable[HistoryEntry]:
     for run in session.scalars(query):
         _, name = top1(run.ranked)
         best = min(run.ranked, key=lambda r: r.get("rank", 0)) if run.ranked else None
-        score = f" ({float(best['score']):.2f})" if best and isinstance(best.get("score"), int | float) else ""
+        named = ordering_score(best, run.ranked_by) if best else None  # the ranking's own, named score
+        score = f" ({named})" if named else ""
         yield HistoryEntry(
             at=run.created_at,
             kind="prediction",

@@ -84,3 +84,21 @@ def latest_run(session: Session, *, case_id: str) -> PredictionRun | None:
 def runs_for_case(session: Session, *, case_id: str) -> list[PredictionRun]:
     query = select(PredictionRun).where(PredictionRun.case_id == case_id).order_by(PredictionRun.id.desc())
     return list(session.scalars(query))
+
+
+def out_of_range(session: Session, *, case_id: str) -> dict[str, Any] | None:
+    """The latest ranking's out-of-range verdict when it flags the face, else None.
+
+    Every place that shows a map or a score of the face (ranking, explanation panel, Compare, rating pages, the
+    downloaded figures) shows the warning with it: a map of a face the model cannot read looks as convincing as
+    any other (issue 24)."""
+    run = latest_run(session, case_id=case_id)
+    verdict = run.out_of_distribution if run is not None else None
+    return verdict if verdict and verdict.get("flagged") else None
+
+
+def out_of_range_text(verdict: dict[str, Any]) -> str:
+    """One sentence for figures and other places without the page's markup."""
+    distance, threshold = float(verdict["distance"]), float(verdict["threshold"])
+    return (f"OUT OF RANGE: this face is far from every face the model has seen (distance {distance:.1f} to the "
+            f"nearest gallery face, threshold {threshold:.1f}); its maps and scores say nothing reliable about it.")

@@ -15,6 +15,7 @@ from app.errors import DomainError
 from app.explanations import service as explanation_service
 from app.explanations.models import Explanation
 from app.phenotypes.service import suggested_regions, terms_for_cases
+from app.predictions.service import out_of_range
 from app.ratings import service, views
 from app.ratings.models import TOP1
 from app.ratings.routes import Label, Position, _create_study, _retry, _served
@@ -32,6 +33,16 @@ pages = APIRouter(include_in_schema=False)
 def studies_page(request: Request, user: CurrentUser, db: DbSession) -> Response:
     rows = [views.study_row(db, study, user) for study in service.studies_for(db, user=user)]
     return render(request, "studies/list.html", {"studies": rows, "admin": user.is_admin})
+
+
+@pages.get("/studies/waiting")
+def waiting_studies(request: Request, user: CurrentUser, db: DbSession) -> Response:
+    """The open studies waiting for this user's ratings, for the home page (an htmx fragment; empty if none):
+    a clinician asked to rate should not have to find the Studies page first."""
+    rows = [views.study_row(db, study, user) for study in service.studies_for(db, user=user)]
+    waiting = [row for row in rows if row["member"] and not row["closed"] and row["progress"] is not None
+               and not row["progress"].complete]
+    return render(request, "studies/_waiting.html", {"waiting": waiting})
 
 
 @pages.get("/studies/new")
@@ -113,6 +124,7 @@ def rate_case_page(study_id: str, position: Position, request: Request, user: Cu
     # the case's recorded HPO terms, and the facial regions they concern (marked in the region choices)
     ctx["phenotype"] = terms_for_cases(db, case_ids=[case_id]).get(case_id, [])
     ctx["suggested_regions"] = suggested_regions(db, case_id=case_id)
+    ctx["ood"] = out_of_range(db, case_id=case_id)  # a rater scores maps of a flagged face knowing it is flagged
     db.commit()
     return render(request, "studies/rate.html", ctx)
 

@@ -80,9 +80,15 @@ def error_response(request: Request, status_code: int, code: str, detail: str, *
         return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status_code, headers=headers)
     from app.web.templating import render  # late import: templating imports request helpers
 
-    return render(
-        request, "error.html", {"status_code": status_code, "detail": detail, "code": code}, status_code
-    )
+    context = {"status_code": status_code, "detail": detail, "code": code}
+    if "hx-request" in request.headers:
+        # An htmx request lands in some element of a page (a grid, a card, a table row): a whole page with its
+        # navigation pasted there breaks the page, so every such error is a small fragment, and app.js puts it
+        # beside the element instead of replacing it (the header marks it), so the next request still works.
+        response = render(request, "_error_fragment.html", context, status_code)
+        response.headers.update({**headers, "X-Error-Fragment": "1"})
+        return response
+    return render(request, "error.html", context, status_code)
 
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})

@@ -30,11 +30,29 @@
     section.classList.toggle("space-photo", space === "photo");
   }
 
+  // The large view: named (method and target), without the card's own buttons, and honest about resolution:
+  // the map drawn on the full photo at the photo's resolution, or the 112-px crop enlarged pixel for pixel
+  // (never smoothed into a blur that looks like detail).
   function enlarge(card) {
     const dialog = document.getElementById("map-dialog");
     if (!dialog || !card.classList.contains("state-done")) { return; }
     const body = dialog.querySelector(".dialog-body");
-    body.replaceChildren(card.querySelector(".map-frame").cloneNode(true), card.querySelector("figcaption").cloneNode(true));
+    const frame = card.querySelector(".map-frame").cloneNode(true);
+    const caption = card.querySelector("figcaption").cloneNode(true);
+    caption.querySelectorAll(".map-enlarge, .adhoc-rating, .map-faithfulness, details").forEach(function (el) { el.remove(); });
+    const onPhoto = !!(panel() && panel().classList.contains("space-photo") && frame.querySelector(".heat-photo"));
+    frame.classList.add(onPhoto ? "show-photo" : "show-pixels");
+    const holder = card.closest("[data-target-label]");
+    const name = card.querySelector("figcaption strong");
+    const title = document.createElement("h2");
+    title.id = "map-dialog-title";
+    title.textContent = (name ? name.textContent : "Map") + (holder ? " — " + holder.dataset.targetLabel : "");
+    const note = document.createElement("p");
+    note.className = "hint map-dialog-note";
+    note.textContent = onPhoto ? "Drawn on the full photo at the photo's resolution."
+      : "The 112 × 112 px aligned crop, enlarged pixel for pixel: the map has no finer detail than this.";
+    body.replaceChildren(title, frame, caption, note);
+    dialog.setAttribute("aria-labelledby", "map-dialog-title");
     dialog.showModal();
   }
 
@@ -90,6 +108,23 @@
       const error = document.getElementById("method-error");
       if (error && event.target.checked) { error.hidden = true; }
     }
+  });
+
+  // Compare's reference picker: a choice fills the reference field (clinicians pick by pseudonym, never type ids);
+  // Enter in the search box searches instead of submitting the comparison.
+  document.addEventListener("click", function (event) {
+    const choice = event.target.closest(".ref-choice");
+    const field = document.getElementById("reference");
+    if (!choice || !field) { return; }
+    field.value = choice.dataset.reference;
+    document.querySelectorAll(".ref-choice[aria-pressed]").forEach(function (b) { b.removeAttribute("aria-pressed"); });
+    choice.setAttribute("aria-pressed", "true");
+    const submit = document.getElementById("compare-submit");
+    if (submit) { submit.focus(); }
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && event.target.id === "reference-search") { event.preventDefault(); }
   });
 
   // The panel arrives by htmx after the page loads: apply the slider's initial value once it is there.

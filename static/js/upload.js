@@ -74,11 +74,26 @@
     const h = size ? size[1] : img.naturalHeight;
     picker.setAttribute("viewBox", "0 0 " + w + " " + h);
     const stroke = Math.max(w, h) / 250;
+    // A face box is a touch target: at least 44 CSS px square as displayed (WCAG 2.5.5), grown around the face's
+    // centre when the photo is shown small (a phone), with the detector's box drawn inside it.
+    const shown = img.getBoundingClientRect().width || w;
+    const minSide = 44 * w / shown;
     faces.forEach(function (face) {
       const b = face.box;
+      const side = [Math.max(b[2], minSide), Math.max(b[3], minSide)];
+      const x = Math.max(0, Math.min(w - side[0], b[0] + b[2] / 2 - side[0] / 2));
+      const y = Math.max(0, Math.min(h - side[1], b[1] + b[3] / 2 - side[1] / 2));
+      if (side[0] > b[2] || side[1] > b[3]) {
+        const inner = document.createElementNS(SVG, "rect");
+        inner.setAttribute("x", b[0]); inner.setAttribute("y", b[1]);
+        inner.setAttribute("width", b[2]); inner.setAttribute("height", b[3]);
+        inner.setAttribute("stroke-width", stroke);
+        inner.setAttribute("class", "face-box-inner");
+        picker.appendChild(inner);
+      }
       const rect = document.createElementNS(SVG, "rect");
-      rect.setAttribute("x", b[0]); rect.setAttribute("y", b[1]);
-      rect.setAttribute("width", b[2]); rect.setAttribute("height", b[3]);
+      rect.setAttribute("x", x); rect.setAttribute("y", y);
+      rect.setAttribute("width", side[0]); rect.setAttribute("height", side[1]);
       rect.setAttribute("stroke-width", stroke);
       rect.setAttribute("class", "face-choice");
       rect.setAttribute("tabindex", "0");
@@ -99,6 +114,9 @@
     });
     picker.classList.remove("hidden");
     pickerHelp.classList.remove("hidden");
+    // the keyboard lands on the first face (the detector's most confident), not back at the top of the page
+    const first = picker.querySelector(".face-choice");
+    if (first) { first.focus(); }
   }
 
   function upload(faceIndex) {

@@ -207,7 +207,7 @@ def test_outside_the_crop_footprint_is_transparent(crop_scale: float, margin: fl
     # the edge is soft, not a hard-edged square: alpha eases from ~0 at the crop's border to full FEATHER_PX in
     if crop_scale < 1:  # magnified crop: the fade is resolved pixel by pixel
         depth = np.minimum(low, 111 - high)  # how far inside the crop a layer pixel lies (crop pixels)
-        rim, middle = (depth > 0) & (depth < 1.0), (depth > 3.5) & (depth < 4.5)
+        rim, middle = (depth > 0) & (depth < 1.0), np.abs(depth - FEATHER_PX / 2) < 0.5  # half-way: about 50%
         assert rim.any() and middle.any()
         assert layer[..., 3][rim].max() < 0.15 * 255
         assert 0.25 * 255 < np.median(layer[..., 3][middle]) < 0.9 * 255
