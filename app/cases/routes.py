@@ -59,7 +59,7 @@ async def create_case(
     user: CurrentUser,
     db: DbSession,
     settings: AppSettings,
-    photo: Annotated[UploadFile, File(description="JPEG, PNG, WebP or HEIC frontal photo")],
+    photo: Annotated[UploadFile, File(description="JPEG, PNG, WebP, HEIC, BMP or TIFF frontal photo")],
     pseudonym: Annotated[str | None, Form(max_length=500)] = None,
     face_index: Annotated[int | None, Form(ge=0, le=99)] = None,
 ) -> CaseOut:

@@ -14,7 +14,7 @@ import typer
 
 
 def explain_command(
-    photo: Annotated[Path, typer.Argument(help="A frontal face photo (JPEG, PNG, WebP, HEIC).", exists=True,
+    photo: Annotated[Path, typer.Argument(help="A frontal face photo (JPEG, PNG, WebP, HEIC, BMP, TIFF).", exists=True,
                                           dir_okay=False, readable=True)],
     out: Annotated[Path, typer.Option(help="Where to write the figure PNG.")] = Path("figure.png"),
     methods: Annotated[str, typer.Option(help="Comma-separated method ids; default: the standard panel.")] = "",

@@ -46,7 +46,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 class GmImage(BaseModel):
-    img: str = Field(description="base64 of the photo file (JPEG, PNG, WebP or HEIC); line breaks are fine")
+    img: str = Field(description="base64 of the photo file (JPEG, PNG, WebP, HEIC, BMP or TIFF); line breaks are fine")
 
 
 class GmFailure(Exception):
