@@ -33,7 +33,8 @@ def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K) -> Pr
 
 
 def result_rows(result: PredictionResult) -> list[dict[str, Any]]:
-    """The contract's prediction shape: rank, syndrome_id, name, score, distance (when a gallery ranks)."""
+    """The contract's prediction shape: rank, syndrome_id, name, score (softmax, null when the head does not
+    know the syndrome), distance, image_id and source (when a gallery or a shared case ranks it)."""
     rows = []
     for p in result.ranked:
         row: dict[str, Any] = {
@@ -41,11 +42,13 @@ def result_rows(result: PredictionResult) -> list[dict[str, Any]]:
             "syndrome_id": p.syndrome_id,
             "name": p.name,
             "omim": p.omim,
-            "score": round(float(p.score), 6),
+            "score": None if p.score is None else round(float(p.score), 6),
         }
         if p.distance is not None:
             row["distance"] = round(float(p.distance), 6)
-            row["image_id"] = p.image_id
+            # a shared case's id never leaves through a ranking (it may be another user's case)
+            row["image_id"] = p.image_id if p.source != "case" else None
+            row["source"] = p.source  # "gallery" image or confirmed "case" shared for matching
         rows.append(row)
     return rows
 
@@ -55,7 +58,7 @@ def store_run(session: Session, *, case: Case, model: LoadedModel, result: Predi
         case_id=case.id,
         model_id=model.card.id,
         model_version=model.card.version,
-        ranked_by="gallery" if model.gallery is not None else "softmax",
+        ranked_by=result.ranking,
         ranked=result_rows(result),
         out_of_distribution=result.out_of_distribution.to_json() if result.out_of_distribution else None,
     )
