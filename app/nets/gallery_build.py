@@ -383,7 +383,8 @@ def _commit(model: LoadedModel, rows: Sequence[GalleryRow], labels: dict[str, La
 def read_model_folder_with(folder: Path, card_file: Path) -> LoadedModel:
     """Check a folder as it would be with ``card_file`` as its model.json (in a scratch copy of links)."""
     with tempfile.TemporaryDirectory(prefix=".check-", dir=folder) as scratch:
-        root = Path(scratch)
+        root = Path(scratch) / folder.name  # the card's id must match its folder's name
+        root.mkdir()
         for item in folder.iterdir():
             if item.is_file() and item.name != "model.json" and not item.name.startswith(".model-"):
                 os.symlink(item.resolve(), root / item.name)
