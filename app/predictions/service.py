@@ -14,8 +14,11 @@ from app.cases.models import Case
 from app.nets.predict import PredictionResult, predict
 from app.nets.registry import LoadedModel
 from app.predictions.models import PredictionRun
+from app.predictions.references import References, references_for, run_hooks
 
 TOP_K = 10
+__all__ = ["TOP_K", "decode_png", "inference_lock", "latest_run", "rank_crop", "references_for", "result_rows",
+           "runs_for_case", "store_run"]
 
 # One forward pass at a time per process: torch already spreads a pass over the cores, and concurrent passes
 # on a small machine oversubscribe them (spinning intra-op threads made passes 10-80x slower in the bench).
@@ -27,9 +30,13 @@ def inference_lock() -> threading.Lock:
     return _INFERENCE_LOCK
 
 
-def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K) -> PredictionResult:
+def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K,
+              references: References | None = None) -> PredictionResult:
+    """Rank one crop; ``references`` (read beforehand with :func:`references_for`) adds the shared cases."""
+    extra = references.gallery if references is not None else None
+    syndromes = references.syndromes if references is not None else None
     with _INFERENCE_LOCK:
-        return predict(model, crop, top_k=top_k)
+        return predict(model, crop, top_k=top_k, extra=extra, syndromes=syndromes)
 
 
 def result_rows(result: PredictionResult) -> list[dict[str, Any]]:
@@ -64,6 +71,7 @@ def store_run(session: Session, *, case: Case, model: LoadedModel, result: Predi
     )
     session.add(run)
     session.flush()
+    run_hooks(session, case, model, result)
     return run
 
 
