@@ -5,6 +5,8 @@ site"; sharing is audited; matches pair unsolved cases under the measured thresh
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -117,7 +119,24 @@ def test_own_cases_are_named_and_unsolved_pairs_match(
     assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
 
 
-def test_the_admin_gallery_page_lists_syndromes(client: TestClient, admin: Account, alice: Account) -> None:
+def test_the_admin_gallery_page_and_re_encoding(app, client: TestClient, admin: Account, alice: Account,
+                                                patient: tuple[bytes, bytes, bytes]) -> None:
     page = client.get("/admin/gallery", headers=admin.headers)
     assert page.status_code == 200 and "syn_a" in page.text and "In the classifier" in page.text
+    assert "Every case is encoded" in page.text
     assert client.get("/admin/gallery", headers=alice.headers).status_code == 403
+    case = _case(client, alice, patient[0])
+    with app.state.sessions() as session:  # as if the case had been ranked by an older model version
+        session.query(CaseEmbedding).filter(CaseEmbedding.case_id == case["id"]).update(
+            {CaseEmbedding.model_version: "0.0.1"})
+        session.commit()
+    assert "1 case(s) have no embedding" in client.get("/admin/gallery", headers=admin.headers).text
+    assert client.post("/api/v1/matching/encode", headers=alice.headers).status_code == 403
+    job = client.post("/api/v1/matching/encode", headers=admin.headers)
+    assert job.status_code == 202, job.text
+    deadline = time.monotonic() + 120
+    while client.get(f"/api/v1/jobs/{job.json()['job_id']}", headers=admin.headers).json()["state"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert _embeddings(app, case["id"]) == 2  # the old version's row stays; the served one is back
+    assert "Every case is encoded" in client.get("/admin/gallery", headers=admin.headers).text

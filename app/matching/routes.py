@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
@@ -161,12 +162,38 @@ def matches_page(request: Request, user: CurrentUser, db: DbSession) -> Response
     return response
 
 
+@api.post("/matching/encode", status_code=202, summary="Encode the cases the served model version has not (admin)")
+async def start_encode(request: Request, admin: AdminUser, db: DbSession) -> dict[str, Any]:
+    from app.jobs import service as job_service
+    from app.jobs.models import QUEUED, RUNNING, Job
+    from app.matching.worker import KIND
+
+    _model(request)
+
+    def _create() -> Job:
+        running = db.scalar(select(Job).where(Job.kind == KIND, Job.state.in_((QUEUED, RUNNING))).limit(1))
+        if running is not None:
+            return running
+        job = job_service.create_job(db, kind=KIND, payload={}, owner=admin)
+        db.commit()
+        return job
+
+    job = await run_in_threadpool(_create)
+    try:
+        request.app.state.jobs.submit(job.id)
+    except Exception as exc:  # any broker error means the job will never run
+        job_service.finish(request.app.state.sessions, job.id, error=f"the job queue is unreachable: {exc}")
+        raise ApiError(503, "queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
+    return {"job_id": job.id}
+
+
 @pages.get("/admin/gallery")
-def gallery_page(request: Request, admin: AdminUser) -> Response:
+def gallery_page(request: Request, admin: AdminUser, db: DbSession) -> Response:
     from app.nets.gallery_build import gallery_summary, provenance_of
 
     model = _model(request)
     report = _threshold(model)
     ctx = {"model": model, "syndromes": gallery_summary(model), "provenance": provenance_of(model),
-           "threshold": report.to_json() if report else None}
+           "threshold": report.to_json() if report else None,
+           "missing": len(service.missing_embeddings(db, model=model))}
     return render(request, "matching/gallery.html", ctx)
