@@ -126,7 +126,7 @@ async def threshold_plot(request: Request, user: CurrentUser) -> Response:
     if report is None:
         raise ApiError(409, "no_gallery", "The served model has no gallery of two or more syndromes to measure on.")
     png = await run_in_threadpool(threshold.plot_png, report)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+    return Response(png, media_type="image/png", headers=_NO_STORE)
 
 
 @pages.get("/cases/{case_id}/similar")
