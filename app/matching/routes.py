@@ -15,24 +15,17 @@ from app.auth.models import User
 from app.cases import service as case_service
 from app.cases.models import Case
 from app.diagnoses.service import current_diagnosis
+from app.errors import Conflict, DomainError, Unavailable
 from app.matching import service, threshold
 from app.nets.registry import LoadedModel
 from app.predictions.provider import ModelUnavailable
-from app.predictions.serving import provider
+from app.predictions.serving import provider, require_model
 from app.web.deps import AdminUser, CurrentUser, DbSession, client_ip
-from app.web.errors import ApiError
 from app.web.templating import render
 
 api = APIRouter(prefix="/api/v1", tags=["matching"])
 pages = APIRouter(include_in_schema=False)
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-def _model(request: Request) -> LoadedModel:
-    try:
-        return provider(request).get()
-    except ModelUnavailable as exc:
-        raise ApiError(503, "model_unavailable", str(exc)) from exc
 
 
 _THRESHOLDS: dict[tuple[str, str | None], threshold.ThresholdReport | None] = {}
@@ -91,13 +84,13 @@ def delete_sharing(case_id: str, request: Request, user: CurrentUser, db: DbSess
 def get_similar(case_id: str, request: Request, user: CurrentUser, db: DbSession,
                 limit: int = Query(10, ge=1, le=100)) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    model = _model(request)
+    model = require_model(request)
     rows = service.similar_cases(db, user=user, case=case, model=model, limit=limit)
     return JSONResponse({"model": model.version, "items": _similar_json(rows)}, headers=_NO_STORE)
 
 
 def _matches(request: Request, db: Session, user: User) -> dict[str, Any]:
-    model = _model(request)
+    model = require_model(request)
     report = _threshold(model)
     if report is None:
         return {"model": model.version, "threshold": None, "items": []}
@@ -114,17 +107,17 @@ def get_matches(request: Request, user: CurrentUser, db: DbSession) -> Response:
 
 @api.get("/matching/threshold", summary="The match threshold and its measured false-match rate")
 def get_threshold(request: Request, user: CurrentUser) -> dict[str, Any]:
-    report = _threshold(_model(request))
+    report = _threshold(require_model(request))
     if report is None:
-        raise ApiError(409, "no_gallery", "The served model has no gallery of two or more syndromes to measure on.")
+        raise Conflict("no_gallery", "The served model has no gallery of two or more syndromes to measure on.")
     return report.to_json()
 
 
 @pages.get("/matching/threshold.png")
 async def threshold_plot(request: Request, user: CurrentUser) -> Response:
-    report = _threshold(_model(request))
+    report = _threshold(require_model(request))
     if report is None:
-        raise ApiError(409, "no_gallery", "The served model has no gallery of two or more syndromes to measure on.")
+        raise Conflict("no_gallery", "The served model has no gallery of two or more syndromes to measure on.")
     png = await run_in_threadpool(threshold.plot_png, report)
     return Response(png, media_type="image/png", headers=_NO_STORE)
 
@@ -144,7 +137,7 @@ def sharing_form(case_id: str, request: Request, user: CurrentUser, db: DbSessio
         else:
             service.share(db, case=case, user=user, ip=client_ip(request))
         db.commit()
-    except ApiError as exc:
+    except DomainError as exc:
         db.rollback()
         return _panel(request, db, user=user, case=case, error=exc.detail, status_code=exc.status_code)
     return _panel(request, db, user=user, case=case)
@@ -155,7 +148,7 @@ def matches_page(request: Request, user: CurrentUser, db: DbSession) -> Response
     try:
         data = _matches(request, db, user)
         problem = None
-    except ApiError as exc:
+    except DomainError as exc:
         data, problem = {"items": [], "threshold": None}, exc.detail
     response = render(request, "matching/matches.html", {**data, "problem": problem})
     response.headers.update(_NO_STORE)
@@ -168,7 +161,7 @@ async def start_encode(request: Request, admin: AdminUser, db: DbSession) -> dic
     from app.jobs.models import QUEUED, RUNNING, Job
     from app.matching.worker import KIND
 
-    _model(request)
+    require_model(request)
 
     def _create() -> Job:
         running = db.scalar(select(Job).where(Job.kind == KIND, Job.state.in_((QUEUED, RUNNING))).limit(1))
@@ -183,7 +176,7 @@ async def start_encode(request: Request, admin: AdminUser, db: DbSession) -> dic
         request.app.state.jobs.submit(job.id)
     except Exception as exc:  # any broker error means the job will never run
         job_service.finish(request.app.state.sessions, job.id, error=f"the job queue is unreachable: {exc}")
-        raise ApiError(503, "queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
+        raise Unavailable("queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
     return {"job_id": job.id}
 
 
@@ -191,7 +184,7 @@ async def start_encode(request: Request, admin: AdminUser, db: DbSession) -> dic
 def gallery_page(request: Request, admin: AdminUser, db: DbSession) -> Response:
     from app.nets.gallery_build import gallery_summary, provenance_of
 
-    model = _model(request)
+    model = require_model(request)
     report = _threshold(model)
     ctx = {"model": model, "syndromes": gallery_summary(model), "provenance": provenance_of(model),
            "threshold": report.to_json() if report else None,

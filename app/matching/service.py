@@ -31,21 +31,18 @@ from app.auth.models import User
 from app.cases.models import Case
 from app.diagnoses.models import Diagnosis
 from app.diagnoses.service import current_diagnoses, current_diagnosis
+from app.errors import DomainError
 from app.matching.models import CaseEmbedding, MatchShare
 from app.nets.card import Label
 from app.nets.gallery import build_gallery
 from app.nets.registry import LoadedModel
 from app.predictions.references import References, register_reference_source, register_run_hook
-from app.web.errors import ApiError  # becomes app.errors.DomainError when issue 19 lands
 
 ANONYMOUS = "a confirmed case at this site"
 
 
-class MatchingError(ApiError):
+class MatchingError(DomainError):
     """A matching request that cannot be done (422)."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(422, code, detail)
 
 
 # ---------------------------------------------------------------- embeddings
