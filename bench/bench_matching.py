@@ -7,9 +7,10 @@ Search: N unit embeddings drawn around 2,000 seeded "syndrome" centres (so neare
 tie of random noise), queries = fresh noisy copies of stored rows. Exact search is one matrix-vector
 product and an argpartition for the top 10. Storage in float32, and in float16 read back in float32
 chunks of 65,536 rows (half the memory; ``--f16-queries`` queries, it is the slower path); recall@10 of
-the float16 ranking against the float32 one says whether float16 storage changes the ranking. Per-query
-p50/p95 over ``--queries``, memory of the stored matrix, ratios measured in this run. Gallery build: photos per minute through the real intake and
-encoding (``app.nets.gallery_build.encode_sources``) on the demo model and a random-weight iResNet-50.
+the float16 ranking against the float32 one says whether float16 storage changes the ranking.
+Per-query p50/p95 over ``--queries``, memory of the stored matrix, ratios measured in this run.
+Gallery build: photos per minute through the real intake and encoding
+(``app.nets.gallery_build.encode_sources``) on the demo model and a random-weight iResNet-50.
 The load average is printed: the machine is shared and every number moves with it.
 """
 
