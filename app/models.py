@@ -11,7 +11,6 @@ from app.explanations import models as explanation_models
 from app.gaze import models as gaze_models
 from app.jobs import models as job_models
 from app.matching import models as matching_models
-from app.matching import service as matching_service  # registers its reference source and run hook
 from app.phenotypes import models as phenotype_models
 from app.predictions import models as prediction_models
 from app.ratings import models as rating_models
@@ -29,7 +28,6 @@ __all__ = [
     "gaze_models",
     "job_models",
     "matching_models",
-    "matching_service",
     "phenotype_models",
     "prediction_models",
     "rating_models",

@@ -15,12 +15,13 @@ from app.auth.models import User
 from app.cases import service as case_service
 from app.cases.models import Case
 from app.diagnoses.service import current_diagnosis
-from app.errors import Conflict, DomainError, Unavailable
+from app.errors import Conflict, DomainError
 from app.matching import service, threshold
 from app.nets.registry import LoadedModel
 from app.predictions.provider import ModelUnavailable
 from app.predictions.serving import provider, require_model
 from app.web.deps import AdminUser, CurrentUser, DbSession, client_ip
+from app.web.jobs import submit_or_fail
 from app.web.templating import render
 
 api = APIRouter(prefix="/api/v1", tags=["matching"])
@@ -172,11 +173,7 @@ async def start_encode(request: Request, admin: AdminUser, db: DbSession) -> dic
         return job
 
     job = await run_in_threadpool(_create)
-    try:
-        request.app.state.jobs.submit(job.id)
-    except Exception as exc:  # any broker error means the job will never run
-        job_service.finish(request.app.state.sessions, job.id, error=f"the job queue is unreachable: {exc}")
-        raise Unavailable("queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
+    submit_or_fail(request, job.id)
     return {"job_id": job.id}
 
 

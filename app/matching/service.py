@@ -36,7 +36,7 @@ from app.matching.models import CaseEmbedding, MatchShare
 from app.nets.card import Label
 from app.nets.gallery import build_gallery
 from app.nets.registry import LoadedModel
-from app.predictions.references import References, register_reference_source, register_run_hook
+from app.predictions.references import References
 
 ANONYMOUS = "a confirmed case at this site"
 
@@ -61,8 +61,7 @@ def store_embedding(session: Session, *, case_id: str, model: LoadedModel, views
     session.flush()
 
 
-@register_run_hook
-def _store_from_run(session: Session, case: Case, model: LoadedModel, result: Any) -> None:
+def store_from_run(session: Session, case: Case, model: LoadedModel, result: Any) -> None:
     if getattr(result, "views", None) is not None:
         store_embedding(session, case_id=case.id, model=model, views=result.views)
 
@@ -161,7 +160,6 @@ def shared_cases(session: Session, model: LoadedModel, *, exclude_case: str | No
     return found, known + tuple(extra.values())
 
 
-@register_reference_source
 def living_references(session: Session, model: LoadedModel, exclude_case: str | None) -> References | None:
     """The shared confirmed cases as a second gallery for ranking (None when there are none)."""
     found, syndromes = shared_cases(session, model, exclude_case=exclude_case)
