@@ -1,7 +1,7 @@
 """Matching: case embeddings per model version and cases shared for matching (issue 22).
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0015
 Create Date: 2026-12-06 23:00:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0014'
-down_revision = '0011'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
