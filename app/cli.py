@@ -13,6 +13,7 @@ from app.explain.command import explain_command
 from app.gaze.command import gaze_cli
 from app.nets.calibrate import model_cli
 from app.nets.command import train_command
+from app.nets.gallery_command import gallery_cli
 from app.nets.import_command import import_command
 from app.nets.phenotype_command import phenotype_cli
 from app.settings import get_settings
@@ -27,6 +28,7 @@ cli.add_typer(user_cli, name="user")
 cli.add_typer(gaze_cli, name="gaze")  # app/gaze/command.py (issue 12)
 cli.add_typer(phenotype_cli, name="phenotype")  # app/nets/phenotype_command.py (issue 23)
 cli.add_typer(model_cli, name="model")  # app/nets/calibrate.py: `model calibrate` (other model commands join it)
+cli.add_typer(gallery_cli, name="gallery")  # app/nets/gallery_command.py (issue 22)
 model_cli.command("import")(import_command)  # app/nets/import_command.py: ONNX / pickled GM checkpoints
 # Commands whose options live next to their code; both import their heavy modules only when run.
 cli.command("synth")(synth_command)

@@ -7,6 +7,8 @@ import it before the first request):
 * job kinds — :mod:`app.tasks` (``@handler`` in each domain's ``worker.py``);
 * a case's erasure — ``app/<domain>/hooks.py`` (:mod:`app.cases.erasure`: guards, purges, after-commit);
 * the case history — ``app/<domain>/history.py`` (:mod:`app.cases.history`);
+* a case's ranking — :mod:`app.matching.hooks` (:mod:`app.predictions.references`: the shared cases as
+  a second gallery, the embeddings kept from every ranking);
 * the case list's "rated" filter — :mod:`app.ratings.hooks` (:mod:`app.cases.marks`).
 """
 
@@ -17,6 +19,7 @@ import app.diagnoses.history
 import app.explanations.history
 import app.explanations.hooks
 import app.gaze.hooks
+import app.matching.hooks
 import app.predictions.history
 import app.ratings.history
 import app.ratings.hooks

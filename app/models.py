@@ -10,6 +10,7 @@ from app.evaluations import models as evaluation_models
 from app.explanations import models as explanation_models
 from app.gaze import models as gaze_models
 from app.jobs import models as job_models
+from app.matching import models as matching_models
 from app.phenotypes import models as phenotype_models
 from app.predictions import models as prediction_models
 from app.ratings import models as rating_models
@@ -26,6 +27,7 @@ __all__ = [
     "explanation_models",
     "gaze_models",
     "job_models",
+    "matching_models",
     "phenotype_models",
     "prediction_models",
     "rating_models",

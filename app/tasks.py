@@ -15,7 +15,8 @@ from __future__ import annotations
 import app.cohorts.worker
 import app.demo.worker
 import app.evaluations.worker
-import app.explanations.worker  # noqa: F401
+import app.explanations.worker
+import app.matching.worker  # noqa: F401
 from app.cases.storage import PhotoStore
 from app.jobs import celery_app
 from app.jobs.registry import WorkerContext

@@ -56,7 +56,7 @@ class Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        self.process.kill()  # never leave a server behind when the fixture gives up on it
+        self.stop()  # never leave a server running behind a failed start
         raise RuntimeError("server did not start:\n" + self.log.read_text())
 
     def setup_code(self) -> str:

@@ -23,7 +23,7 @@ from app.diagnoses.views import diagnosis_context
 from app.phenotypes.ranking import case_rankings
 from app.phenotypes.service import terms_for_cases
 from app.predictions.models import PredictionRun
-from app.predictions.service import latest_run, rank_crop, store_run
+from app.predictions.service import latest_run, rank_crop, references_for, store_run
 from app.predictions.serving import latest_runs, model_problem, served_model, served_version
 from app.settings import Settings
 from app.studies.access import case_in_study
@@ -60,7 +60,7 @@ async def create_case(
     user: CurrentUser,
     db: DbSession,
     settings: AppSettings,
-    photo: Annotated[UploadFile, File(description="JPEG, PNG, WebP or HEIC frontal photo")],
+    photo: Annotated[UploadFile, File(description="JPEG, PNG, WebP, HEIC, BMP or TIFF frontal photo")],
     pseudonym: Annotated[str | None, Form(max_length=500)] = None,
     face_index: Annotated[int | None, Form(ge=0, le=99)] = None,
 ) -> CaseOut:
@@ -76,7 +76,9 @@ async def create_case(
         detector=request.app.state.detector,
     )
     model = served_model(request)
-    result = await run_in_threadpool(rank_crop, model, processed.aligned.crop) if model else None
+    references = await run_in_threadpool(references_for, db, model) if model else None  # shared cases
+    result = await run_in_threadpool(rank_crop, model, processed.aligned.crop, references=references) \
+        if model else None
 
     def _save() -> tuple[Case, PredictionRun | None]:
         case = service.create_case(

@@ -14,7 +14,7 @@ import typer
 
 
 def explain_command(
-    photo: Annotated[Path, typer.Argument(help="A frontal face photo (JPEG, PNG, WebP, HEIC).", exists=True,
+    photo: Annotated[Path, typer.Argument(help="A frontal face photo (JPEG, PNG, WebP, HEIC, BMP, TIFF).", exists=True,
                                           dir_okay=False, readable=True)],
     out: Annotated[Path, typer.Option(help="Where to write the figure PNG.")] = Path("figure.png"),
     methods: Annotated[str, typer.Option(help="Comma-separated method ids; default: the standard panel.")] = "",
@@ -57,7 +57,8 @@ def explain_command(
     crop = processed.aligned.crop
     ids = [label.id for label in loaded.labels]
     if target is None:
-        target = predict(loaded, crop, top_k=1).ranked[0].syndrome_id
+        ranked = predict(loaded, crop, top_k=len(loaded.syndromes) or 1).ranked
+        target = next((p.syndrome_id for p in ranked if p.syndrome_id in ids), ids[0])
     elif target not in ids:
         raise typer.BadParameter(f"{target!r} is not a syndrome of {loaded.version}; known: {', '.join(ids)}",
                                  param_hint="--target")

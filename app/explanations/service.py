@@ -53,7 +53,8 @@ def resolve_target(model: LoadedModel, target: str | int | None, run: Prediction
         if run is None or run.model_id != model.card.id or run.model_version != model.card.version or not run.ranked:
             raise DomainError("no_ranking", "The case has no ranking by the served model; rank it first "
                               "or name a target syndrome.")
-        target = run.ranked[0]["syndrome_id"]
+        # the best-ranked syndrome the head knows (a gallery- or case-only syndrome has no logit to explain)
+        target = next((r["syndrome_id"] for r in run.ranked if r["syndrome_id"] in ids), run.ranked[0]["syndrome_id"])
     if isinstance(target, bool):
         raise DomainError("unknown_target", "target must be a syndrome id or a class index")
     if isinstance(target, int):

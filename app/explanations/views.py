@@ -126,7 +126,8 @@ def _default_target(db: Session, case_id: str, model: LoadedModel) -> str | None
         return newest
     run = latest_run(db, case_id=case_id)
     if run and (run.model_id, run.model_version) == (model.card.id, model.card.version) and run.ranked:
-        return run.ranked[0]["syndrome_id"]
+        known = {label.id for label in model.labels}  # a gallery- or case-only syndrome has no logit
+        return next((r["syndrome_id"] for r in run.ranked if r["syndrome_id"] in known), None)
     return None
 
 
@@ -150,7 +151,8 @@ def grid_context(request: Request, db: Session, *, user: User, case_id: str, tar
     run = latest_run(db, case_id=case.id)
     scores = {}
     if run and (run.model_id, run.model_version) == (model.card.id, model.card.version):
-        scores = {p["syndrome_id"]: p for p in run.ranked}
+        scores = {p["syndrome_id"]: p for p in run.ranked
+                  if any(label.id == p["syndrome_id"] for label in model.labels)}  # targets are head classes
     order = [p for p in scores] + [label.id for label in model.labels if label.id not in scores]
     names = {label.id: label.name for label in model.labels}
     target = target if target in names else _default_target(db, case.id, model)

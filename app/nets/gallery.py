@@ -40,6 +40,18 @@ class Gallery:
     image_ids: np.ndarray  # (N,) str
     subject_ids: np.ndarray | None  # (N,) str, or None when not recorded
     unit_views: np.ndarray | None = None  # (V, N, 512) float32 unit rows per view; None for one view
+    #: where each row's face comes from: "gallery" (the model folder's file) or "case" (a confirmed case
+    #: shared for matching); None means every row is a gallery image
+    sources: np.ndarray | None = None
+
+    def source(self, row: int) -> str:
+        return "gallery" if self.sources is None else str(self.sources[row])
+
+    def view_stack(self) -> np.ndarray:
+        """(N, V, 512) float32 unit embeddings, the shape ``build_gallery`` takes (to extend a gallery)."""
+        if self.unit_views is None:
+            return self.unit[:, None, :]
+        return np.transpose(self.unit_views, (1, 0, 2))
 
     @property
     def views(self) -> int:
@@ -65,6 +77,7 @@ def build_gallery(
     known_labels: Sequence[Label],
     subject_ids: Sequence[str] | np.ndarray | None = None,
     what: str = "gallery",
+    sources: Sequence[str] | np.ndarray | None = None,
 ) -> Gallery:
     """Validate gallery columns against the model's labels and precompute what ranking needs."""
     embeddings = np.asarray(embeddings)
@@ -108,7 +121,13 @@ def build_gallery(
         subject_arr = np.asarray(subject_ids).astype(str)
         if subject_arr.shape != (n,):
             raise ModelFolderError(f"{what} subject_ids has shape {subject_arr.shape}, expected ({n},)")
+    source_arr = None
+    if sources is not None:
+        source_arr = np.asarray(sources).astype(str)
+        if source_arr.shape != (n,):
+            raise ModelFolderError(f"{what} sources has shape {source_arr.shape}, expected ({n},)")
     return Gallery(
+        sources=source_arr,
         embeddings=embeddings,
         unit=(embeddings / norms[:, None]).astype(np.float32),
         labels=labels_arr,

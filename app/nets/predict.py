@@ -4,8 +4,9 @@ The network gives two things: softmax probabilities from its head, and a 512-d e
 GestaltMatcher-Arc, the *ranking* uses the embedding: the cosine distance from the query to every gallery
 embedding, a syndrome's distance being that of its nearest gallery image (whose id is reported, so a
 clinician can look at the case the match came from). Syndromes without gallery images are ranked after
-those with, by softmax. Without a gallery the ranking is the softmax order. ``score`` is always the
-head's softmax probability for that syndrome, so both views are visible.
+those with, by softmax. Without a gallery the ranking is the softmax order. ``score`` is the head's
+softmax probability for that syndrome (None for a syndrome the head does not know, and for a network
+without a head), so both views are visible.
 
 Everything here is a pure function of its inputs: inference runs under ``torch.inference_mode()`` on a
 network that must already be in eval mode (it is never switched here, because the model is shared), no
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app.nets.card import Label
 from app.nets.ensemble import encode_views
 from app.nets.gallery import Gallery
 from app.nets.iresnet import IResNet
@@ -34,6 +36,7 @@ __all__ = [
     "PredictionResult",
     "class_distances",
     "embed",
+    "encode_query",
     "infer",
     "predict",
     "rank_classes",
@@ -48,10 +51,11 @@ class Prediction:
     syndrome_id: str
     name: str
     omim: str | None
-    score: float  # softmax probability from the head
+    score: float | None  # softmax probability from the head; None when the head does not know the syndrome
     distance: float | None  # cosine distance to the nearest gallery image; None without one
     image_id: str | None  # that nearest gallery image
     subject_id: str | None = None  # that image's patient, when the gallery records subjects
+    source: str | None = None  # where the nearest face came from: "gallery" or "case"; None without one
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,9 +64,10 @@ class PredictionResult:
     softmax: list[float]  # per class index, sums to 1
     ranked: list[Prediction]  # top_k, best first
     model_version: str  # "id@version"
-    ranking: str  # "gallery" (nearest gallery image) or "softmax"
+    ranking: str  # "gallery" (nearest gallery image), "softmax", or "none" (no head and no gallery)
     # far from everything the model has seen? (None: the card has no calibration; see app.nets.ood)
     out_of_distribution: OodResult | None = None
+    views: np.ndarray | None = None  # (V, 512) float32: every view's embedding (what matching stores)
 
 
 def _network(model: LoadedModel | IResNet) -> IResNet:
@@ -153,49 +158,88 @@ def rank_classes(probabilities: np.ndarray, distances: np.ndarray | None = None)
     return np.lexsort((index, -probabilities, np.asarray(distances)))
 
 
-def predict(model: LoadedModel, aligned_rgb: np.ndarray, top_k: int = 10) -> PredictionResult:
-    """Rank the model's syndromes for one aligned (112, 112, 3) uint8 RGB crop."""
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+def encode_query(model: LoadedModel, aligned_rgb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(softmax over the head's labels or None without a head, (V, 512) view embeddings) for one crop."""
     if aligned_rgb.ndim != 3:
         raise ValueError(f"predict takes one aligned crop (112, 112, 3), got shape {aligned_rgb.shape}")
-    gallery = model.gallery
-    distances = rows = None
     if model.views == 1:
         logits, embeddings = infer(model, aligned_rgb)
-        probabilities = softmax(logits)[0]
-        if gallery is not None:
-            dist_all, row_all = class_distances(gallery, len(model.labels), embeddings)
-            distances, rows = dist_all[0], row_all[0]
-    else:  # an ensemble and/or test-time augmentation: average over every view
-        views = encode_views(model.ensemble, aligned_rgb, model.tta.augmentations)
-        embeddings = views[0].embedding[None, :]
-        head_logits = np.stack([v.logits for v in views if v.logits is not None])
-        probabilities = softmax(head_logits).mean(axis=0)
-        if gallery is not None:
-            image_distance = view_distances(gallery, np.stack([v.embedding for v in views]))
-            dist_all, row_all = nearest_per_class(gallery, len(model.labels), image_distance[None, :])
-            distances, rows = dist_all[0], row_all[0]
-    order = rank_classes(probabilities, distances)[:top_k]
+        return (softmax(logits)[0] if model.has_head else None), embeddings
+    views = encode_views(model.ensemble, aligned_rgb, model.tta.augmentations)
+    head_logits = [v.logits for v in views if v.logits is not None]
+    probabilities = softmax(np.stack(head_logits)).mean(axis=0) if head_logits else None
+    return probabilities, np.stack([v.embedding for v in views]).astype(np.float32)
+
+
+def _distances(gallery: Gallery, syndromes: int, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    image_distance = view_distances(gallery, views) if gallery.views > 1 else \
+        1.0 - (gallery.unit.astype(np.float64) @ _unit(views[:1])[0])
+    best, row = nearest_per_class(gallery, syndromes, image_distance[None, :])
+    return best[0], row[0]
+
+
+def predict(
+    model: LoadedModel,
+    aligned_rgb: np.ndarray,
+    top_k: int = 10,
+    *,
+    extra: Gallery | None = None,
+    syndromes: Sequence[Label] | None = None,
+) -> PredictionResult:
+    """Rank syndromes for one aligned (112, 112, 3) uint8 RGB crop.
+
+    ``extra`` is a second gallery (confirmed cases shared for matching, built by the matching domain) whose
+    ``label_indices`` index ``syndromes``: the model's :attr:`~LoadedModel.syndromes` followed by
+    syndromes known only from those cases. A syndrome's distance is its nearest face in either gallery, and
+    each row says which one it came from (``source``). Without a head (an imported embedding network)
+    there is no softmax: ``score`` is None, and without any gallery the ranking is empty (``"none"``).
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    known = tuple(model.syndromes)
+    names = tuple(syndromes) if syndromes is not None else known
+    if names[:len(known)] != known:
+        raise ValueError("syndromes must begin with the model's own syndromes (gallery indices refer to them)")
+    probabilities, views = encode_query(model, aligned_rgb)
+    galleries = [g for g in (model.gallery, extra) if g is not None]
+    head = len(model.labels) if probabilities is not None else 0
+    scores = np.zeros(len(names))
+    scores[:head] = probabilities[:head] if probabilities is not None else 0.0
+    distances = np.full(len(names), np.inf)
+    rows = np.full(len(names), -1, dtype=np.int64)
+    owner = np.full(len(names), -1, dtype=np.int64)
+    for g_index, gallery in enumerate(galleries):
+        best, row = _distances(gallery, len(names), views)
+        closer = best < distances
+        distances[closer], rows[closer], owner[closer] = best[closer], row[closer], g_index
+    if galleries:
+        candidates = np.flatnonzero(np.isfinite(distances) | (np.arange(len(names)) < head))
+    else:
+        candidates = np.arange(head)
+    order = candidates[rank_classes(scores[candidates], distances[candidates] if galleries else None)][:top_k]
     ranked = []
     for rank, c in enumerate(order.tolist(), start=1):
-        label = model.labels[c]
-        has_image = rows is not None and rows[c] >= 0
+        label = names[c]
+        gallery = galleries[owner[c]] if owner[c] >= 0 else None
+        row = int(rows[c])
         ranked.append(Prediction(
             rank=rank,
             syndrome_id=label.id,
             name=label.name,
             omim=label.omim,
-            score=float(probabilities[c]),
-            distance=float(distances[c]) if has_image else None,
-            image_id=str(gallery.image_ids[rows[c]]) if has_image else None,
-            subject_id=str(gallery.subject_ids[rows[c]]) if has_image and gallery.subject_ids is not None else None,
+            score=float(scores[c]) if c < head else None,
+            distance=float(distances[c]) if gallery is not None else None,
+            image_id=str(gallery.image_ids[row]) if gallery is not None else None,
+            subject_id=str(gallery.subject_ids[row]) if gallery is not None and gallery.subject_ids is not None
+            else None,
+            source=gallery.source(row) if gallery is not None else None,
         ))
     return PredictionResult(
-        embedding=embeddings[0].astype(np.float32),
-        softmax=[float(p) for p in probabilities],
+        embedding=views[0].astype(np.float32),
+        softmax=[float(p) for p in probabilities] if probabilities is not None else [],
         ranked=ranked,
         model_version=model.version,
-        ranking="gallery" if gallery is not None else "softmax",
-        out_of_distribution=assess(model.card, gallery, embeddings[0]),
+        ranking="gallery" if galleries else ("softmax" if head else "none"),
+        out_of_distribution=assess(model.card, model.gallery, views[0]),
+        views=views.astype(np.float32),
     )

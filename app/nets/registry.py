@@ -62,11 +62,28 @@ class LoadedModel:
     #: Every network of the ranking, primary first (``m0`` is ``network``); see app.nets.ensemble.
     members: tuple[Member, ...] = field(default=())
     tta: Tta = field(default_factory=Tta)
+    #: syndromes the gallery adds beyond the head's labels (``gallery_labels`` in model.json, written by
+    #: ``gestaltlens gallery build``): an imported network without a head, or ultra-rare disorders the head
+    #: never learnt, still rank by distance
+    gallery_labels: tuple[Label, ...] = field(default=())
+
+    @property
+    def has_head(self) -> bool:
+        """False for an imported network without a classifier (its zero head's softmax means nothing)."""
+        return self.card.extra.get("has_head", True) is not False
+
+    @property
+    def syndromes(self) -> tuple[Label, ...]:
+        """What the ranking can name: the head's labels (when it has a head), then the gallery's others.
+        A gallery row's ``label_indices`` index this tuple; the head's class k is syndromes[k]."""
+        head = self.labels if self.has_head else ()
+        known = {label.id for label in head}
+        return head + tuple(label for label in self.gallery_labels if label.id not in known)
 
     @property
     def ensemble(self) -> tuple[Member, ...]:
         """The members, or the primary network alone as ``m0``."""
-        return self.members or (Member(name="m0", id=self.card.id, network=self.network),)
+        return self.members or (Member(name="m0", id=self.card.id, network=self.network, has_head=self.has_head),)
 
     @property
     def views(self) -> int:
@@ -154,9 +171,14 @@ def read_model_folder(folder: Path) -> LoadedModel:
         specs, tta = parse_ensemble(card.extra)
         members: tuple[Member, ...] = ()
         if specs:
-            members = (Member(name="m0", id=card.id, network=network),
+            members = (Member(name="m0", id=card.id, network=network, has_head=card.extra.get("has_head", True)
+                              is not False),
                        *(_load_member(spec, i, labels, folder) for i, spec in enumerate(specs, start=1)))
-        gallery = read_gallery(folder / card.gallery, labels) if card.gallery else None
+        gallery_labels = _gallery_labels(card, folder)
+        has_head = card.extra.get("has_head", True) is not False
+        head = labels if has_head else ()
+        syndromes = head + tuple(x for x in gallery_labels if x.id not in {y.id for y in head})
+        gallery = read_gallery(folder / card.gallery, syndromes) if card.gallery else None
         views = max(1, len(members)) * len(tta.augmentations)
         if gallery is not None and gallery.views != views:
             raise ModelFolderError(f"{card.gallery} has {gallery.views} embedding view(s) per image but the "
@@ -166,7 +188,18 @@ def read_model_folder(folder: Path) -> LoadedModel:
             raise ModelFolderError(exc.message, folder=folder) from exc
         raise
     return LoadedModel(card=card, labels=labels, network=network, gallery=gallery,
-                       version=card.version_string, folder=folder, members=members, tta=tta)
+                       version=card.version_string, folder=folder, members=members, tta=tta,
+                       gallery_labels=gallery_labels)
+
+
+def _gallery_labels(card: ModelCard, folder: Path) -> tuple[Label, ...]:
+    """The syndromes ``model.json``'s ``gallery_labels`` file lists (labels.json's format), or none."""
+    name = card.extra.get("gallery_labels")
+    if not name:
+        return ()
+    if not isinstance(name, str) or name.startswith("/") or ".." in name.split("/"):
+        raise ModelFolderError("model.json gallery_labels must name a file inside the model folder")
+    return read_labels(folder / name)
 
 
 def _folder(root: Path, model_id: str) -> Path:

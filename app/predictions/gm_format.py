@@ -9,7 +9,8 @@ branch ``service``) and its README, not copied:
   ``data:image/...;base64,`` prefix; characters outside the base64 alphabets are refused (the service
   would silently drop them and then fail on a corrupted file);
 * syndromes: ``{syndrome_name, omim_id (int, or "" when the syndrome has none), distance, gestalt_score
-  (= distance), image_id (str), subject_id (str)}``, best first, distances rounded to 3 decimals, one
+  (= distance; both null without a gallery, never a higher-is-better number), image_id (str), subject_id
+  (str)}``, best first, distances rounded to 3 decimals, one
   entry per syndrome that has gallery images (the service's gallery knows no others);
 * genes: ``{gene_name, gene_entrez_id, distance, gestalt_score, image_id, subject_id}``, ranked like the
   syndromes — walking the gallery images nearest first, each image's syndrome's genes in their listed
@@ -94,8 +95,10 @@ def _ranked_by_gallery(ranked: Sequence[Prediction]) -> list[Prediction]:
 def syndrome_entries(ranked: Sequence[Prediction]) -> list[dict[str, Any]]:
     """The service's ``suggested_syndromes_list`` from a full ranking (best first).
 
-    Without a gallery (a model that ranks by its head alone) there is no distance: ``distance`` is null
-    and ``gestalt_score`` carries the softmax probability, the only score there is.
+    GestaltMatcher clients read ``distance`` and ``gestalt_score`` as a cosine distance (lower is better)
+    and sort by it, so a higher-is-better number never goes there. Without a gallery (a model that ranks
+    by its head alone) both are null and the list stays best first; the answer's ``ranked_by`` sibling
+    says "softmax", and the probabilities themselves are on GestaltLens's own API (``/api/v1``).
     """
     entries = []
     for p in _ranked_by_gallery(ranked):
@@ -104,7 +107,7 @@ def syndrome_entries(ranked: Sequence[Prediction]) -> list[dict[str, Any]]:
             "syndrome_name": p.name,
             "omim_id": omim_int(p.omim),
             "distance": distance,
-            "gestalt_score": distance if distance is not None else _rounded(p.score),
+            "gestalt_score": distance,
             "image_id": p.image_id or "",
             "subject_id": p.subject_id or "",
         })
@@ -113,7 +116,7 @@ def syndrome_entries(ranked: Sequence[Prediction]) -> list[dict[str, Any]]:
 
 def gene_entries(ranked: Sequence[Prediction], labels: Sequence[Label]) -> list[dict[str, Any]]:
     """The service's ``suggested_genes_list``: genes ranked like their syndromes, first occurrence kept."""
-    by_id = {label.id: label for label in labels}
+    by_id = {label.id: label for label in labels}  # the model's syndromes (head labels and gallery labels)
     seen: set[tuple[str, str | None]] = set()
     entries = []
     for p in _ranked_by_gallery(ranked):
@@ -127,7 +130,7 @@ def gene_entries(ranked: Sequence[Prediction], labels: Sequence[Label]) -> list[
                 "gene_name": gene.name,
                 "gene_entrez_id": gene.entrez,
                 "distance": distance,
-                "gestalt_score": distance if distance is not None else _rounded(p.score),
+                "gestalt_score": distance,
                 "image_id": p.image_id or "",
                 "subject_id": p.subject_id or "",
             })

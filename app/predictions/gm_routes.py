@@ -46,7 +46,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 class GmImage(BaseModel):
-    img: str = Field(description="base64 of the photo file (JPEG, PNG, WebP or HEIC); line breaks are fine")
+    img: str = Field(description="base64 of the photo file (JPEG, PNG, WebP, HEIC, BMP or TIFF); line breaks are fine")
 
 
 class GmFailure(Exception):
@@ -103,13 +103,16 @@ async def gm_predict(body: GmImage, request: Request, user: CurrentUser, setting
         processed = await _aligned(body, request, settings, alignment_status=200)
     except GmFailure as failure:
         return failure.response()
-    result = await run_in_threadpool(rank_crop, model, processed.aligned.crop, top_k=len(model.labels))
+    result = await run_in_threadpool(rank_crop, model, processed.aligned.crop, top_k=max(1, len(model.syndromes)))
     return _json({
         "model_version": model.card.version,
         "gallery_version": gallery_version(model),
-        "suggested_genes_list": gm_format.gene_entries(result.ranked, model.labels),
+        "suggested_genes_list": gm_format.gene_entries(result.ranked, model.syndromes),
         "suggested_syndromes_list": gm_format.syndrome_entries(result.ranked),
-        # GestaltLens's own optional sibling (GM clients ignore unknown keys): is the face out of range?
+        # GestaltLens's own optional siblings (GM clients ignore unknown keys): what ordered the lists
+        # ("gallery": distances; "softmax": the head, distances null; "none": a headless net without a gallery)
+        "ranked_by": result.ranking,
+        # is the face out of range?
         "out_of_distribution": result.out_of_distribution.to_json() if result.out_of_distribution else None,
     })
 

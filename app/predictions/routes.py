@@ -12,7 +12,7 @@ from app.cases import service as case_service
 from app.cases.schemas import case_out
 from app.predictions.gm_routes import gm_router
 from app.predictions.models import PredictionRun
-from app.predictions.service import decode_png, rank_crop, store_run
+from app.predictions.service import decode_png, rank_crop, references_for, store_run
 from app.predictions.serving import require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.templating import render
@@ -26,7 +26,8 @@ async def rerun_prediction(case_id: str, request: Request, user: CurrentUser, db
     case = await run_in_threadpool(case_service.get_case, db, user=user, case_id=case_id)
     model = require_model(request)
     crop = decode_png(request.app.state.photo_store.read(case.aligned_path))
-    result = await run_in_threadpool(rank_crop, model, crop)
+    references = await run_in_threadpool(references_for, db, model, exclude_case=case.id)  # shared cases
+    result = await run_in_threadpool(rank_crop, model, crop, references=references)
 
     def _save() -> PredictionRun:
         run = store_run(db, case=case, model=model, result=result)

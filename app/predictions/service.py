@@ -14,8 +14,11 @@ from app.cases.models import Case
 from app.nets.predict import PredictionResult, predict
 from app.nets.registry import LoadedModel
 from app.predictions.models import PredictionRun
+from app.predictions.references import References, references_for, run_hooks
 
 TOP_K = 10
+__all__ = ["TOP_K", "decode_png", "inference_lock", "latest_run", "rank_crop", "references_for", "result_rows",
+           "runs_for_case", "store_run"]
 
 # One forward pass at a time per process: torch already spreads a pass over the cores, and concurrent passes
 # on a small machine oversubscribe them (spinning intra-op threads made passes 10-80x slower in the bench).
@@ -27,13 +30,18 @@ def inference_lock() -> threading.Lock:
     return _INFERENCE_LOCK
 
 
-def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K) -> PredictionResult:
+def rank_crop(model: LoadedModel, crop: np.ndarray, *, top_k: int = TOP_K,
+              references: References | None = None) -> PredictionResult:
+    """Rank one crop; ``references`` (read beforehand with :func:`references_for`) adds the shared cases."""
+    extra = references.gallery if references is not None else None
+    syndromes = references.syndromes if references is not None else None
     with _INFERENCE_LOCK:
-        return predict(model, crop, top_k=top_k)
+        return predict(model, crop, top_k=top_k, extra=extra, syndromes=syndromes)
 
 
 def result_rows(result: PredictionResult) -> list[dict[str, Any]]:
-    """The contract's prediction shape: rank, syndrome_id, name, score, distance (when a gallery ranks)."""
+    """The contract's prediction shape: rank, syndrome_id, name, score (softmax, null when the head does not
+    know the syndrome), distance, image_id and source (when a gallery or a shared case ranks it)."""
     rows = []
     for p in result.ranked:
         row: dict[str, Any] = {
@@ -41,11 +49,13 @@ def result_rows(result: PredictionResult) -> list[dict[str, Any]]:
             "syndrome_id": p.syndrome_id,
             "name": p.name,
             "omim": p.omim,
-            "score": round(float(p.score), 6),
+            "score": None if p.score is None else round(float(p.score), 6),
         }
         if p.distance is not None:
             row["distance"] = round(float(p.distance), 6)
-            row["image_id"] = p.image_id
+            # a shared case's id never leaves through a ranking (it may be another user's case)
+            row["image_id"] = p.image_id if p.source != "case" else None
+            row["source"] = p.source  # "gallery" image or confirmed "case" shared for matching
         rows.append(row)
     return rows
 
@@ -55,12 +65,13 @@ def store_run(session: Session, *, case: Case, model: LoadedModel, result: Predi
         case_id=case.id,
         model_id=model.card.id,
         model_version=model.card.version,
-        ranked_by="gallery" if model.gallery is not None else "softmax",
+        ranked_by=result.ranking,
         ranked=result_rows(result),
         out_of_distribution=result.out_of_distribution.to_json() if result.out_of_distribution else None,
     )
     session.add(run)
     session.flush()
+    run_hooks(session, case, model, result)
     return run
 
 

@@ -43,7 +43,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 4096
 MIN_SIDE = 32
 JPEG_QUALITY = 95
-ACCEPTED_TYPES = "JPEG, PNG, WebP or HEIC"
+ACCEPTED_TYPES = "JPEG, PNG, WebP, HEIC, BMP or TIFF"
 
 # Pillow's decompression-bomb check fires inside Image.open as a *warning* (errors only above twice
 # Image.MAX_IMAGE_PIXELS). We turn it into an error with warnings.catch_warnings, which edits the

@@ -2,10 +2,10 @@
 
 File names and client-sent content types are whatever the uploader's browser or script made up, so they
 are never trusted: the type is read from the content's signature ("magic bytes"). Pillow is then told to
-use only the decoder for that type, which keeps the attack surface to four well-exercised decoders
-instead of every plugin Pillow happens to ship (TIFF, PSD, EPS via Ghostscript, ...).
+use only the decoder for that type, which keeps the attack surface to six well-exercised decoders
+instead of every plugin Pillow happens to ship (PSD, EPS via Ghostscript, ...).
 
-The module also recognises common things people upload by mistake (GIF, PDF, SVG, TIFF, DICOM, Word
+The module also recognises common things people upload by mistake (GIF, PDF, SVG, DICOM, Word
 documents, ...) so the error can say what was received rather than "unknown file".
 """
 
@@ -14,7 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Kinds we decode, with the Pillow format name each one may be opened as.
-PILLOW_FORMATS: dict[str, str] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "heif": "HEIF"}
+#: BMP and TIFF are accepted because the GestaltMatcher service (``cv2.imdecode``) reads them and labs
+#: export from imaging systems in them; like every photo they are re-encoded to a bare JPEG at intake.
+PILLOW_FORMATS: dict[str, str] = {
+    "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "heif": "HEIF", "bmp": "BMP", "tiff": "TIFF",
+}
 
 #: Human names used in messages, for accepted and rejected kinds alike.
 LABELS: dict[str, str] = {

@@ -30,6 +30,7 @@ from app.gaze import attention_routes
 from app.gaze import routes as gaze_routes
 from app.jobs.registry import WorkerContext
 from app.jobs.runners import make_runner
+from app.matching import routes as matching_routes
 from app.phenotypes import routes as phenotype_routes
 from app.predictions import routes as prediction_routes
 from app.predictions.provider import ModelProvider
@@ -127,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evaluation_routes.pages)
     app.include_router(evaluation_case_routes.api)
     app.include_router(evaluation_case_routes.pages)
+    app.include_router(matching_routes.api)
+    app.include_router(matching_routes.pages)
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
 
     # Outermost last: security headers wrap everything, including CSRF refusals.

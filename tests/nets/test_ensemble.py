@@ -74,8 +74,17 @@ def test_augmentations_are_the_services() -> None:
     crop = align_face(generate_one(seed=1, class_id="syn_a", index=0).rgb,
                       generate_one(seed=1, class_id="syn_a", index=0).landmarks).crop
     np.testing.assert_array_equal(augment(crop, Augmentation(flip=True)), crop[:, ::-1])
-    grey = cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)  # albumentations' to_gray
-    assert np.abs(augment(crop, Augmentation(gray=True)).astype(int) - grey.astype(int)).max() <= 1
+    # The service decodes with cv2 (BGR) and greys with OpenCV: bit for bit, on the crop and on random pixels
+    # (float BT.601 weights differ from OpenCV's fixed point by one level on some pixels).
+    rng = np.random.default_rng(0)
+    for image in (crop, rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)):
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        grey = cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2RGB)
+        np.testing.assert_array_equal(augment(image, Augmentation(gray=True)), grey)
+        np.testing.assert_array_equal(augment(image, Augmentation(flip=True, gray=True)), grey[:, ::-1])
+    # the float rule that was used before is not the service's: the test above can tell them apart
+    float_grey = np.clip(np.rint(image.astype(np.float64) @ [0.299, 0.587, 0.114]), 0, 255).astype(np.uint8)
+    assert (float_grey != grey[..., 0]).any()
     assert [(a.flip, a.gray) for a in ALL_AUGMENTATIONS] == [(False, False), (False, True), (True, False), (True, True)]
 
 

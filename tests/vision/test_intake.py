@@ -68,7 +68,7 @@ def test_empty_file_is_corrupt() -> None:
 
 def test_text_is_unsupported() -> None:
     error = refused(b"Patient: Jane Doe\nDOB 2019-01-01\n", "unsupported_type")
-    assert "text" in error.detail and "JPEG, PNG, WebP or HEIC" in error.detail
+    assert "text" in error.detail and "JPEG, PNG, WebP, HEIC, BMP or TIFF" in error.detail
 
 
 def test_svg_is_unsupported() -> None:
@@ -84,9 +84,25 @@ def test_pdf_is_unsupported(astronaut: np.ndarray) -> None:
     assert "PDF" in refused(encode(astronaut, "PDF"), "unsupported_type").detail
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("TIFF", "TIFF"), ("BMP", "BMP")])
-def test_other_image_formats_are_unsupported(astronaut: np.ndarray, fmt: str, name: str) -> None:
-    assert name in refused(encode(astronaut, fmt), "unsupported_type").detail
+@pytest.mark.parametrize(("fmt", "kind"), [("TIFF", "tiff"), ("BMP", "bmp")])
+def test_bmp_and_tiff_are_accepted_and_re_encoded(astronaut: np.ndarray, fmt: str, kind: str) -> None:
+    """The GestaltMatcher service reads them (cv2.imdecode); like every photo they become a bare JPEG."""
+    image = Image.fromarray(astronaut)
+    exif = image.getexif()
+    exif[0x010E] = "patient name in the description"  # ImageDescription, a tag TIFF and BMP writers may carry
+    data = encode_image(image, fmt, exif=exif) if fmt == "TIFF" else encode(astronaut, fmt)
+    photo = load_photo(data)
+    assert photo.source_format == kind and photo.media_type == "image/jpeg"
+    assert photo.encoded.startswith(b"\xff\xd8\xff") and b"patient name" not in photo.encoded
+    assert b"Exif" not in photo.encoded
+    assert photo.rgb.shape == astronaut.shape
+    assert np.abs(photo.rgb.astype(int) - astronaut.astype(int)).mean() < 3.0  # only JPEG's loss
+
+
+def test_a_multi_page_tiff_uses_its_first_page(astronaut: np.ndarray) -> None:
+    first, second = Image.fromarray(astronaut), Image.fromarray(255 - astronaut)
+    photo = load_photo(encode_image(first, "TIFF", save_all=True, append_images=[second]))
+    assert np.abs(photo.rgb.astype(int) - astronaut.astype(int)).mean() < 3.0
 
 
 def test_html_and_binary_junk_are_unsupported() -> None:
