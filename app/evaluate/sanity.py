@@ -23,10 +23,11 @@ Similarities of the maps' magnitudes: Spearman rank correlation of ``|map|``, SS
 other faces' maps (same method). A changed map that is no more like the original than another face's map
 is has changed as much as anything can. For each face the *margin* is (similarity of the changed map to
 the original) − (the face's between-faces similarity); a stage **fails** when the 95 % bootstrap interval
-of the mean margin over faces (expanded for few faces, :func:`expanded_level`) lies entirely above 0, i.e. the changed maps are reliably more alike to the
-originals than another face's map is. It also fails when randomisation did not change the maps at all
-(every similarity ≥ ``UNCHANGED`` = 0.999: a map independent of the weights, even one that is the same for
-every face and so has no margin). Otherwise it passes, and the interval says how clearly.
+of the mean margin over faces (expanded for few faces, :func:`expanded_level`) lies entirely above 0, i.e.
+the changed maps are reliably more alike to the originals than another face's map is. It also fails when
+randomisation did not change the maps at all (every similarity ≥ ``UNCHANGED`` = 0.999: a map independent
+of the weights, even one that is the same for every face and so has no margin).
+Otherwise it passes, and the interval says how clearly.
 The method's verdict is the cascade's at ``VERDICT_STAGE`` (classifier and embedding layers randomised,
 the part of the network that decides the class); every other stage, the independent stages and the random
 logit carry their own verdicts beside it.
