@@ -169,6 +169,7 @@ def score_faces(network: nn.Module, explainer: Any, faces: Sequence[BenchmarkFac
             for key, value in shares.regions.items():
                 a.regions[key].append(value)
             entry["context"] = _r(shares.context)
+            entry["hair_background"] = _r(shares.areas["hair"] + shares.areas["background"])
             if method in COMPLETE_METHODS:
                 error = completeness(values, delta).relative_error
                 a.complete.append(error)
