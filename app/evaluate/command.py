@@ -131,7 +131,7 @@ def run_evaluation(network: Any, labels: list[str], gradcam_layer: str, spec: Ev
         card = evaluate_model(network, labels, benchmark, list(spec.methods), gradcam_layer=gradcam_layer,
                               options=options, progress=lambda f, m: report(0.1 + 0.9 * f, m))
     card["spec"] = spec.to_dict()
-    card["threads"] = chosen
+    card["timings"]["threads"] = chosen
     card["versions"] = _versions()
     return card
 
@@ -204,10 +204,10 @@ def evaluate_command(
         card = run_evaluation(loaded.network, [label.id for label in loaded.labels], loaded.card.gradcam_layer,
                               spec, advance, threads=threads)
     card["model"] = {"id": loaded.card.id, "version": loaded.card.version}
-    card["run_seconds"] = round(time.perf_counter() - started, 1)
+    card["timings"]["run_seconds"] = round(time.perf_counter() - started, 1)
     write_outputs(card, out)
     typer.echo(f"scorecard: {out / 'scorecard.json'} (+ scorecard.csv, scorecard.tex, methods.txt, plots); "
-               f"{card['run_seconds']} s with {card['threads']} thread(s)")
+               f"{card['timings']['run_seconds']} s with {card['timings']['threads']} thread(s)")
     for method in card["methods"]:
         s = card["scores"][method]
         sanity = card["sanity"].get(method)

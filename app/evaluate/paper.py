@@ -171,7 +171,7 @@ def methods_paragraph(card: dict[str, Any]) -> str:
         f"Intervals are 95 % percentile bootstraps over faces (2000 resamples, seed {options['seed']}). "
         f"Software: GestaltLens {versions.get('gestaltlens', '?')}, PyTorch {versions.get('torch', '?')}, "
         f"Captum {versions.get('captum', '?')}, NumPy {versions.get('numpy', '?')}"
-        f"{'; ' + str(card['threads']) + ' CPU threads' if card.get('threads') else ''}.")
+        ".")
     if spec:
         text += f" The full specification is stored with the scorecard: {spec}."
     return text + "\n"

@@ -300,6 +300,7 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
         "similarity": similarity,
         "accuracy": {c: _r(np.mean(v)) for c, v in sorted(passed.correct.items())},
         "per_image": passed.per_image,
-        "timings": {m: _r(np.mean(passed.methods[m].seconds)) for m in methods},
-        "phase_seconds": phases.seconds(),
+        # not results: how long it took (seconds per face and method, per phase; the caller adds the run's)
+        "timings": {"seconds_per_face": {m: _r(np.mean(passed.methods[m].seconds)) for m in methods},
+                    "phases": phases.seconds()},
     }
