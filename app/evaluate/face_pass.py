@@ -6,7 +6,7 @@ kept for them. Per face, besides the maps: the head's prediction, the context-oc
 subset drops of faithfulness correlation (one set of perturbations shared by every method).
 
 Per map: localisation (pointing, mass, rank, top-k, ROC-AUC), faithfulness in |map| order (deletion,
-insertion, ROAD, correlation) and, for signed methods, deletion and insertion in signed order beside it,
+insertion, ROAD, correlation) and, for signed methods, deletion in signed order beside it,
 complexity (sparseness, entropy), context shares and, for IG and DeepLIFT, the completeness error.
 """
 
@@ -151,15 +151,15 @@ def score_faces(network: nn.Module, explainer: Any, faces: Sequence[BenchmarkFac
             entry = {"pointing": loc.pointing, "mass": _r(loc.mass), "rank": _r(loc.rank), "top_k": _r(loc.top_k),
                      "auc": _r(loc.auc), "deletion_morf_auc": _r(faith.deletion_morf.auc),
                      "deletion_gap": _r(faith.deletion_gap)}
-            if method in signed:
-                by_sign = faithfulness.evaluate_faithfulness(score, image, values, fractions=options.fractions,
-                                                             road_percentages=None, order="signed")
-                for key, value in by_sign.summary().items():
-                    if value is not None:
-                        a.faith_signed[key].append(value)
-                for name in CURVES[:4]:
-                    a.curves_signed[name].append(list(getattr(by_sign, name).scores))
-                entry["deletion_gap_signed"] = _r(by_sign.deletion_gap)
+            if method in signed:  # deletion in signed order beside the ranking's |map| order (labelled)
+                morf, lerf = (faithfulness.deletion_curve(score, image, values, options.fractions, order="signed",
+                                                          most_relevant_first=first) for first in (True, False))
+                a.faith_signed["deletion_morf_auc"].append(morf.auc)
+                a.faith_signed["deletion_lerf_auc"].append(lerf.auc)
+                a.faith_signed["deletion_gap"].append(lerf.auc - morf.auc)
+                a.curves_signed["deletion_morf"].append(list(morf.scores))
+                a.curves_signed["deletion_lerf"].append(list(lerf.scores))
+                entry["deletion_gap_signed"] = _r(lerf.auc - morf.auc)
             a.complexity["sparseness"].append(complexity_metrics.sparseness(values))
             a.complexity["complexity"].append(complexity_metrics.complexity(values))
             shares = ctx_metrics.context_shares(values)

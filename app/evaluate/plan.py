@@ -21,8 +21,9 @@ __all__ = ["COST_MODEL", "Phases", "expected_seconds", "map_passes", "phase_cost
 #: Cost of a forward-only image relative to one forward + backward pass.
 FORWARD = 1 / 3
 #: Forward images per map: deletion + insertion (4 curves × 17 fractions), ROAD (2 × 6), and the signed order's
-#: deletion + insertion again for signed methods.
+#: deletion (2 × 17) for signed methods.
 CURVE_IMAGES = 68
+SIGNED_IMAGES = 34
 ROAD_IMAGES = 12
 #: Faithfulness correlation: 100 subsets + the image, per face, shared by every method.
 CORRELATION_IMAGES = 101
@@ -53,21 +54,24 @@ def map_passes(methods: Sequence[str]) -> float:
 
 def phase_costs(methods: Sequence[str], *, n_faces: int, sanity_faces: int, sanity_methods: Sequence[str],
                 independent: bool, random_logit: bool, robustness_samples: int, similarity_methods: Sequence[str],
-                step_rule: bool) -> dict[str, float]:
+                step_rule: bool, independent_methods: Sequence[str] | None = None) -> dict[str, float]:
     """Expected passes of each phase of :func:`app.evaluate.scorecard.evaluate_model`."""
     from app.explain.registry import METHODS
 
     signed = sum(1 for m in methods if METHODS[m].signed)
-    per_face = (map_passes(methods) + FORWARD * (CURVE_IMAGES * (len(methods) + signed) + ROAD_IMAGES * len(methods)
-                                                 + CORRELATION_IMAGES))
+    per_face = (map_passes(methods) + FORWARD * (CURVE_IMAGES * len(methods) + SIGNED_IMAGES * signed
+                                                 + ROAD_IMAGES * len(methods) + CORRELATION_IMAGES))
     costs = {"faces": n_faces * per_face}
     if step_rule:  # 100 + 200 + 400 + 800 steps in the worst case; measured runs stop at 400 or 800
         costs["step_rule"] = 1500.0
     if similarity_methods:
         costs["similarity"] = 2 * n_faces * map_passes(similarity_methods)
     if sanity_faces:
-        networks = 7 + (6 if independent else 0) + (1 if random_logit else 0)
+        networks = 7 + (1 if random_logit else 0)
         costs["sanity"] = networks * sanity_faces * map_passes(sanity_methods)
+        indep = sanity_methods if independent_methods is None else independent_methods
+        if independent and indep:
+            costs["sanity"] += 6 * sanity_faces * map_passes(indep)
     if robustness_samples:
         costs["robustness"] = robustness_samples * sanity_faces * map_passes(methods)
     return costs

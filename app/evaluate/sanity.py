@@ -312,33 +312,39 @@ def summarise_sanity(method: str, original: Sequence[np.ndarray], randomised: di
         verdict_stage=verdict_stage)
 
 
-Explain = Callable[[nn.Module, np.ndarray, int], dict[str, np.ndarray]]
+Explain = Callable[..., dict[str, np.ndarray]]  # (network, crop, target[, methods=]) → maps by method id
 
 
 def run_sanity(explain: Explain, network: nn.Module, crops: Sequence[np.ndarray], targets: Sequence[int],
                methods: Sequence[str], *, original: Sequence[dict[str, np.ndarray]] | None = None,
                independent: bool = True, random_logit: bool = True, num_classes: int | None = None,
+               independent_methods: Sequence[str] | None = None,
                seed: int = 0, progress: Callable[[float], None] | None = None) -> dict[str, MethodSanity]:
     """Every test for every method: ``explain(network, crop, target)`` → maps keyed by method id.
 
     ``original`` (the original model's maps of these faces, in order) is reused when given: the scorecard has
-    already computed them.
+    already computed them. ``independent_methods`` (default: all) limits the independent randomisation to
+    those methods; ``explain`` is then called with ``methods=`` for the independent networks.
     """
+    indep_methods = list(methods if independent_methods is None else
+                         [m for m in methods if m in set(independent_methods)])
     crops, targets = list(crops), list(targets)
     if original is None:
         original = [explain(network, crop, target) for crop, target in zip(crops, targets, strict=True)]
     networks: list[tuple[str, str, nn.Module]] = [("cascade", s, n) for s, n in
                                                   cascading_randomisation(network, seed=seed)]
-    if independent:  # the first stage alone is the cascade's first network: reused, not recomputed
+    if independent and indep_methods:  # the first stage alone is the cascade's first network: reused
         networks += [("independent", s, n) for i, (s, n) in
                      enumerate(independent_randomisation(network, seed=seed)) if i > 0]
     steps = len(networks) + (1 if random_logit else 0)
     changed: dict[str, dict[str, dict[str, list[np.ndarray]]]] = {
         m: {"cascade": {}, "independent": {}} for m in methods}
     for done, (test, stage, random_net) in enumerate(networks):
+        wanted = indep_methods if test == "independent" else list(methods)
         for k, (crop, target) in enumerate(zip(crops, targets, strict=True)):
-            maps = explain(random_net, crop, target)
-            for m in methods:
+            maps = explain(random_net, crop, target, methods=wanted) if len(wanted) < len(methods) else \
+                explain(random_net, crop, target)
+            for m in wanted:
                 changed[m][test].setdefault(stage, []).append(maps[m])
             if progress is not None:  # per face: a job's progress writes are its heartbeat
                 progress((done + (k + 1) / len(crops)) / steps)
@@ -355,7 +361,7 @@ def run_sanity(explain: Explain, network: nn.Module, crops: Sequence[np.ndarray]
     results = {}
     for m in methods:
         indep = changed[m]["independent"]
-        if independent:
+        if independent and m in indep_methods:
             indep = {first: changed[m]["cascade"][first], **indep}
         results[m] = summarise_sanity(m, [o[m] for o in original], changed[m]["cascade"], independent=indep,
                                       random_logit=logit_maps[m] if random_logit else None, seed=seed)

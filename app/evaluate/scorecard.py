@@ -52,6 +52,7 @@ class EvaluationOptions:
     sanity_faces: int = 4
     sanity_methods: tuple[str, ...] = ()  # empty: every evaluated method
     independent: bool = True  # Adebayo's independent layer randomisation beside the cascade
+    independent_max_passes: float = 2.0  # ... for the methods whose map costs at most this (0: every method)
     random_logit: bool = True
     robustness_samples: int = 3  # noisy copies per face (0: no robustness)
     robustness_noise: float = robustness.NOISE
@@ -154,6 +155,17 @@ def ig_step_rule(explainer: Any, network: nn.Module, face: BenchmarkFace, target
     return {"image_id": face.image_id, **steps_for_tolerance(ig_error, tolerance, start=50, maximum=800).to_dict()}
 
 
+def independent_methods(methods: Sequence[str], max_passes: float) -> list[str]:
+    """The methods whose map costs at most ``max_passes`` passes (0: all): the independent randomisation's.
+
+    Why a limit: the independent test recomputes every map on 6 more networks per sanity face; for occlusion
+    (121 passes a map), IG (50) and SmoothGrad (25) that would nearly double the whole run, so by default they
+    get the cascade and the random logit (their verdict) and the cheap methods get the independent test too."""
+    from app.evaluate.plan import map_passes
+
+    return [m for m in methods if max_passes <= 0 or map_passes([m]) <= max_passes]
+
+
 class _Explainers:
     """One explainer per network copy (the original's is reused; a randomised copy's lives until the next)."""
 
@@ -161,14 +173,16 @@ class _Explainers:
         self.original, self.explainer, self.layer, self.methods = network, explainer, gradcam_layer, list(methods)
         self._other: tuple[int, Any] | None = None
 
-    def __call__(self, net: nn.Module, crop: Any, target: int) -> dict[str, np.ndarray]:
+    def __call__(self, net: nn.Module, crop: Any, target: int,
+                 methods: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         from app.explain.engine import Explainer
 
+        wanted = list(methods) if methods is not None else self.methods
         if net is self.original:
-            return self.explainer.explain(crop, target=target, methods=self.methods)
+            return self.explainer.explain(crop, target=target, methods=wanted)
         if self._other is None or self._other[0] != id(net):
             self._other = (id(net), Explainer(net, gradcam_layer=self.layer))
-        return self._other[1].explain(crop, target=target, methods=self.methods)
+        return self._other[1].explain(crop, target=target, methods=wanted)
 
 
 def run_sanity_phase(network: nn.Module, explainer: Any, gradcam_layer: str, faces: Sequence[BenchmarkFace],
@@ -179,6 +193,7 @@ def run_sanity_phase(network: nn.Module, explainer: Any, gradcam_layer: str, fac
     results = sanity.run_sanity(
         explain, network, [faces[i].crop for i in chosen], [targets[i] for i in chosen], methods,
         original=[kept[i] for i in chosen], independent=options.independent, random_logit=options.random_logit,
+        independent_methods=independent_methods(methods, options.independent_max_passes),
         seed=options.seed, progress=report)
     return {m: _round_tree(r.to_dict()) for m, r in results.items()}
 
@@ -262,7 +277,9 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
                                 sanity_methods=sanity_methods, independent=options.independent,
                                 random_logit=options.random_logit,
                                 robustness_samples=options.robustness_samples if do_robust else 0,
-                                similarity_methods=similarity_methods, step_rule=do_steps), progress)
+                                similarity_methods=similarity_methods, step_rule=do_steps,
+                                independent_methods=independent_methods(sanity_methods,
+                                                                        options.independent_max_passes)), progress)
     explainer = Explainer(network, gradcam_layer=gradcam_layer)
     signed = {m for m in methods if METHODS[m].signed}
 

@@ -52,6 +52,7 @@ def expected_duration(spec: EvaluationSpec) -> dict[str, Any] | None:
     """The run's expected seconds on the bench's machine when idle, from the bench-fitted cost model (None if
     the bench has not fitted one): what the page says instead of a fixed phrase."""
     from app.evaluate.plan import COST_MODEL, expected_seconds, phase_costs
+    from app.evaluate.scorecard import EvaluationOptions, independent_methods
 
     spec = spec.resolved()
     faces = len(spec.classes or range(8)) * spec.per_class * spec.seeds
@@ -61,7 +62,9 @@ def expected_duration(spec: EvaluationSpec) -> dict[str, Any] | None:
                         random_logit=True, robustness_samples=spec.robustness_samples,
                         similarity_methods=[m for m in ("gradcam", "saliency", "integrated_gradients")
                                             if m in spec.methods],
-                        step_rule="integrated_gradients" in spec.methods and spec.ig_tolerance > 0)
+                        step_rule="integrated_gradients" in spec.methods and spec.ig_tolerance > 0,
+                        independent_methods=independent_methods(list(spec.sanity_methods or spec.methods),
+                                                                EvaluationOptions().independent_max_passes))
     seconds = expected_seconds(costs, threads=2)
     if seconds is None:
         return None

@@ -22,11 +22,14 @@ def test_threads_follow_the_share_of_the_cores() -> None:
 
 
 def test_phase_costs_count_what_each_phase_computes() -> None:
-    base = dict(n_faces=16, sanity_faces=4, sanity_methods=["saliency"], random_logit=True, robustness_samples=3,
+    base = dict(n_faces=16, sanity_faces=4, sanity_methods=["saliency", "occlusion"], random_logit=True, robustness_samples=3,
                 similarity_methods=[], step_rule=False)
     with_independent = plan.phase_costs(["saliency", "occlusion"], independent=True, **base)
     cascade_only = plan.phase_costs(["saliency", "occlusion"], independent=False, **base)
     assert with_independent["sanity"] == pytest.approx(cascade_only["sanity"] * 14 / 8)
+    cheap_only = plan.phase_costs(["saliency", "occlusion"], independent=True, independent_methods=["saliency"],
+                                  **base)
+    assert cascade_only["sanity"] < cheap_only["sanity"] < with_independent["sanity"]
     assert plan.map_passes(["saliency", "input_x_gradient"]) == plan.map_passes(["saliency"])  # one shared pass
     assert plan.map_passes(["occlusion"]) > 100 * plan.map_passes(["saliency"])
 
