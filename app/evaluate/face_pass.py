@@ -126,8 +126,9 @@ def score_faces(network: nn.Module, explainer: Any, faces: Sequence[BenchmarkFac
             kept[n] = maps
         score = target_score(network, target)
         delta = objective_change(network, x, target) if set(methods) & set(COMPLETE_METHODS) else 0.0
-        subsets = faithfulness.random_subsets(image.shape, runs=options.correlation_runs, seed=seed + n)
-        drops = faithfulness.subset_drops(score, image, subsets) if options.correlation_runs else None
+        subsets = faithfulness.random_subsets(image.shape, runs=options.correlation_runs, seed=seed + n) \
+            if options.correlation_runs else None
+        drops = faithfulness.subset_drops(score, image, subsets) if subsets is not None else None
         row: dict[str, Any] = {"image_id": face.image_id, "label": face.label, "methods": {}}
         for method in methods:
             a, values = scores[method], maps[method]
