@@ -59,7 +59,7 @@ def per_metric(model, faces, methods: list[str]) -> None:
     random_explainers = [Explainer(net, gradcam_layer=model.card.gradcam_layer) for net in random_nets]
     rows, shared = [], {"correlation (101 fwd)": [], "context occlusion": []}
     for method in methods:
-        times: dict[str, list[float]] = {k: [] for k in ("map", "localisation", "del+ins |map|", "del+ins signed",
+        times: dict[str, list[float]] = {k: [] for k in ("map", "localisation", "del+ins |map|", "deletion signed",
                                                          "ROAD", "complexity", "context", "sanity (14 maps)",
                                                          "robustness (3 maps)")}
         for face in faces:
@@ -80,9 +80,10 @@ def per_metric(model, faces, methods: list[str]) -> None:
             faithfulness.evaluate_faithfulness(score, image, values, road_percentages=None)
             times["del+ins |map|"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            if METHODS[method].signed:
-                faithfulness.evaluate_faithfulness(score, image, values, road_percentages=None, order="signed")
-            times["del+ins signed"].append(time.perf_counter() - t)
+            if METHODS[method].signed:  # the scorecard's signed order: deletion only
+                for first in (True, False):
+                    faithfulness.deletion_curve(score, image, values, order="signed", most_relevant_first=first)
+            times["deletion signed"].append(time.perf_counter() - t)
             t = time.perf_counter()
             faithfulness.road_curve(score, image, values)
             faithfulness.road_curve(score, image, values, most_relevant_first=False)

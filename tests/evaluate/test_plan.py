@@ -22,7 +22,8 @@ def test_threads_follow_the_share_of_the_cores() -> None:
 
 
 def test_phase_costs_count_what_each_phase_computes() -> None:
-    base = dict(n_faces=16, sanity_faces=4, sanity_methods=["saliency", "occlusion"], random_logit=True, robustness_samples=3,
+    base = dict(n_faces=16, sanity_faces=4, sanity_methods=["saliency", "occlusion"], random_logit=True,
+                robustness_samples=3,
                 similarity_methods=[], step_rule=False)
     with_independent = plan.phase_costs(["saliency", "occlusion"], independent=True, **base)
     cascade_only = plan.phase_costs(["saliency", "occlusion"], independent=False, **base)
