@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test]"
+	# Quantus (tests only, tests/evaluate/test_quantus.py): --no-deps, as its opencv-python requirement would
+	# overwrite our opencv-python-headless (same cv2 package); what it imports is in the test extra
+	$(PY) -m pip install --quiet --no-deps "quantus==0.6.0"
 	touch $@
 
 install: $(VENV)/.installed

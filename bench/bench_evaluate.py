@@ -1,18 +1,30 @@
-"""The evaluation's own cost: seconds per method and image for the map and for each metric family.
+"""The evaluation's own cost: per metric and face, the whole default run, and the run under load.
 
-    python bench/bench_evaluate.py [--faces 4] [--methods saliency,gradcam,...] [--threads 1]
+    python bench/bench_evaluate.py [--faces 2] [--methods ...] [--threads 2] [--fit] [--loads 0,2,4] [--run]
 
-On the demo model and the synthetic benchmark set (seed 1000, severity 1): for every method, the time to
-compute the map (the engine alone, one method per call), localisation (three scores and the centre prior),
-deletion + insertion curves (4 curves × 17 points = 68 forward passes), ROAD (MoRF + LeRF at 5 fractions:
-10 noisy linear imputations + 12 forward passes), context shares, and one cascading-randomisation
-sanity run (6 stages = 6 more maps). Median over the faces; the load average is printed, since torch's
-threads spin and a busy machine slows every number.
+1. **Per metric, per face** (demo model, synthetic benchmark faces): for every method the map, and each
+   metric family on it (localisation incl. top-k/AUC, deletion + insertion in |map| order, the signed order,
+   ROAD, complexity, context), then the per-face costs shared by all methods (faithfulness correlation's 101
+   forward passes, context occlusion) and the per-face cost of the sanity checks (7 cascade + 6 independent
+   networks + the random logit = 14 maps) and of robustness (3 noisy maps). Seconds (median over faces) and
+   the expected cost in *passes* (app.evaluate.plan), which does not depend on the machine's load.
+2. ``--fit``: seconds per pass at 1 and 2 threads (a saliency map: one forward + backward), written to
+   ``app/evaluate/cost_model.json`` with the machine and load; the Evaluation page's expected duration and the
+   progress weights use it.
+3. ``--loads 0,2,4``: the same reduced scorecard with ``N`` busy processes beside it (each a one-thread torch
+   matmul loop), once with 2 threads and once with the threads :func:`app.evaluate.threads.fair_threads`
+   picks; prints the time ratio to the unloaded run and the share of the cores the run could expect
+   (2 / (N + 1)). A run that degrades no worse than its share has ratio ≤ (N + 1) / 2.
+4. ``--run``: the default ``gestaltlens evaluate`` (all ten methods), timed, with its phase times.
+
+Every table says the load average it was measured at: a shared machine slows every number.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -25,56 +37,61 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.evaluate import context, faithfulness, localisation, sanity
+from app.evaluate import complexity, context, faithfulness, localisation, plan, robustness, sanity
 from app.evaluate.benchmark import BenchmarkSpec, build_benchmark
 from app.explain.engine import Explainer, prepare_input
-from app.explain.registry import DEFAULT_PANEL
+from app.explain.registry import DEFAULT_PANEL, METHODS
 from app.nets.registry import load_model
 from app.settings import PROJECT_ROOT
 
+CLASSES = ("syn_a", "syn_c", "syn_e", "syn_g", "syn_b", "syn_d", "syn_f", "syn_h")
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--faces", type=int, default=4)
-    parser.add_argument("--methods", default=",".join(DEFAULT_PANEL))
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    classes = ("syn_a", "syn_c", "syn_e", "syn_g", "syn_b", "syn_d", "syn_f", "syn_h")[: args.faces]
-    started = time.perf_counter()
-    bench = build_benchmark(BenchmarkSpec(per_class=1, classes=classes))
-    build_s = (time.perf_counter() - started) / max(1, len(bench.faces))
-    model = load_model(PROJECT_ROOT / "models", "demo")
+
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def per_metric(model, faces, methods: list[str]) -> None:
     labels = [label.id for label in model.labels]
     explainer = Explainer(model.network, gradcam_layer=model.card.gradcam_layer)
     random_nets = [net for _, net in sanity.cascading_randomisation(model.network)]
+    random_nets += [net for i, (_, net) in enumerate(sanity.independent_randomisation(model.network)) if i > 0]
     random_explainers = [Explainer(net, gradcam_layer=model.card.gradcam_layer) for net in random_nets]
-    rows = []
-    for method in args.methods.split(","):
-        times: dict[str, list[float]] = {k: [] for k in ("map", "localisation", "del+ins", "ROAD", "context",
-                                                         "sanity")}
-        for face in bench.faces:
+    rows, shared = [], {"correlation (101 fwd)": [], "context occlusion": []}
+    for method in methods:
+        times: dict[str, list[float]] = {k: [] for k in ("map", "localisation", "del+ins |map|", "deletion signed",
+                                                         "ROAD", "complexity", "context", "sanity (14 maps)",
+                                                         "robustness (3 maps)")}
+        for face in faces:
             target = labels.index(face.label)
             image = prepare_input(face.crop)[0].numpy()
 
             def score(batch: np.ndarray, target: int = target) -> np.ndarray:
                 with torch.no_grad():
-                    return model.network(torch.from_numpy(batch))[0][:, target].numpy()
+                    return model.network(torch.from_numpy(np.ascontiguousarray(batch)))[0][:, target].numpy()
 
             t = time.perf_counter()
             values = explainer.explain(face.crop, target=target, methods=[method])[method]
             times["map"].append(time.perf_counter() - t)
             t = time.perf_counter()
             localisation.score_map(values, face.mask)
-            localisation.score_map(localisation.centre_prior(), face.mask)
             times["localisation"].append(time.perf_counter() - t)
             t = time.perf_counter()
             faithfulness.evaluate_faithfulness(score, image, values, road_percentages=None)
-            times["del+ins"].append(time.perf_counter() - t)
+            times["del+ins |map|"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            if METHODS[method].signed:  # the scorecard's signed order: deletion only
+                for first in (True, False):
+                    faithfulness.deletion_curve(score, image, values, order="signed", most_relevant_first=first)
+            times["deletion signed"].append(time.perf_counter() - t)
             t = time.perf_counter()
             faithfulness.road_curve(score, image, values)
             faithfulness.road_curve(score, image, values, most_relevant_first=False)
             times["ROAD"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            complexity.sparseness(values)
+            complexity.complexity(values)
+            times["complexity"].append(time.perf_counter() - t)
             t = time.perf_counter()
             context.context_shares(values)
             times["context"].append(time.perf_counter() - t)
@@ -82,17 +99,138 @@ def main() -> None:
             for random_explainer in random_explainers:
                 random_maps = random_explainer.explain(face.crop, target=target, methods=[method])[method]
                 sanity.similarities(values, random_maps)
-            times["sanity"].append(time.perf_counter() - t)
-        rows.append((method, {k: statistics.median(v) for k, v in times.items()}))
-    load = os.getloadavg()[0]
-    print(f"demo model, {len(bench.faces)} faces, torch {torch.__version__}, {args.threads} thread(s), "
-          f"{os.cpu_count()} CPUs, load average {load:.1f}; benchmark face build {build_s:.2f} s/face")
-    header = ["method", "map", "localisation", "del+ins", "ROAD", "context", "sanity", "total"]
+            explainer.explain(face.crop, target=(target + 1) % explainer.num_classes, methods=[method])
+            times["sanity (14 maps)"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for copy in robustness.noisy_copies(image, 3):
+                explainer.explain(torch.from_numpy(copy[None]), target=target, methods=[method])
+            times["robustness (3 maps)"].append(time.perf_counter() - t)
+            if method == methods[0]:
+                t = time.perf_counter()
+                subsets = faithfulness.random_subsets(image.shape)
+                faithfulness.subset_drops(score, image, subsets)
+                shared["correlation (101 fwd)"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                context.context_occlusion(lambda b: model.network(torch.from_numpy(b))[0].detach().numpy(),
+                                          image, target)
+                shared["context occlusion"].append(time.perf_counter() - t)
+        rows.append((method, {k: statistics.median(v) for k, v in times.items()}, plan.map_passes([method])))
+    header = ["method", "map passes", *rows[0][1].keys(), "per face (scorecard)"]
+    print(f"\n### Seconds per face and method (median of {len(faces)} faces), load {_load()}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for method, t in rows:
-        total = sum(t.values())
-        print(f"| {method} | " + " | ".join(f"{t[k]:.3f}" for k in header[1:-1]) + f" | {total:.2f} s |")
+    for method, t, passes in rows:
+        per_face = sum(v for k, v in t.items() if not k.startswith(("sanity", "robustness")))
+        print(f"| {method} | {passes:g} | " + " | ".join(f"{v:.3f}" for v in t.values()) + f" | {per_face:.2f} |")
+    print("\nShared per face (all methods): " + ", ".join(f"{k} {statistics.median(v):.3f} s"
+                                                     for k, v in shared.items()))
+
+
+def fit(model, faces, path: Path) -> dict:
+    labels = [label.id for label in model.labels]
+    explainer = Explainer(model.network, gradcam_layer=model.card.gradcam_layer)
+    per_pass = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        explainer.explain(faces[0].crop, target=labels.index(faces[0].label), methods=["saliency"])
+        times = []
+        for face in faces:
+            t = time.perf_counter()
+            explainer.explain(face.crop, target=labels.index(face.label), methods=["integrated_gradients"],
+                              params={"integrated_gradients": {"steps": 50}})
+            times.append((time.perf_counter() - t) / 50)
+        per_pass[str(threads)] = round(statistics.median(times), 5)
+    model_fit = {"seconds_per_pass": per_pass, "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}",
+                 "load": os.getloadavg()[0], "fitted": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    path.write_text(json.dumps(model_fit, indent=1) + "\n", encoding="utf-8")
+    print(f"\ncost model → {path}: {model_fit}")
+    return model_fit
+
+
+def _busy(stop: multiprocessing.Event) -> None:  # one core's worth of someone else's work
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    while not stop.is_set():
+        a = torch.tanh(a @ a)
+
+
+def _small_run(model, benchmark, threads: int) -> float:
+    from app.evaluate.scorecard import EvaluationOptions, evaluate_model
+    from app.evaluate.threads import torch_threads
+
+    options = EvaluationOptions(sanity_faces=2, robustness_samples=1, correlation_runs=20, road_percentages=(0.5,),
+                                ig_tolerance=0.0, similarity_methods=())
+    with torch_threads(threads):
+        t = time.perf_counter()
+        evaluate_model(model.network, [label.id for label in model.labels], benchmark,
+                       ["saliency", "gradcam", "integrated_gradients"], gradcam_layer=model.card.gradcam_layer,
+                       options=options)
+        return time.perf_counter() - t
+
+
+def under_load(model, benchmark, loads: list[int]) -> None:
+    from app.evaluate.threads import fair_threads
+
+    print(f"\n### A reduced scorecard (3 methods, {len(benchmark.faces)} faces) beside N busy processes "
+          f"(load before: {_load()})\n")
+    print("| busy processes | fair threads | s with 2 threads | s with fair threads | ratio (fair / unloaded) | "
+          "allowed by its share |")
+    print("|---|---|---|---|---|---|")
+    base = None
+    for n in loads:
+        stop = multiprocessing.Event()
+        workers = [multiprocessing.Process(target=_busy, args=(stop,), daemon=True) for _ in range(n)]
+        for w in workers:
+            w.start()
+        time.sleep(3 if n else 0)
+        fair = fair_threads(load=float(n))
+        two = _small_run(model, benchmark, 2)
+        mine = _small_run(model, benchmark, fair)
+        stop.set()
+        for w in workers:
+            w.join()
+        base = base or mine
+        print(f"| {n} | {fair} | {two:.1f} | {mine:.1f} | {mine / base:.2f} | {(n + 1) / 2 if n else 1:.1f} |")
+
+
+def full_run() -> None:
+    from app.evaluate.command import EvaluationSpec, run_evaluation
+
+    model = load_model(PROJECT_ROOT / "models", "demo")
+    t = time.perf_counter()
+    card = run_evaluation(model.network, [label.id for label in model.labels], model.card.gradcam_layer,
+                          EvaluationSpec())
+    print(f"\n### Default scorecard (all ten methods, {card['benchmark']['n_faces']} faces): "
+          f"{time.perf_counter() - t:.0f} s with {card['timings']['threads']} thread(s), load {_load()}")
+    print("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in card["timings"]["phases"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faces", type=int, default=2)
+    parser.add_argument("--methods", default=",".join(DEFAULT_PANEL))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fit", action="store_true", help="write app/evaluate/cost_model.json")
+    parser.add_argument("--loads", default="", help="busy processes beside a reduced run, e.g. 0,2,4")
+    parser.add_argument("--run", action="store_true", help="time the default gestaltlens evaluate")
+    parser.add_argument("--skip-metrics", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    bench = build_benchmark(BenchmarkSpec(per_class=1, classes=CLASSES[: args.faces]))
+    build_s = (time.perf_counter() - started) / max(1, len(bench.faces))
+    model = load_model(PROJECT_ROOT / "models", "demo")
+    print(f"demo model, {len(bench.faces)} faces, torch {torch.__version__}, {args.threads} thread(s), "
+          f"{os.cpu_count()} CPUs, load average {_load()}; benchmark face build {build_s:.2f} s/face")
+    if not args.skip_metrics:
+        per_metric(model, bench.faces, args.methods.split(","))
+    if args.fit:
+        fit(model, bench.faces, plan.COST_MODEL_PATH)
+    if args.loads:
+        under_load(model, bench, [int(n) for n in args.loads.split(",")])
+    if args.run:
+        full_run()
+    print(f"\nload average at the end: {_load()}")
 
 
 if __name__ == "__main__":

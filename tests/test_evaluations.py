@@ -62,8 +62,13 @@ def cli_card(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     assert "%" in done.stderr  # the progress bar
     assert f"scorecard: {out / 'scorecard.json'}" in done.stdout
-    for name in ("localisation.png", "deletion.png", "insertion.png", "road.png", "context.png", "sanity.png"):
+    for name in ("localisation.png", "deletion.png", "deletion_signed.png", "insertion.png", "road.png",
+                 "context.png", "sanity.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    # the paper table: CSV and LaTeX rows per method, a methods paragraph from the stored spec
+    assert (out / "scorecard.csv").read_text().splitlines()[0].startswith("method,pointing,pointing_low")
+    assert "guided\\_backprop" in (out / "scorecard.tex").read_text()
+    assert "between-faces similarity" in (out / "methods.txt").read_text()
     return json.loads((out / "scorecard.json").read_text())
 
 
@@ -82,9 +87,13 @@ def test_job_api_page_and_cli_give_the_same_scorecard(client: TestClient, admin:
     assert card["model"] == cli_card["model"] == run["model"]
     _close({k: v for k, v in card.items() if k != "timings"}, {k: v for k, v in cli_card.items() if k != "timings"})
 
-    # the known result of Adebayo et al. comes out of our own cascade
+    # the known result of Adebayo et al. comes out of our own cascade, as a comparison with the reference line
     assert card["sanity"]["gradcam"]["passes"] is True
     assert card["sanity"]["guided_backprop"]["passes"] is False
+    assert card["sanity"]["guided_backprop"]["margin"]["low"] > 0 >= card["sanity"]["gradcam"]["margin"]["low"]
+    assert card["sanity"]["gradcam"]["cascade"]["classifier"] and card["sanity"]["gradcam"]["random_logit"]
+    # the control's width was fitted on held-out faces, and it is reported
+    assert all(f["sigma_px"] > 0 for f in card["chance"]["centre_prior"]["fit"].values())
     # every number is read beside its chance level
     assert 0 < card["chance"]["area_share"]["mean"] < card["chance"]["centre_prior"]["mass"]["mean"] < 1
 
@@ -93,6 +102,8 @@ def test_job_api_page_and_cli_give_the_same_scorecard(client: TestClient, admin:
     assert page.status_code == 200
     mass = card["scores"]["gradcam"]["localisation"]["mass"]["mean"]
     assert f"{mass:.3f}" in page.text and "FAILS" in page.text and "passes" in page.text
+    gap = card["scores"]["guided_backprop"]["faithfulness"]["deletion_gap"]["mean"]
+    assert f"{gap:+.2f}" in page.text and "signed order" in page.text
     assert "Synthetic faces are not patients" in page.text
     figure = client.get(f"/api/v1/evaluations/{run['id']}/figures/sanity.png")
     assert figure.status_code == 200 and png_size(figure.content)[0] > 300

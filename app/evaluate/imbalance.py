@@ -83,29 +83,37 @@ def derive_dataset(base: Path, out: Path, *, rare_class: str, keep_fraction: flo
     return counts
 
 
-def _summarise(card: dict[str, Any], rare_class: str) -> dict[str, Any]:
-    """Per method: mean localisation, deletion gap and context share, over the rare class and the rest."""
+def _summarise(cards: list[dict[str, Any]], rare_class: str) -> dict[str, Any]:
+    """Per method: localisation, deletion gap and context share over the rare class and the rest, pooled over the
+    training seeds' scorecards (one per seed), each with a 95 % bootstrap interval over faces × seeds."""
+    from app.evaluate.localisation import bootstrap_ci
+
+    keys = ("pointing", "mass", "rank", "deletion_morf_auc", "context", "hair_background")
     out: dict[str, Any] = {}
-    for method in card["methods"]:
-        rows = [(r["label"], r["methods"][method]) for r in card["per_image"]]
+    for method in cards[0]["methods"]:
+        rows = [(r["label"], r["methods"][method]) for card in cards for r in card["per_image"]]
         groups = {"rare": [m for label, m in rows if label == rare_class],
                   "others": [m for label, m in rows if label != rare_class]}
-        out[method] = {
-            g: {k: (sum(float(m[k]) for m in ms) / len(ms) if ms else None)
-                for k in ("pointing", "mass", "rank", "deletion_morf_auc", "context")}
-            for g, ms in groups.items()
-        }
-        out[method]["deletion_gap"] = card["scores"][method]["faithfulness"]["deletion_gap"]["mean"]
-        out[method]["context_areas"] = {k: v["mean"] for k, v in card["scores"][method]["context"]["areas"].items()}
+        out[method] = {}
+        for g, ms in groups.items():
+            out[method][g] = {k: (sum(float(m[k]) for m in ms) / len(ms) if ms else None) for k in keys}
+            out[method][g]["ci"] = {k: bootstrap_ci([float(m[k]) for m in ms]).to_dict() for k in ("mass", "pointing")
+                                    } if ms else {}
+        gaps = [float(m["deletion_gap"]) for _, m in rows]
+        out[method]["deletion_gap"] = sum(gaps) / len(gaps)
+        out[method]["context_areas"] = {
+            k: sum(c["scores"][method]["context"]["areas"][k]["mean"] for c in cards) / len(cards)
+            for k in cards[0]["scores"][method]["context"]["areas"]}
     return out
 
 
 def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: tuple[int, ...] = (4, 16),
                    shortcut: bool = True, epochs: int = 8, methods: tuple[str, ...] = ("gradcam", "saliency",
                    "integrated_gradients", "guided_backprop"), faces_per_other: int = 2,
-                   road_percentages: tuple[float, ...] = (0.3, 0.7), threads: int = 2,
+                   road_percentages: tuple[float, ...] = (0.3, 0.7), threads: int = 2, seeds: int = 3,
                    log: Any = print, command: str = "") -> dict[str, Any]:
-    """Train and evaluate every condition; write report.json, report.md and plots into ``out``."""
+    """Train and evaluate every condition with ``seeds`` training seeds (0, 1, …); write report.json, report.md
+    and plots into ``out``. Intervals pool faces and seeds, so they cover the training's randomness too."""
     import torch
 
     from app.evaluate.benchmark import BenchmarkSet, load_dataset_split
@@ -128,51 +136,66 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
             seen[face.label] = seen.get(face.label, 0) + 1
     benchmark = BenchmarkSet(spec={**test.spec, "selection": f"all {rare_class}, {faces_per_other} per other"},
                              faces=chosen, skipped=test.skipped)
-    options = EvaluationOptions(road_percentages=road_percentages, sanity_faces=0)
+    options = EvaluationOptions(road_percentages=road_percentages, sanity_faces=0, robustness_samples=0,
+                                similarity_methods=(), ig_tolerance=0.0)
     results: dict[str, Any] = {}
     for name, fraction, cue in conditions:
         started = time.perf_counter()
         log(f"[{name}] data")
         counts = derive_dataset(data, work / f"data-{name}", rare_class=rare_class, keep_fraction=fraction,
                                 shortcut=cue)
-        log(f"[{name}] training on {sum(counts.values())} images ({counts.get(rare_class)} of {rare_class})")
-        model_id = f"imb-{name}".replace("_", "-")
-        report = train_model(work / f"data-{name}", work / model_id, model_id=model_id, epochs=epochs, seed=0,
-                             threads=threads)
-        model = read_model_folder(report.model_dir)
-        trained = time.perf_counter() - started
-        log(f"[{name}] evaluating on {len(benchmark.faces)} faces")
         # the shortcut model is evaluated on its own (cued) test images: the base set's faces with the cue
         bench = load_dataset_split(work / f"data-{name}", "test") if cue else benchmark
         if cue:
             ids = {f.image_id for f in benchmark.faces}
             bench = BenchmarkSet(spec={**bench.spec, "selection": benchmark.spec["selection"]},
                                  faces=[f for f in bench.faces if f.image_id in ids], skipped=bench.skipped)
-        card = evaluate_model(model.network, [label.id for label in model.labels], bench, list(methods),
-                              gradcam_layer=model.card.gradcam_layer, options=options)
-        metrics = report.metrics
+        cards, metrics_by_seed, train_seconds = [], [], 0.0
+        for seed in range(seeds):
+            log(f"[{name}] seed {seed}: training on {sum(counts.values())} images ({counts.get(rare_class)} of "
+                f"{rare_class})")
+            model_id = f"imb-{name}-s{seed}".replace("_", "-")
+            report = train_model(work / f"data-{name}", work / model_id, model_id=model_id, epochs=epochs,
+                                 seed=seed, threads=threads)
+            train_seconds += report.train_seconds
+            model = read_model_folder(report.model_dir)
+            log(f"[{name}] seed {seed}: evaluating on {len(bench.faces)} faces")
+            cards.append(evaluate_model(model.network, [label.id for label in model.labels], bench, list(methods),
+                                        gradcam_layer=model.card.gradcam_layer, options=options))
+            metrics_by_seed.append(report.metrics)
+        card = cards[0]
+
+        def mean_over_seeds(get: Any, runs: list[dict[str, Any]] = metrics_by_seed) -> float:
+            return sum(get(m) for m in runs) / len(runs)
+
+        per_class = {c: mean_over_seeds(lambda m, c=c: m["per_class"][c]["top1"])
+                     for c in metrics_by_seed[0]["per_class"]}
         results[name] = {
-            "train_counts": counts, "train_seconds": round(report.train_seconds, 1),
-            "seconds": round(time.perf_counter() - started, 1), "train_and_data_seconds": round(trained, 1),
-            "top1": metrics["top1"], "softmax_top1": metrics["softmax_top1"],
-            "per_class_top1": {c: v["top1"] for c, v in metrics["per_class"].items()},
+            "train_counts": counts, "train_seconds": round(train_seconds, 1), "seeds": seeds,
+            "seconds": round(time.perf_counter() - started, 1),
+            "top1": mean_over_seeds(lambda m: m["top1"]), "softmax_top1": mean_over_seeds(lambda m: m["softmax_top1"]),
+            "top1_by_seed": [m["top1"] for m in metrics_by_seed],
+            "per_class_top1": per_class,
+            "rare_top1_by_seed": [m["per_class"][rare_class]["top1"] for m in metrics_by_seed],
             "cue_faces": sum(1 for f in bench.faces if f.shortcut),
-            "summary": _summarise(card, rare_class),
-            "context_occlusion": {k: v["mean"] for k, v in card["context_occlusion"].items()},
+            "summary": _summarise(cards, rare_class),
+            "context_occlusion": {k: sum(c["context_occlusion"][k]["mean"] for c in cards) / len(cards)
+                                  for k in card["context_occlusion"]},
             "chance": card["chance"], "scorecard": card,
         }
+        metrics = {"top1": results[name]["top1"]}
         log(f"[{name}] done in {results[name]['seconds']} s: top-1 {metrics['top1']:.3f}, "
             f"{rare_class} {results[name]['per_class_top1'][rare_class]:.3f}")
         _write_report(out, results, complete=len(results) == len(conditions), command=command, data=data,
                       rare_class=rare_class, epochs=epochs, methods=methods, road_percentages=road_percentages,
-                      threads=threads, n_faces=len(benchmark.faces))
+                      threads=threads, n_faces=len(benchmark.faces), seeds=seeds)
     shutil.rmtree(work, ignore_errors=True)
     return json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
 def _write_report(out: Path, results: dict[str, Any], *, complete: bool, command: str, data: Path,
                   rare_class: str, epochs: int, methods: tuple[str, ...], road_percentages: tuple[float, ...],
-                  threads: int, n_faces: int) -> None:
+                  threads: int, n_faces: int, seeds: int = 1) -> None:
     """report.json and report.md after every condition, so a long run that is stopped keeps what it measured."""
     import torch
 
@@ -183,7 +206,7 @@ def _write_report(out: Path, results: dict[str, Any], *, complete: bool, command
                     "can the metrics detect a shortcut?",
         "command": command, "data": str(data), "rare_class": rare_class, "epochs": epochs, "methods": list(methods),
         "road_percentages": list(road_percentages), "threads": threads, "n_eval_faces": n_faces,
-        "torch": torch.__version__, "complete": complete, "conditions": results,
+        "torch": torch.__version__, "complete": complete, "conditions": results, "seeds": seeds,
     }
     _write_json(out / "report.json", experiment)
     write_imbalance_report(experiment, out)
@@ -200,11 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faces-per-other", type=int, default=2)
     parser.add_argument("--road", default="0.3,0.7", help="ROAD removal fractions")
     parser.add_argument("--no-shortcut", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per condition")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GESTALTLENS_THREADS", "2")))
     args = parser.parse_args(argv)
     run_experiment(args.data, args.out, rare_class=args.rare_class,
                    ratios=tuple(int(r) for r in args.ratios.split(",") if r),
-                   shortcut=not args.no_shortcut, epochs=args.epochs, methods=tuple(args.methods.split(",")),
+                   shortcut=not args.no_shortcut, epochs=args.epochs,
+                   seeds=args.seeds, methods=tuple(args.methods.split(",")),
                    faces_per_other=args.faces_per_other, threads=args.threads,
                    road_percentages=tuple(float(p) for p in args.road.split(",") if p),
                    log=lambda m: print(m, file=sys.stderr, flush=True),

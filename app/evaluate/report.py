@@ -37,7 +37,8 @@ def localisation_figure(card: dict[str, Any]) -> bytes:
         ax.barh(methods, means, xerr=errors, color="#4c72b0")
         chance = card["chance"]["pointing_chance" if key == "pointing" else "area_share"]["mean"]
         ax.axvline(chance, color="black", linestyle="--", label="area share (chance)")
-        ax.axvline(card["chance"]["centre_prior"][key]["mean"], color="#c44e52", linestyle=":", label="centre prior")
+        ax.axvline(card["chance"]["centre_prior"][key]["mean"], color="#c44e52", linestyle=":",
+                   label="centre prior (σ fitted on held-out faces)")
         ax.set_title(title)
         ax.set_xlim(0, 1)
     axes[0].invert_yaxis()
@@ -45,15 +46,18 @@ def localisation_figure(card: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def curves_figure(card: dict[str, Any], kind: str = "deletion") -> bytes:
+def curves_figure(card: dict[str, Any], kind: str = "deletion", signed: bool = False) -> bytes:
+    """Mean curves per method; ``signed``: the signed-order curves of the signed methods (labelled so)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     fractions = card["options"]["fractions"] if kind != "road" else [0.0, *card["options"]["road_percentages"]]
+    key = "curves_signed" if signed else "curves"
+    order_label = "signed order (positive first)" if signed else "|map| order"
     for ax, order in zip(axes, ("morf", "lerf"), strict=True):
         for method in card["methods"]:
-            curve = card["scores"][method]["curves"].get(f"{kind}_{order}")
+            curve = (card["scores"][method].get(key) or {}).get(f"{kind}_{order}")
             if curve:
                 ax.plot(fractions, curve, label=method)
-        ax.set_title(f"{kind}, {'most' if order == 'morf' else 'least'} relevant first")
+        ax.set_title(f"{kind}, {'most' if order == 'morf' else 'least'} relevant first, {order_label}", fontsize=9)
         ax.set_xlabel("fraction of pixels")
     axes[0].set_ylabel("target logit")
     axes[-1].legend(fontsize=7)
@@ -61,15 +65,40 @@ def curves_figure(card: dict[str, Any], kind: str = "deletion") -> bytes:
 
 
 def sanity_figure(card: dict[str, Any]) -> bytes:
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    """Left: the cascade per method with its reference band (between-faces similarity, 95 % interval).
+    Right: the verdicts, the margin over that reference per stage with its interval; above 0 = fails."""
+    methods = list(card["sanity"])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
     for method, result in card["sanity"].items():
         stages = result["stages"]
         line = ax.plot(["original", *stages], [1.0, *[result["per_stage"][s]["spearman"]["mean"] for s in stages]],
                        marker="o", label=method)
-        ax.axhline(result["reference"]["spearman"]["mean"], color=line[0].get_color(), linestyle=":", linewidth=0.8)
+        ref = result["reference"]["spearman"]
+        ax.axhspan(ref["low"], ref["high"], color=line[0].get_color(), alpha=0.12)
+        ax.axhline(ref["mean"], color=line[0].get_color(), linestyle=":", linewidth=0.9)
     ax.set_ylabel("Spearman of |map| vs original")
-    ax.set_title("cascading randomisation (dotted: between-faces similarity)")
+    ax.set_title("cascading randomisation (dotted + band: between-faces similarity)", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.legend(fontsize=7)
+    tests = [("cascade", "embedding", "cascade: classifier + embedding"),
+             ("random_logit", None, "random logit")]
+    for k, (test, stage, label) in enumerate(tests):
+        for i, method in enumerate(methods):
+            result = card["sanity"][method]
+            verdict = result.get(test) if stage is None else (result.get(test) or {}).get(stage)
+            if not verdict:
+                continue
+            m = verdict["margin"]
+            y = i + (k - 0.5) * 0.3
+            bx.errorbar(m["mean"], y, xerr=[[m["mean"] - m["low"]], [m["high"] - m["mean"]]], fmt="o" if k == 0
+                        else "s", color="#c44e52" if verdict["fails"] else "#4c72b0", capsize=2,
+                        label=label if i == 0 else None)
+    bx.axvline(0.0, color="black", linestyle="--", linewidth=1, label="reference (another face's map)")
+    bx.set_yticks(range(len(methods)), methods, fontsize=7)
+    bx.invert_yaxis()
+    bx.set_xlabel("similarity to the original − between-faces similarity")
+    bx.set_title("verdicts: interval above 0 = fails (red)", fontsize=9)
+    bx.legend(fontsize=7, loc="lower right")
     return _png(fig)
 
 
@@ -94,6 +123,8 @@ def scorecard_figures(card: dict[str, Any]) -> dict[str, bytes]:
     """File name → PNG bytes of every scorecard plot."""
     figures = {"localisation.png": localisation_figure(card), "deletion.png": curves_figure(card, "deletion"),
                "insertion.png": curves_figure(card, "insertion"), "context.png": context_figure(card)}
+    if any(card["scores"][m].get("curves_signed") for m in card["methods"]):
+        figures["deletion_signed.png"] = curves_figure(card, "deletion", signed=True)
     if card["options"]["road_percentages"]:
         figures["road.png"] = curves_figure(card, "road")
     if card["sanity"]:
@@ -103,6 +134,11 @@ def scorecard_figures(card: dict[str, Any]) -> dict[str, bytes]:
 
 def _f(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(group: dict[str, Any], key: str) -> str:
+    interval = (group.get("ci") or {}).get(key)
+    return f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else ""
 
 
 def write_imbalance_report(experiment: dict[str, Any], out: Path) -> None:
@@ -140,7 +176,9 @@ def write_imbalance_report(experiment: dict[str, Any], out: Path) -> None:
         f"Question: {experiment['question']}", "",
         *([] if experiment.get("complete", True) else
           ["**Incomplete run:** only the conditions below were measured before the run was stopped.", ""]),
-        f"Rare class `{rare}`; {experiment['epochs']} epochs per model; methods {', '.join(methods)}; evaluated on "
+        f"Rare class `{rare}`; {experiment['epochs']} epochs per model, {experiment.get('seeds', 1)} "
+        f"training seed(s) per condition (intervals: 95 % bootstrap over faces × seeds); "
+        f"methods {', '.join(methods)}; evaluated on "
         f"{experiment['n_eval_faces']} test faces (every `{rare}` test face and a few of each other syndrome); "
         f"ROAD at {', '.join(str(p) for p in experiment['road_percentages'])}; torch {experiment['torch']}, "
         f"{experiment['threads']} threads. Every number below is in `report.json`.", "",
@@ -166,8 +204,8 @@ def write_imbalance_report(experiment: dict[str, Any], out: Path) -> None:
     for c in names:
         for m in methods:
             s = conditions[c]["summary"][m]
-            bg = s["context_areas"]["background"] + s["context_areas"]["hair"]
-            lines.append(f"| {c} | {m} | {_f(s['rare']['mass'])} | {_f(s['others']['mass'])} | "
+            bg = s["rare"].get("hair_background")  # the rare class's faces only (older reports: absent)
+            lines.append(f"| {c} | {m} | {_f(s['rare']['mass'])}{_ci(s['rare'], 'mass')} | {_f(s['others']['mass'])} | "
                          f"{_f(s['rare']['pointing'], 2)} | {_f(s['others']['pointing'], 2)} | "
                          f"{_f(s['deletion_gap'], 2)} | "
                          f"{_f(s['rare']['context'])} | {_f(bg)} |")

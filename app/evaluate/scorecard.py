@@ -1,42 +1,42 @@
 """The scorecard: every metric of every method for one model on one benchmark set, as plain JSON.
 
 This is what the CLI (``gestaltlens evaluate``), the evaluation job and the Evaluation page share: one
-function, so the page and the command give the same numbers for the same model and spec. Per method:
+function, so the page and the command give the same numbers for the same model and spec. It runs in phases,
+each its own function, in the order their results are needed:
 
-* localisation (pointing game, relevance mass and rank accuracy) against the ground-truth mask, with 95 %
-  bootstrap intervals over faces, per class, and beside it the two chance levels (the mask's area share and
-  the centre-prior control map scored the same way);
-* faithfulness: deletion and insertion curves (MoRF, LeRF) and ROAD, mean curves and AUCs;
-* face vs context: share of |map| in face, ears, hair, background, neck and the vocabulary's regions;
-* completeness error for integrated gradients and DeepLIFT;
-* the cascading-randomisation sanity check on a subset of faces.
+1. the per-face pass (:mod:`app.evaluate.face_pass`): maps, localisation, faithfulness (|map| order, and
+   signed order beside it for signed methods), faithfulness correlation, complexity, context, completeness;
+2. the centre-prior control, its width fitted on one half of the faces and scored on the other (both ways);
+3. integrated gradients' step rule (its completeness error as the steps double, on the first face);
+4. similarity maps on ground truth (:mod:`app.evaluate.similarity`);
+5. sanity checks (:mod:`app.evaluate.sanity`) on a subset of faces, reusing their original maps;
+6. robustness to small input noise (:mod:`app.evaluate.robustness`) on the same subset.
 
-Plus, per model, the context-occlusion test of the prediction and the head's per-class accuracy on the set.
-Timings (seconds per face and method) are kept apart under ``timings``: they are not results.
+Progress is shared out over the phases by their expected cost (:mod:`app.evaluate.plan`), not a fixed
+fraction. Every number comes with its reference line (area share, fitted centre prior, flat map, mask,
+between-faces similarity) and a 95 % bootstrap interval over faces. Timings (seconds per face and method)
+are kept apart under ``timings``: they are not results.
 """
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from app.evaluate import context as ctx_metrics
-from app.evaluate import faithfulness, localisation, sanity
-from app.evaluate.benchmark import BenchmarkSet
-from app.evaluate.completeness import completeness, objective_change, steps_for_tolerance
-from app.evaluate.concordance import Accumulator as RegionConcordance
+from app.evaluate import faithfulness, localisation, robustness, sanity
+from app.evaluate.benchmark import BenchmarkFace, BenchmarkSet
+from app.evaluate.face_pass import FacePass, score_faces
+from app.evaluate.plan import Phases, phase_costs
 
 __all__ = ["FORMAT", "EvaluationOptions", "evaluate_model"]
 
-FORMAT = "gestaltlens-evaluation/1"
-COMPLETE_METHODS = ("integrated_gradients", "deeplift")
+FORMAT = "gestaltlens-evaluation/2"
 Progress = Callable[[float, str], None]
 
 
@@ -45,10 +45,17 @@ class EvaluationOptions:
     """Everything besides the benchmark faces that fixes the numbers (stored with them)."""
 
     tolerance_px: int = localisation.DEFAULT_TOLERANCE_PX
+    top_k: int = localisation.TOP_K
     fractions: tuple[float, ...] = faithfulness.DEFAULT_FRACTIONS
     road_percentages: tuple[float, ...] = faithfulness.ROAD_PERCENTAGES
+    correlation_runs: int = faithfulness.CORRELATION_RUNS  # 0: no faithfulness correlation
     sanity_faces: int = 4
     sanity_methods: tuple[str, ...] = ()  # empty: every evaluated method
+    independent: bool = True  # Adebayo's independent layer randomisation beside the cascade
+    independent_max_passes: float = 2.0  # ... for the methods whose map costs at most this (0: every method)
+    random_logit: bool = True
+    robustness_samples: int = 3  # noisy copies per face (0: no robustness)
+    robustness_noise: float = robustness.NOISE
     seed: int = 0
     #: methods whose similarity maps are scored on same- vs different-syndrome pairs (those evaluated)
     similarity_methods: tuple[str, ...] = ("gradcam", "saliency", "integrated_gradients")
@@ -69,21 +76,17 @@ def _interval(values: Sequence[float], seed: int) -> dict[str, float]:
             for k, v in localisation.bootstrap_ci(values, seed=seed).to_dict().items()}
 
 
-def _scorer(network: nn.Module, target: int) -> Callable[[np.ndarray], np.ndarray]:
-    def score(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return network(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))[0][:, target].numpy()
-    return score
+def _round_tree(value: Any) -> Any:
+    if isinstance(value, float):
+        return _r(value)
+    if isinstance(value, dict):
+        return {k: _round_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round_tree(v) for v in value]
+    return value
 
 
-def _logits(network: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    def logits(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return network(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))[0].numpy()
-    return logits
-
-
-def _spread(faces: list[Any], n: int) -> list[int]:
+def spread(faces: Sequence[BenchmarkFace], n: int) -> list[int]:
     """Indices of ``n`` faces taken round-robin over classes (so a small subset still covers classes)."""
     by_class: dict[str, list[int]] = defaultdict(list)
     for i, face in enumerate(faces):
@@ -98,16 +101,151 @@ def _spread(faces: list[Any], n: int) -> list[int]:
     return sorted(order)
 
 
-@dataclass
-class _Acc:
-    loc: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    per_class: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
-    faith: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    curves: dict[str, list[list[float]]] = field(default_factory=lambda: defaultdict(list))
-    areas: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    regions: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    complete: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+def halves(faces: Sequence[BenchmarkFace]) -> tuple[list[int], list[int]]:
+    """Two halves of the faces, alternating within each class (so both halves cover every class)."""
+    seen: dict[str, int] = defaultdict(int)
+    first, second = [], []
+    for i, face in enumerate(faces):
+        (first if seen[face.label] % 2 == 0 else second).append(i)
+        seen[face.label] += 1
+    return first, second
+
+
+def centre_prior_control(faces: Sequence[BenchmarkFace], tolerance: int, seed: int) -> dict[str, Any]:
+    """The strongest centre prior, cross-fitted: σ fitted on each half (max relevance mass), scored on the other.
+
+    Every face is scored by a prior whose width was chosen on faces other than it, so the control's mean is
+    comparable with the methods' means over all faces."""
+    first, second = halves(faces)
+    if not second:  # one face per class and one class: nothing to hold out; fit and score on the same faces
+        second = first
+    fitted, values = {}, defaultdict(list)
+    for fit_on, score_on, name in ((first, second, "first"), (second, first, "second")):
+        sigma, masses = localisation.fit_centre_prior([faces[i].mask for i in fit_on])
+        fitted[name] = {"sigma_px": sigma, "fitted_on": len(fit_on), "mass_by_sigma": masses}
+        prior = localisation.centre_prior(112, sigma_px=sigma)
+        for i in score_on:
+            scores = localisation.score_map(prior, faces[i].mask, tolerance)
+            for key in ("pointing", "mass", "rank", "top_k", "auc"):
+                values[key].append(getattr(scores, key))
+    return {**{k: _interval(v, seed) for k, v in values.items()}, "fit": _round_tree(fitted)}
+
+
+def _chance(faces: Sequence[BenchmarkFace], tolerance: int, seed: int) -> dict[str, Any]:
+    area = [localisation.area_share(f.mask) for f in faces]
+    pointing = [localisation.area_share(localisation.dilate(f.mask, tolerance)) for f in faces]
+    return {"area_share": _interval(area, seed), "pointing_chance": _interval(pointing, seed),
+            "auc": 0.5, "centre_prior": centre_prior_control(faces, tolerance, seed)}
+
+
+def ig_step_rule(explainer: Any, network: nn.Module, face: BenchmarkFace, target: int, tolerance: float,
+                 report: Callable[[float], None]) -> dict[str, Any]:
+    """Integrated gradients' completeness error on one face as its steps double from 50 (until ≤ tolerance)."""
+    from app.evaluate.completeness import completeness, objective_change, steps_for_tolerance
+    from app.explain.engine import prepare_input
+
+    delta = objective_change(network, prepare_input(face.crop), target)
+
+    def ig_error(steps: int) -> float:
+        ig = explainer.explain(face.crop, target=target, methods=["integrated_gradients"],
+                               params={"integrated_gradients": {"steps": steps}},
+                               on_progress=lambda f: report(min(1.0, steps / 800)))["integrated_gradients"]
+        return completeness(ig, delta).relative_error
+
+    return {"image_id": face.image_id, **steps_for_tolerance(ig_error, tolerance, start=50, maximum=800).to_dict()}
+
+
+def independent_methods(methods: Sequence[str], max_passes: float) -> list[str]:
+    """The methods whose map costs at most ``max_passes`` passes (0: all): the independent randomisation's.
+
+    Why a limit: the independent test recomputes every map on 6 more networks per sanity face; for occlusion
+    (121 passes a map), IG (50) and SmoothGrad (25) that would nearly double the whole run, so by default they
+    get the cascade and the random logit (their verdict) and the cheap methods get the independent test too."""
+    from app.evaluate.plan import map_passes
+
+    return [m for m in methods if max_passes <= 0 or map_passes([m]) <= max_passes]
+
+
+class _Explainers:
+    """One explainer per network copy (the original's is reused; a randomised copy's lives until the next)."""
+
+    def __init__(self, network: nn.Module, explainer: Any, gradcam_layer: str, methods: Sequence[str]) -> None:
+        self.original, self.explainer, self.layer, self.methods = network, explainer, gradcam_layer, list(methods)
+        self._other: tuple[int, Any] | None = None
+
+    def __call__(self, net: nn.Module, crop: Any, target: int,
+                 methods: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        from app.explain.engine import Explainer
+
+        wanted = list(methods) if methods is not None else self.methods
+        if net is self.original:
+            return self.explainer.explain(crop, target=target, methods=wanted)
+        if self._other is None or self._other[0] != id(net):
+            self._other = (id(net), Explainer(net, gradcam_layer=self.layer))
+        return self._other[1].explain(crop, target=target, methods=wanted)
+
+
+def run_sanity_phase(network: nn.Module, explainer: Any, gradcam_layer: str, faces: Sequence[BenchmarkFace],
+                     targets: Sequence[int], chosen: Sequence[int], methods: Sequence[str], kept: dict[int, Any],
+                     options: EvaluationOptions, report: Callable[[float], None]) -> dict[str, Any]:
+    """Cascade, independent stages and random logit on the chosen faces (their original maps reused)."""
+    explain = _Explainers(network, explainer, gradcam_layer, methods)
+    results = sanity.run_sanity(
+        explain, network, [faces[i].crop for i in chosen], [targets[i] for i in chosen], methods,
+        original=[kept[i] for i in chosen], independent=options.independent, random_logit=options.random_logit,
+        independent_methods=independent_methods(methods, options.independent_max_passes),
+        seed=options.seed, progress=report)
+    return {m: _round_tree(r.to_dict()) for m, r in results.items()}
+
+
+def run_robustness_phase(explainer: Any, faces: Sequence[BenchmarkFace], targets: Sequence[int],
+                         chosen: Sequence[int], methods: Sequence[str], kept: dict[int, Any],
+                         options: EvaluationOptions, report: Callable[[float], None]) -> dict[str, Any]:
+    """Max/avg sensitivity and local Lipschitz per method on the chosen faces, with the between-faces reference."""
+    import torch
+
+    from app.explain.engine import prepare_input
+
+    images = {i: prepare_input(faces[i].crop)[0].numpy() for i in chosen}
+    values: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in methods}
+    for k, i in enumerate(chosen):
+        copies = robustness.noisy_copies(images[i], options.robustness_samples, noise=options.robustness_noise,
+                                         seed=options.seed + i)
+        noisy = [explainer.explain(torch.from_numpy(c[None]), target=targets[i], methods=list(methods))
+                 for c in copies]
+        for m in methods:
+            for key, value in robustness.sensitivity(kept[i][m], [n[m] for n in noisy], images[i],
+                                                     list(copies)).items():
+                values[m][key].append(value)
+        report((k + 1) / len(chosen))
+    seed = options.seed
+    out: dict[str, Any] = {"faces": len(chosen), "samples": options.robustness_samples,
+                           "noise": options.robustness_noise, "methods": {}}
+    for m in methods:
+        reference = robustness.between_faces_sensitivity([kept[i][m] for i in chosen], [images[i] for i in chosen])
+        out["methods"][m] = {**{k: _interval(v, seed) for k, v in values[m].items()},
+                             "reference": {k: _interval(v, seed) for k, v in reference.items() if v}}
+    return out
+
+
+def _summarise_methods(passed: FacePass, methods: Sequence[str], seed: int) -> dict[str, Any]:
+    out = {}
+    for method in methods:
+        a = passed.methods[method]
+        out[method] = {
+            "localisation": {k: _interval(v, seed) for k, v in a.loc.items()},
+            "per_class": {c: {k: _r(np.mean(v)) for k, v in d.items()} for c, d in sorted(a.per_class.items())},
+            "faithfulness": {k: _interval(v, seed) for k, v in a.faith.items()},
+            "faithfulness_signed": {k: _interval(v, seed) for k, v in a.faith_signed.items()} or None,
+            "curves": {k: [_r(x) for x in np.mean(np.asarray(v), axis=0)] for k, v in a.curves.items()},
+            "curves_signed": {k: [_r(x) for x in np.mean(np.asarray(v), axis=0)]
+                              for k, v in a.curves_signed.items()} or None,
+            "complexity": {k: _interval(v, seed) for k, v in a.complexity.items()},
+            "context": {"areas": {k: _interval(v, seed) for k, v in a.areas.items()},
+                        "regions": {k: _r(np.mean(v)) for k, v in a.regions.items()}},
+            "completeness_error": _interval(a.complete, seed) if a.complete else None,
+        }
+    return out
 
 
 def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: BenchmarkSet, methods: Sequence[str], *,
@@ -117,172 +255,70 @@ def evaluate_model(network: nn.Module, labels: Sequence[str], benchmark: Benchma
 
     ``labels`` are the head's class ids in order; a face whose class the head does not know is left out.
     """
-    from app.explain.engine import Explainer, prepare_input
-    from app.explain.registry import get_method
+    from app.explain.engine import Explainer
+    from app.explain.registry import METHODS, get_method
 
     methods = list(dict.fromkeys(methods))
     for method in methods:
         get_method(method)
     network = network.eval()
-    report = progress or (lambda fraction, message: None)
     faces = [f for f in benchmark.faces if f.label in labels]
     if not faces:
         raise ValueError("no benchmark face belongs to a class this model knows")
-    explainer = Explainer(network, gradcam_layer=gradcam_layer)
+    targets = [list(labels).index(f.label) for f in faces]
     seed = options.seed
-    acc = {m: _Acc() for m in methods}
-    prior = localisation.centre_prior(112)
-    chance: dict[str, list[float]] = defaultdict(list)
-    occl: dict[str, list[float]] = defaultdict(list)
-    correct: dict[str, list[float]] = defaultdict(list)
-    per_image = []
-    regions = RegionConcordance(seed)  # issue 23: region concordance (app/evaluate/concordance.py)
-    sanity_share = 0.3
-    for n, face in enumerate(faces):
-        target = list(labels).index(face.label)
-        x = prepare_input(face.crop)
-        image = x[0].numpy()
-        logits = _logits(network)(image[None])[0]
-        correct[face.label].append(float(int(np.argmax(logits)) == target))
-        occlusion = ctx_metrics.context_occlusion(_logits(network), image, target)
-        for key, value in occlusion.to_dict().items():
-            occl[key].append(float(value))
-        occl["top1"].append(float(occlusion.rank == 1))
-        occl["top1_face_only"].append(float(occlusion.rank_face_only == 1))
-        control = localisation.score_map(prior, face.mask, options.tolerance_px)
-        for key in ("pointing", "mass", "rank", "area_share", "pointing_chance"):
-            chance[key].append(getattr(control, key))
-        started = [time.perf_counter()]
-        timing: dict[str, float] = {}
+    sanity_methods = [m for m in (options.sanity_methods or methods) if m in methods]
+    similarity_methods = [m for m in options.similarity_methods if m in methods]
+    chosen = spread(faces, options.sanity_faces)
+    do_sanity = bool(sanity_methods) and len(chosen) >= 2
+    do_robust = options.robustness_samples > 0 and len(chosen) >= 2
+    do_steps = "integrated_gradients" in methods and options.ig_tolerance > 0
+    phases = Phases(phase_costs(methods, n_faces=len(faces), sanity_faces=len(chosen) if do_sanity else 0,
+                                sanity_methods=sanity_methods, independent=options.independent,
+                                random_logit=options.random_logit,
+                                robustness_samples=options.robustness_samples if do_robust else 0,
+                                similarity_methods=similarity_methods, step_rule=do_steps,
+                                independent_methods=independent_methods(sanity_methods,
+                                                                        options.independent_max_passes)), progress)
+    explainer = Explainer(network, gradcam_layer=gradcam_layer)
+    signed = {m for m in methods if METHODS[m].signed}
 
-        def on_map(method: str, _: np.ndarray, started: list[float] = started, timing: dict = timing) -> None:
-            now = time.perf_counter()
-            timing[method] = now - started[0]
-            started[0] = now
-
-        maps = explainer.explain(face.crop, target=target, methods=methods, on_map=on_map)
-        score = _scorer(network, target)
-        delta = objective_change(network, x, target) if set(methods) & set(COMPLETE_METHODS) else 0.0
-        row: dict[str, Any] = {"image_id": face.image_id, "label": face.label, "methods": {}}
-        for method in methods:
-            a, values = acc[method], maps[method]
-            t0 = time.perf_counter()
-            loc = localisation.score_map(values, face.mask, options.tolerance_px)
-            for key in ("pointing", "mass", "rank"):
-                a.loc[key].append(getattr(loc, key))
-                a.per_class[face.label][key].append(getattr(loc, key))
-            faith = faithfulness.evaluate_faithfulness(score, image, values, fractions=options.fractions,
-                                                       road_percentages=options.road_percentages or None,
-                                                       seed=seed)
-            for key, value in faith.summary().items():
-                if value is not None:
-                    a.faith[key].append(value)
-            for name in ("deletion_morf", "deletion_lerf", "insertion_morf", "insertion_lerf", "road_morf",
-                         "road_lerf"):
-                curve = getattr(faith, name)
-                if curve is not None:
-                    a.curves[name].append(list(curve.scores))
-            regions.add(method, values, face.label)
-            shares = ctx_metrics.context_shares(values)
-            for key, value in shares.areas.items():
-                a.areas[key].append(value)
-            a.areas["context"].append(shares.context)
-            for key, value in shares.regions.items():
-                a.regions[key].append(value)
-            entry = {"pointing": loc.pointing, "mass": _r(loc.mass), "rank": _r(loc.rank),
-                     "deletion_morf_auc": _r(faith.deletion_morf.auc), "context": _r(shares.context)}
-            if method in COMPLETE_METHODS:
-                error = completeness(values, delta).relative_error
-                a.complete.append(error)
-                entry["completeness_error"] = _r(error)
-            a.seconds.append(timing.get(method, 0.0) + time.perf_counter() - t0)
-            row["methods"][method] = entry
-        per_image.append(row)
-        report((n + 1) / len(faces) * (1 - sanity_share), f"face {n + 1}/{len(faces)}")
-
-    step_rule = None
-    if "integrated_gradients" in methods and options.ig_tolerance > 0:
-        face = faces[0]
-        target = list(labels).index(face.label)
-        delta = objective_change(network, prepare_input(face.crop), target)
-
-        at = 1 - sanity_share  # the per-face part is done; the same fraction again is the job's heartbeat
-
-        def ig_error(steps: int) -> float:
-            ig = explainer.explain(face.crop, target=target, methods=["integrated_gradients"],
-                                   params={"integrated_gradients": {"steps": steps}},
-                                   on_progress=lambda f: report(at, f"IG step rule: {steps} steps"))[
-                                       "integrated_gradients"]
-            return completeness(ig, delta).relative_error
-
-        step_rule = {"image_id": face.image_id,
-                     **steps_for_tolerance(ig_error, options.ig_tolerance, start=50, maximum=800).to_dict()}
+    passed = score_faces(network, explainer, faces, targets, methods, signed=signed, options=options,
+                         keep=set(chosen), progress=phases.reporter("faces"))
+    step_rule = ig_step_rule(explainer, network, faces[0], targets[0], options.ig_tolerance,
+                             phases.fraction("step_rule", "IG step rule")) if do_steps else None
 
     from app.evaluate.similarity import similarity_localisation
 
-    similarity_methods = [m for m in options.similarity_methods if m in methods]
     similarity = similarity_localisation(
         explainer, network, faces, similarity_methods, tolerance=options.tolerance_px, seed=seed,
-        progress=lambda f: report(1 - sanity_share, f"similarity maps: {f:.0%}")) if similarity_methods else {}
-
-    sanity_methods = [m for m in (options.sanity_methods or methods) if m in methods]
-    sanity_result: dict[str, Any] = {}
-    chosen = _spread(faces, options.sanity_faces)
-    if sanity_methods and len(chosen) >= 2:
-        explainers: dict[int, Explainer] = {id(network): explainer}
-
-        def explain(net: nn.Module, crop: np.ndarray, target: int) -> dict[str, np.ndarray]:
-            if id(net) not in explainers:
-                explainers.clear()
-                explainers[id(network)] = explainer
-                explainers[id(net)] = Explainer(net, gradcam_layer=gradcam_layer)
-            return explainers[id(net)].explain(crop, target=target, methods=sanity_methods)
-
-        results = sanity.run_sanity(
-            explain, network, [faces[i].crop for i in chosen], [list(labels).index(faces[i].label) for i in chosen],
-            sanity_methods, seed=seed,
-            progress=lambda f: report(1 - sanity_share + sanity_share * f, "sanity checks"))
-        sanity_result = {m: _round_tree(r.to_dict()) for m, r in results.items()}
-
-    out_methods = {}
-    for method in methods:
-        a = acc[method]
-        out_methods[method] = {
-            "localisation": {k: _interval(v, seed) for k, v in a.loc.items()},
-            "per_class": {c: {k: _r(np.mean(v)) for k, v in d.items()} for c, d in sorted(a.per_class.items())},
-            "faithfulness": {k: _interval(v, seed) for k, v in a.faith.items()},
-            "curves": {k: [_r(x) for x in np.mean(np.asarray(v), axis=0)] for k, v in a.curves.items()},
-            "context": {"areas": {k: _interval(v, seed) for k, v in a.areas.items()},
-                        "regions": {k: _r(np.mean(v)) for k, v in a.regions.items()}},
-            "completeness_error": _interval(a.complete, seed) if a.complete else None,
-        }
-    report(1.0, "done")
+        progress=phases.fraction("similarity", "similarity maps")) if similarity_methods else {}
+    sanity_result = run_sanity_phase(network, explainer, gradcam_layer, faces, targets, chosen, sanity_methods,
+                                     passed.kept, options, phases.fraction("sanity", "sanity checks")) \
+        if do_sanity else {}
+    robust = run_robustness_phase(explainer, faces, targets, chosen, methods, passed.kept, options,
+                                  phases.fraction("robustness", "robustness")) if do_robust else {}
+    phases.done()
     return {
         "format": FORMAT,
         "benchmark": {**benchmark.spec, "n_faces": len(faces), "skipped": benchmark.skipped},
         "options": options.to_dict(),
         "methods": methods,
-        "chance": {"area_share": _interval(chance["area_share"], seed),
-                   "pointing_chance": _interval(chance["pointing_chance"], seed),
-                   "centre_prior": {k: _interval(chance[k], seed) for k in ("pointing", "mass", "rank")}},
+        "signed_methods": [m for m in methods if m in signed],
+        "chance": _chance(faces, options.tolerance_px, seed),
         "area_fraction": {k: _r(v) for k, v in ctx_metrics.context_shares(np.ones((112, 112))).areas.items()},
-        "scores": out_methods,
+        "complexity_reference": {"flat": {"sparseness": 0.0, "complexity": _r(np.log(112 * 112))},
+                                 "mask": {k: _interval(v, seed) for k, v in passed.mask_complexity.items()}},
+        "scores": _summarise_methods(passed, methods, seed),
         "sanity": sanity_result,
-        "context_occlusion": {k: _interval(v, seed) for k, v in occl.items()},
+        "robustness": robust,
+        "context_occlusion": {k: _interval(v, seed) for k, v in passed.occlusion.items()},
         "ig_step_rule": _round_tree(step_rule),
         "similarity": similarity,
-        "region_concordance": regions.summary(),
-        "accuracy": {c: _r(np.mean(v)) for c, v in sorted(correct.items())},
-        "per_image": per_image,
-        "timings": {m: _r(np.mean(acc[m].seconds)) for m in methods},
+        "region_concordance": passed.regions.summary(),  # issue 23 (app/evaluate/concordance.py)
+        "accuracy": {c: _r(np.mean(v)) for c, v in sorted(passed.correct.items())},
+        "per_image": passed.per_image,
+        # not results: how long it took (seconds per face and method, per phase; the caller adds the run's)
+        "timings": {"seconds_per_face": {m: _r(np.mean(passed.methods[m].seconds)) for m in methods},
+                    "phases": phases.seconds()},
     }
-
-
-def _round_tree(value: Any) -> Any:
-    if isinstance(value, float):
-        return _r(value)
-    if isinstance(value, dict):
-        return {k: _round_tree(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round_tree(v) for v in value]
-    return value

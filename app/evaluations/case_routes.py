@@ -67,7 +67,7 @@ def measure(request: Request, db: Any, user: Any, explanation_id: str) -> dict[s
     shares = context_metrics.context_shares(values)
     out = {"explanation_id": row.id, "method": row.method, "target": row.target_id, "model": model.version,
            "deletion_morf": morf.to_dict(), "deletion_lerf": lerf.to_dict(),
-           "deletion_gap": round(lerf.auc - morf.auc, 6), "context": shares.to_dict()}
+           "deletion_gap": round(lerf.auc - morf.auc, 6), "order": "magnitude", "context": shares.to_dict()}
     with _lock:
         _cache[row.id] = out
         while len(_cache) > 256:

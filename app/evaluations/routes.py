@@ -30,7 +30,8 @@ from app.web.templating import render
 api = APIRouter(tags=["evaluations"])
 pages = APIRouter(include_in_schema=False)
 
-FIGURES = ("localisation.png", "deletion.png", "insertion.png", "road.png", "context.png", "sanity.png")
+FIGURES = ("localisation.png", "deletion.png", "deletion_signed.png", "insertion.png", "road.png", "context.png",
+           "sanity.png")
 
 
 class EvaluateBody(BaseModel):
@@ -44,6 +45,8 @@ class EvaluateBody(BaseModel):
     road_percentages: list[float] | None = Field(default=None, max_length=9)
     sanity_faces: int | None = Field(default=None, ge=0, le=50)
     ig_tolerance: float | None = Field(default=None, ge=0, le=1)
+    seeds: int | None = Field(default=None, ge=1, le=10)
+    robustness_samples: int | None = Field(default=None, ge=0, le=20)
     recompute: bool = False
 
 
@@ -132,9 +135,14 @@ def _page_context(db: Session, model: LoadedModel, run: str | None) -> dict[str,
     pending = shown if shown is not None and shown.state in (QUEUED, RUNNING) else service.newest(
         db, model=model, states=(QUEUED, RUNNING))
     job = db.get(Job, pending.job_id) if pending is not None and pending.job_id else None
+    from app.evaluate.scorecard import FORMAT
+
+    # a scorecard of an older format lacks today's columns and verdicts: the page offers a recompute instead
+    card = done.result if done is not None and (done.result or {}).get("format") == FORMAT else None
     runs = service.runs_for(db, model_id=model.card.id, limit=10)
-    return {"model": model, "run": done, "card": done.result if done else None, "pending": pending, "job": job,
-            "runs": runs, "run_states": _run_states(db, runs), "figures": FIGURES}
+    return {"model": model, "run": done if card else None, "card": card, "pending": pending, "job": job,
+            "runs": runs, "run_states": _run_states(db, runs), "figures": FIGURES,
+            "expected": service.expected_duration(service.DEFAULT_SPEC)}
 
 
 def _run_states(db: Session, runs: list[Evaluation]) -> dict[str, str]:

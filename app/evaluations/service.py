@@ -48,6 +48,29 @@ def request_evaluation(session: Session, *, user: User, model: LoadedModel, spec
     return row, job
 
 
+def expected_duration(spec: EvaluationSpec) -> dict[str, Any] | None:
+    """The run's expected seconds on the bench's machine when idle, from the bench-fitted cost model (None if
+    the bench has not fitted one): what the page says instead of a fixed phrase."""
+    from app.evaluate.plan import COST_MODEL, expected_seconds, phase_costs
+    from app.evaluate.scorecard import EvaluationOptions, independent_methods
+
+    spec = spec.resolved()
+    faces = len(spec.classes or range(8)) * spec.per_class * spec.seeds
+    sanity_faces = min(spec.sanity_faces, faces)
+    costs = phase_costs(list(spec.methods), n_faces=faces, sanity_faces=sanity_faces if sanity_faces >= 2 else 0,
+                        sanity_methods=list(spec.sanity_methods or spec.methods), independent=True,
+                        random_logit=True, robustness_samples=spec.robustness_samples,
+                        similarity_methods=[m for m in ("gradcam", "saliency", "integrated_gradients")
+                                            if m in spec.methods],
+                        step_rule="integrated_gradients" in spec.methods and spec.ig_tolerance > 0,
+                        independent_methods=independent_methods(list(spec.sanity_methods or spec.methods),
+                                                                EvaluationOptions().independent_max_passes))
+    seconds = expected_seconds(costs, threads=2)
+    if seconds is None:
+        return None
+    return {"seconds": round(seconds), "machine": COST_MODEL.get("machine", ""), "load": COST_MODEL.get("load")}
+
+
 def runs_for(session: Session, *, model_id: str, limit: int = 50) -> list[Evaluation]:
     return list(session.scalars(select(Evaluation).where(Evaluation.model_id == model_id)
                                 .order_by(Evaluation.created_at.desc()).limit(limit)))

@@ -50,7 +50,8 @@ def test_derived_data_sets_change_only_the_studied_factor(tiny_data: Path, tmp_p
 def test_small_experiment_writes_the_report_of_its_numbers(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     experiment = run_experiment(tiny_data, out, rare_class="syn_a", ratios=(4,), epochs=1, methods=("gradcam",),
-                                faces_per_other=1, road_percentages=(0.5,), threads=1, log=lambda m: None)
+                                faces_per_other=1, road_percentages=(0.5,), threads=1, seeds=2,
+                                log=lambda m: None)
     assert list(experiment["conditions"]) == ["balanced", "rare_1to4", "shortcut"]
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["conditions"]["rare_1to4"]["train_counts"]["syn_a"] == 1
@@ -65,3 +66,8 @@ def test_small_experiment_writes_the_report_of_its_numbers(tiny_data: Path, tmp_
     assert (out / "mass_accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "context_share.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "work").exists()
+    rare = on_disk["conditions"]["balanced"]
+    assert rare["seeds"] == 2 and len(rare["top1_by_seed"]) == 2
+    # the context column is the rare class's own faces, not the mean over every face
+    rows = [r for c in [rare["scorecard"]] for r in c["per_image"] if r["label"] == "syn_a"]
+    assert rows and "hair_background" in rows[0]["methods"]["gradcam"]

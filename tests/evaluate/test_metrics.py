@@ -132,7 +132,7 @@ def test_deletion_curve_equals_a_slow_loop() -> None:
         return (batch * weights).sum(axis=(1, 2, 3))
 
     fractions = (0.0, 0.25, 0.5, 1.0)
-    fast = faithfulness.deletion_curve(linear, image, attribution, fractions)
+    fast = faithfulness.deletion_curve(linear, image, attribution, fractions, order="signed")
     order = sorted(range(112 * 112), key=lambda i: (-attribution.ravel()[i], i))
     for f, value in zip(fractions, fast.scores, strict=True):
         slow = image.copy()
@@ -207,30 +207,87 @@ def test_completeness_and_step_rule() -> None:
     assert steps_for_tolerance(lambda steps: 1.0, 0.01, start=50, maximum=120).steps is None
 
 
-def test_sanity_similarities_of_known_pairs_and_the_cascade_leaves_the_model_alone() -> None:
-    import copy
+def test_a_signed_map_whose_negative_half_goes_first_gains_no_gap_under_magnitude_order() -> None:
+    """The issue's known answer: removing negative evidence first inflates a signed-order gap, not |map|'s."""
+    rng = np.random.default_rng(8)
+    image = _image(8)
+    weights = rng.normal(size=(3, 112, 112))
 
-    import torch
+    def linear(batch: np.ndarray) -> np.ndarray:
+        return (batch * weights).sum(axis=(1, 2, 3))
 
-    from app.evaluate import sanity
-    from app.nets.iresnet import build_network
+    # a map whose sign follows each pixel's contribution but whose magnitude says nothing (flat |map|)
+    contribution = ((image - faithfulness.BASELINE) * weights).sum(axis=0)
+    signed = np.sign(contribution)
+    by_sign = faithfulness.evaluate_faithfulness(linear, image, signed, road_percentages=None, order="signed")
+    by_magnitude = faithfulness.evaluate_faithfulness(linear, image, signed, road_percentages=None)
+    assert by_sign.deletion_gap > 10  # LeRF removed the negative half first: the score rose, the gap is large
+    assert by_magnitude.deletion_gap == pytest.approx(0.0, abs=1e-9)  # flat |map|: the order carries nothing
+    assert by_magnitude.order == "magnitude" and by_sign.order == "signed"
+    # an unsigned map is ordered the same either way
+    unsigned = np.abs(rng.normal(size=(112, 112)))
+    a = faithfulness.evaluate_faithfulness(linear, image, unsigned, road_percentages=None)
+    b = faithfulness.evaluate_faithfulness(linear, image, unsigned, road_percentages=None, order="signed")
+    assert a.deletion_gap == b.deletion_gap
 
-    rng = np.random.default_rng(6)
-    a = rng.normal(size=(112, 112))
-    assert sanity.similarities(a, a) == pytest.approx({"spearman": 1.0, "ssim": 1.0, "hog": 1.0})
-    assert sanity.spearman_abs(a, -a) == pytest.approx(1.0)  # magnitudes: the sign is not compared
-    unrelated = sanity.similarities(a, rng.normal(size=(112, 112)))
-    assert abs(unrelated["spearman"]) < 0.05 and abs(unrelated["hog"]) < 0.2
-    summary = sanity.summarise_sanity("m", [a, a[::-1]], {"head": [a, a[::-1]]})
-    assert summary.per_stage["head"]["spearman"].mean == pytest.approx(1.0) and not summary.passes
 
-    torch.manual_seed(0)
-    network = build_network("iresnet18", num_classes=3, width=0.25).eval()
-    before = copy.deepcopy(network.state_dict())
-    stages = list(sanity.cascading_randomisation(network, seed=1))
-    assert [name for name, _ in stages] == [name for name, _ in sanity.CASCADE]
-    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
-    head_only = stages[0][1].state_dict()
-    assert not torch.equal(head_only["head.weight"], before["head.weight"])
-    assert torch.equal(head_only["layer4.0.conv1.weight"], before["layer4.0.conv1.weight"])  # not yet
-    assert not torch.equal(stages[-1][1].state_dict()["conv1.weight"], before["conv1.weight"])
+def test_faithfulness_correlation_of_a_linear_model() -> None:
+    rng = np.random.default_rng(9)
+    image = _image(9)
+    weights = rng.normal(size=(3, 112, 112))
+
+    def linear(batch: np.ndarray) -> np.ndarray:
+        return (batch * weights).sum(axis=(1, 2, 3))
+
+    subsets = faithfulness.random_subsets(image.shape, runs=60, seed=1)
+    drops = faithfulness.subset_drops(linear, image, subsets)
+    # a map equal to each value's contribution (summed over channels) explains the drops well; noise does not
+    exact = ((image - faithfulness.BASELINE) * weights).sum(axis=0)
+    assert faithfulness.faithfulness_correlation(exact, subsets, drops) > 0.5
+    assert abs(faithfulness.faithfulness_correlation(rng.normal(size=(112, 112)), subsets, drops)) < 0.35
+    assert faithfulness.faithfulness_correlation(np.ones((112, 112)), subsets, drops) == 0.0
+
+
+def test_top_k_auc_and_the_fitted_centre_prior() -> None:
+    mask = _mask()
+    assert localisation.top_k_intersection(mask.astype(float), mask, k=100) == 1.0
+    assert localisation.top_k_intersection((~mask).astype(float), mask, k=100) == 0.0
+    assert localisation.roc_auc(mask.astype(float), mask) == 1.0
+    assert localisation.roc_auc(np.zeros((112, 112)), mask) == 0.5  # all tied: chance
+    rng = np.random.default_rng(1)
+    assert localisation.roc_auc(rng.normal(size=(112, 112)), mask) == pytest.approx(0.5, abs=0.03)
+    # a mask on the centre wants the narrowest prior; masks 25 px off centre (eyes, say) a wider one
+    central = [_mask(50, 62, 50, 62)] * 3
+    eyes = [_mask(26, 36, 20, 92)] * 3
+    sigma_central, masses = localisation.fit_centre_prior(central)
+    sigma_eyes, _ = localisation.fit_centre_prior(eyes)
+    assert sigma_central == min(localisation.PRIOR_SIGMAS) and masses[sigma_central] == max(masses.values())
+    assert sigma_eyes > sigma_central
+
+
+def test_complexity_and_sparseness_of_known_maps() -> None:
+    from app.evaluate import complexity
+
+    flat = np.ones((112, 112))
+    spike = np.zeros((112, 112))
+    spike[5, 5] = 3.0
+    assert complexity.sparseness(flat) == pytest.approx(0.0, abs=1e-9)
+    assert complexity.sparseness(spike) > 0.99
+    assert complexity.complexity(flat) == pytest.approx(np.log(112 * 112))
+    assert complexity.complexity(spike) == pytest.approx(0.0)
+    assert complexity.sparseness(-2 * flat) == complexity.sparseness(flat)  # magnitudes, scale-free
+
+
+def test_robustness_of_a_map_that_ignores_noise_and_one_that_is_noise() -> None:
+    from app.evaluate import robustness
+
+    rng = np.random.default_rng(2)
+    image = _image(2)
+    copies = robustness.noisy_copies(image, 3, seed=0)
+    assert np.abs(copies - image).max() <= robustness.NOISE + 1e-6
+    steady = rng.normal(size=(112, 112))
+    assert robustness.sensitivity(steady, [steady] * 3)["max_sensitivity"] == 0.0
+    noise = robustness.sensitivity(steady, [rng.normal(size=(112, 112)) for _ in range(3)], image, list(copies))
+    assert noise["max_sensitivity"] >= noise["avg_sensitivity"] > 1.0 and noise["lipschitz"] > 0
+    ref = robustness.between_faces_sensitivity([steady, 2 * steady], [image, image + 1])
+    assert ref["sensitivity"] == pytest.approx([1.0, 0.5])
