@@ -18,7 +18,7 @@ from app.ratings.models import Rating, RatingStudy
 from app.settings import Settings, get_settings
 from app.synth.generate import generate_one
 from tests.conftest import Account, browser_headers, login, upload
-from tests.test_explanations_api import wait_for
+from tests.explanations.test_api import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from app.gaze import results_cache, synthetic
 from app.gaze.models import Fixation, GazeImport
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
-from tests.test_explanations_api import wait_for
+from tests.explanations.test_api import wait_for
 
 pytestmark = pytest.mark.postgres
 

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Account, login
-from tests.test_explanations_api import png_size, wait_for
+from tests.explanations.test_api import png_size, wait_for
 
 SPEC = {"methods": ["gradcam", "guided_backprop"], "per_class": 1, "classes": ["syn_a", "syn_d", "syn_g"],
         "road_percentages": [0.5], "sanity_faces": 3}

@@ -16,7 +16,7 @@ from app.diagnoses.models import Diagnosis
 from app.diagnoses.service import normalise_omim
 from app.errors import DomainError
 from tests.conftest import Account, browser_headers, login
-from tests.test_case_review import case_row, user_ids
+from tests.cases.test_review import case_row, user_ids
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from app.cohorts.demo import import_demo_cohort
 from app.explanations.models import Explanation
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
-from tests.test_explanations_api import wait_for
+from tests.explanations.test_api import wait_for
 
 SYNDROME = "syn_d"
 METHODS = ["gradcam", "similarity_decomposition"]

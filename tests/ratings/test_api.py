@@ -24,7 +24,7 @@ from app.synth.generate import generate_one
 from app.synth.regions import REGION_IDS
 from app.web.errors import NotFound
 from tests.conftest import Account, browser_headers, login, upload
-from tests.test_explanations_api import wait_for
+from tests.explanations.test_api import wait_for
 
 QUICK = ["saliency", "gradcam", "occlusion"]
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.explain.registry import METHODS
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
-from tests.test_explanations_api import wait_for
+from tests.explanations.test_api import wait_for
 
 QUICK = ["saliency", "gradcam", "similarity_decomposition"]
 

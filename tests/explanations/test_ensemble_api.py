@@ -31,7 +31,7 @@ from app.synth.generate import generate_one
 from app.web.factory import create_app
 from tests.conftest import Account, make_account, upload
 from tests.nets.test_ensemble import DEMO, gallery_crops
-from tests.test_explanations_api import wait_for
+from tests.explanations.test_api import wait_for
 
 LINEAR = ["input_x_gradient", "gradcam"]
 
