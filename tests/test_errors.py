@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from app.cases.models import Case
 from app.errors import DomainError, NotFound
 from app.explain.registry import DEFAULT_PANEL, METHODS, UnknownMethod, get_method, require_methods
-from tests.conftest import Account, login
 from tests.cases.test_review import case_row, user_ids
+from tests.conftest import Account, login
 
 APP = Path(__file__).resolve().parents[1] / "app"
 #: The web layer's part of each domain folder: route and page modules may import app.web (deps, templating).

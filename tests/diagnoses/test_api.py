@@ -15,8 +15,8 @@ from app.cases.models import Case
 from app.diagnoses.models import Diagnosis
 from app.diagnoses.service import normalise_omim
 from app.errors import DomainError
-from tests.conftest import Account, browser_headers, login
 from tests.cases.test_review import case_row, user_ids
+from tests.conftest import Account, browser_headers, login
 
 
 @pytest.fixture

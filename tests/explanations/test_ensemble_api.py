@@ -30,8 +30,8 @@ from app.settings import Settings
 from app.synth.generate import generate_one
 from app.web.factory import create_app
 from tests.conftest import Account, make_account, upload
-from tests.nets.test_ensemble import DEMO, gallery_crops
 from tests.explanations.test_api import wait_for
+from tests.nets.test_ensemble import DEMO, gallery_crops
 
 LINEAR = ["input_x_gradient", "gradcam"]
 
