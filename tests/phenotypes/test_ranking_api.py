@@ -109,8 +109,9 @@ def test_unknown_and_obsolete_terms_are_clear_422s(client: TestClient, alice: Ac
 
 def test_predict_keeps_the_gestaltmatcher_shape(client: TestClient, alice: Account, face_jpeg: bytes) -> None:
     body = client.post("/predict", json={"img": base64.b64encode(face_jpeg).decode()}, headers=alice.headers).json()
+    # the phenotype adds nothing to /predict (ranked_by is the gallery's sibling field, issue 22)
     assert set(body) == {"model_version", "gallery_version", "suggested_genes_list", "suggested_syndromes_list",
-                         "out_of_distribution"}
+                         "out_of_distribution", "ranked_by"}
     assert set(body["suggested_syndromes_list"][0]) == {"syndrome_name", "omim_id", "distance", "gestalt_score",
                                                          "image_id", "subject_id"}
 
