@@ -29,6 +29,9 @@ class DomainError(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        legacy = extra.pop("status_code", None)  # the old ApiError keyword: a status, never an extra field
+        if status is None and legacy is not None:
+            status = int(legacy)
         self.status = type(self).status if status is None else status
         self.extra = extra
 

@@ -217,7 +217,7 @@ def retry_maps(session: Session, *, study: RatingStudy, user: User, model: Loade
                 unavailable.append(row)
     if unavailable and not retry:
         raise StudyError("maps_unavailable", unavailable_detail(session, study=study, rows=unavailable,
-                                                                 model=model), status_code=409)
+                                                                 model=model), status=409)
     jobs = []
     for case_id, rows in retry.items():
         case = session.get(Case, case_id)
