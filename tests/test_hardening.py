@@ -225,7 +225,8 @@ def test_an_unreachable_database_is_a_json_503_and_readiness_says_so(tmp_path: P
 
 
 def test_readiness_reports_database_and_broker(client: TestClient) -> None:
-    assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "broker": "not_used"}
+    assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "broker": "not_used",
+                                             "storage": "ok"}
 
 
 # --- 9. dates at the end of the calendar ----------------------------------------------------------------
