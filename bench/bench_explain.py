@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -297,14 +296,7 @@ def occlusion_detail(network: IResNet, x: torch.Tensor, repeat: int) -> None:
 
 # --- main ---------------------------------------------------------------------------------------------
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from app.explain.fast_plan import cpu_name  # noqa: E402  (one definition: the plan keys on it too)
 
 
 def cpu_features() -> str:
