@@ -152,8 +152,9 @@ def test_a_server_killed_between_writing_an_upload_and_committing_leaves_no_orph
     server = serve(env, log, port)
     locker = engine.connect()
     try:
-        # Hold the cases table: the upload writes its files, then waits for its INSERT — where we kill it.
-        locker.execute(text("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE"))
+        # Block writes to the cases table (SHARE mode: reads still pass, as the upload ranks the photo against
+        # shared cases first): the upload writes its files, then waits for its INSERT — where we kill it.
+        locker.execute(text("LOCK TABLE cases IN SHARE MODE"))
         outcome: list[object] = []
 
         def send() -> None:

@@ -7,11 +7,13 @@ processes on any number of machines claim and run them against the same database
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 from typing import Protocol
 
+from kombu import pools as kombu_pools
 from sqlalchemy.exc import OperationalError
 
 from app.jobs import service
@@ -108,7 +110,15 @@ class CeleryRunner:
         self.celery.send_task(RUN_JOB_TASK, args=[job_id])
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Close this app's broker connections. kombu keeps one connection pool (and one producer pool) per
+        broker address for the whole process and hands it to every Celery app on that address; a closed pool
+        left in that registry made the next app in the process fail with "Acquire on closed pool", so the
+        closed pools are taken out of it."""
+        connection = self.celery.connection_for_write()
         self.celery.pool.force_close_all()
+        for group in (kombu_pools.producers, kombu_pools.connections):
+            with contextlib.suppress(KeyError):
+                del group[connection]
 
 
 def make_runner(settings: Settings, context: WorkerContext) -> JobRunner:
