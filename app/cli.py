@@ -144,12 +144,23 @@ def user_list() -> None:
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes (one model instance each).")] = 1,
     loglevel: Annotated[str, typer.Option()] = "INFO",
+    lanes: Annotated[str, typer.Option(help="Lanes this worker serves: interactive, batch or both (comma-separated); "
+                                            "run one worker per lane so batch work never holds a clinician up.")]
+    = "interactive,batch",
 ) -> None:
     """Run a Celery worker against GESTALTLENS_BROKER_URL (for GESTALTLENS_JOB_RUNNER=celery)."""
     import app.tasks  # noqa: F401  (registers every job kind and the worker context)
-    from app.jobs.celery_app import make_celery
+    from app.jobs.celery_app import make_celery, worker_queues
+    from app.jobs.lanes import parse_lanes
+    from app.settings import get_settings
 
-    make_celery().worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork"])
+    try:
+        chosen = parse_lanes(lanes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--lanes") from exc
+    queues = ",".join(worker_queues(get_settings(), chosen))
+    make_celery().worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork",
+                               f"--queues={queues}", f"--hostname={'-'.join(chosen)}@%h"])
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from app.cohorts import service, views
 from app.errors import DomainError
 from app.explain import render as map_render
 from app.explain.registry import DEFAULT_PANEL, METHODS, require_methods
+from app.jobs.registry import lane_of
 from app.predictions.serving import ServedModel, require_model
 from app.web.deps import CurrentUser, DbSession, client_ip
 from app.web.errors import ApiError, NotFound
@@ -59,7 +60,7 @@ def _request(request: Request, db: Session, *, user: User, syndrome_id: str, bod
                  detail={"methods": methods, "model": model.version, "cases": len(group.cases)})
     db.commit()
     if job_id is not None and row.state == "queued" and row.job_id == job_id:
-        submit_or_fail(request, job_id)
+        submit_or_fail(request, job_id, lane_of(service.COHORT_JOB))
     return {"cohort": service.cohort_out(group), "result": service.result_out(row), "job_id": job_id}
 
 

@@ -59,7 +59,7 @@ def _compare(request: Request, db: Session, *, user: User, case_id: str, spec: s
                      detail={"reference_kind": reference.kind, "methods": chosen, "model": model.version})
     db.commit()
     for job in jobs:
-        submit_or_fail(request, job.id)
+        submit_or_fail(request, job.id, job.lane)
     value = service.similarity(request.app.state.photo_store, case=case, model=model, reference=reference)
     out = service.comparison_out(case=case, reference=reference, rows=rows, value=value, jobs=[j.id for j in jobs])
     out["model"] = model.version

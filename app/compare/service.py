@@ -35,7 +35,7 @@ from app.errors import DomainError
 from app.explain.fast import EXACT
 from app.explain.registry import METHODS, require_methods
 from app.explanations.models import Explanation
-from app.explanations.service import EXPLAIN_JOB, explanation_out, is_stuck, params_key
+from app.explanations.service import EXPLAIN_JOB, expected_seconds, explanation_out, is_stuck, params_key
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
@@ -178,7 +178,8 @@ def comparison_rows(session: Session, *, user: User, case: Case, model: LoadedMo
     created = []
     for owner_case, pending in jobs.values():
         job = job_service.create_job(session, kind=EXPLAIN_JOB, owner=user, case_id=owner_case.id,
-                                     payload={"explanation_ids": [row.id for row in pending]})
+                                     payload={"explanation_ids": [row.id for row in pending]},
+                                     estimated_s=expected_seconds(pending))
         for row in pending:
             row.job_id = job.id
         created.append(job)

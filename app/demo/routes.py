@@ -32,7 +32,7 @@ async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) 
 
     job = await run_in_threadpool(_create)
     try:
-        request.app.state.jobs.submit(job.id)
+        request.app.state.jobs.submit(job.id, job.lane)
     except Exception as exc:  # any broker error means the job will never run
         job_service.finish(request.app.state.sessions, job.id, error=f"the job queue is unreachable: {exc}")
         raise ApiError(503, "queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc

@@ -71,7 +71,7 @@ def _ask(request: Request, db: Session, *, user: Any, model: LoadedModel, spec: 
     row, job = service.request_evaluation(db, user=user, model=model, spec=spec, recompute=recompute)
     db.commit()
     if job is not None:
-        submit_or_fail(request, job.id)
+        submit_or_fail(request, job.id, job.lane)
         db.refresh(row)
     return row, job
 

@@ -42,7 +42,9 @@ def request_evaluation(session: Session, *, user: User, model: LoadedModel, spec
                      requested_by=user.id)
     session.add(row)
     session.flush()
-    job = job_service.create_job(session, kind="evaluate", payload={"evaluation_id": row.id}, owner=user)
+    expected = expected_duration(spec)
+    job = job_service.create_job(session, kind="evaluate", payload={"evaluation_id": row.id}, owner=user,
+                                 estimated_s=expected["seconds"] if expected else None)
     row.job_id = job.id
     session.flush()
     return row, job

@@ -22,6 +22,7 @@ from app.errors import DomainError
 from app.explanations import service, views
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
+from app.jobs.outlook import outlook_for
 from app.nets.registry import LoadedModel
 from app.predictions.service import decode_png, latest_run, rank_crop, store_run
 from app.predictions.serving import require_model
@@ -95,7 +96,7 @@ def _request_maps(request: Request, db: Session, *, user: User, case_id: str, bo
             if attempt:
                 raise
     if job is not None:
-        submit_or_fail(request, job.id)
+        submit_or_fail(request, job.id, job.lane)
     return job_id, rows
 
 
@@ -118,7 +119,7 @@ def get_job(job_id: str, user: CurrentUser, db: DbSession) -> dict[str, Any]:
     job = get_job_for(db, job_id=job_id, user=user)
     if job is None:
         raise NotFound("job")
-    return job_service.job_out(job)
+    return job_service.job_out(job, outlook_for(db, job))
 
 
 def _done_row(db: Session, user: User, explanation_id: str) -> Explanation:

@@ -151,6 +151,21 @@ def job_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]]) ->
     return float(sum(costs.values()))
 
 
+def expected_seconds(rows: Sequence[Explanation]) -> float | None:
+    """Seconds a job computing ``rows`` should take: the engine's passes (shared passes counted once per group of
+    maps on one image) times the bench-fitted seconds per pass (app/evaluate/cost_model.json). The job's real
+    durations then calibrate it per machine (app.jobs.outlook)."""
+    from app.evaluate.plan import expected_seconds as seconds_for
+
+    groups: dict[tuple[Any, ...], dict[str, float]] = {}
+    for row in rows:
+        params = {k: v for k, v in dict(row.params).items() if k != "member"}
+        passes = get_method(row.method).passes(params)  # validated when the row was asked for
+        group = (row.target_index, row.objective, row.subject, row.mode, dict(row.params).get("member"))
+        groups.setdefault(group, {}).update(passes)
+    return seconds_for({str(i): sum(c.values()) for i, c in enumerate(groups.values())}, threads=2)
+
+
 def check_cost(methods: Sequence[str], params: Mapping[str, Mapping[str, Any]], *, networks: int = 1) -> None:
     """``networks``: how many networks each map runs on (an ensemble's averaged maps run on every member)."""
     cost = job_cost(methods, params) * networks
@@ -211,7 +226,8 @@ def request_explanations(
     job = None
     if pending:
         job = job_service.create_job(session, kind=EXPLAIN_JOB, owner=user, case_id=case.id,
-                                     payload={"explanation_ids": [row.id for row in pending]})
+                                     payload={"explanation_ids": [row.id for row in pending]},
+                                     estimated_s=expected_seconds(pending))
         for row in pending:
             row.job_id = job.id
         session.flush()

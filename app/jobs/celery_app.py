@@ -15,6 +15,7 @@ from collections.abc import Callable
 from celery import Celery
 from celery.signals import worker_process_init
 
+from app.jobs.lanes import BATCH, LANES, queue_name
 from app.jobs.registry import WorkerContext
 from app.settings import Settings, get_settings
 
@@ -47,6 +48,11 @@ def _preload(**_: object) -> None:
         worker_context().model()
 
 
+def worker_queues(settings: Settings, lanes: tuple[str, ...] = LANES) -> list[str]:
+    """The broker queues a worker serving ``lanes`` consumes (one per lane)."""
+    return [queue_name(settings.job_queue, lane) for lane in lanes]
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     celery = Celery("gestaltlens", broker=settings.broker_url, backend=None)
@@ -58,7 +64,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        task_default_queue=settings.job_queue,
+        task_default_queue=queue_name(settings.job_queue, BATCH),  # each job is sent to its lane's queue
         # A web request publishing a job must not hang on a dead broker: retry briefly, then fail the job.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         # A worker killed with -9 never acknowledges its message; Redis hands it out again only after the
@@ -75,11 +81,11 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
     @celery.task(name=RUN_JOB_TASK, bind=True, max_retries=20)
     def run_job_task(self, job_id: str) -> None:
-        from app.jobs.execute import TryLater, run_job
+        from app.jobs.execute import TryLater, run_message
         from app.jobs.service import JobBusy, lease
 
         try:
-            run_job(job_id, worker_context())
+            run_message(job_id, worker_context())  # the lane's next job in the fair order (often this one)
         except JobBusy as exc:  # a re-delivered copy while the first worker still works: look again later
             raise self.retry(countdown=lease().total_seconds(), exc=exc) from exc
         except TryLater as exc:  # database or disk failed under the job: offer it again once the lease is over

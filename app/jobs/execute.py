@@ -13,8 +13,10 @@ import logging
 import time
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
 
 from app.jobs import service
+from app.jobs.models import Job
 from app.jobs.registry import KINDS, WorkerContext
 
 log = logging.getLogger("gestaltlens.jobs")
@@ -46,6 +48,7 @@ def _record(context: WorkerContext, job_id: str, *, error: str | None, worker: s
 
 
 def run_job(job_id: str, context: WorkerContext) -> None:
+    """Run this one job (claimed first); the lane's order is not consulted (tests, and jobs run by hand)."""
     try:
         job = service.claim(context.sessions, job_id)
     except TRANSIENT as exc:
@@ -53,6 +56,35 @@ def run_job(job_id: str, context: WorkerContext) -> None:
     if job is None:
         log.info("job %s is not queued (finished, cancelled with its case, or taken); skipped", job_id)
         return
+    _run_claimed(job, context)
+
+
+def run_next(lane: str, context: WorkerContext, *, own: str | None = None) -> Job | None:
+    """Claim and run the job whose turn it is in ``lane`` (:func:`app.jobs.service.claim_next`); returns it,
+    or None when the lane has nothing to run. ``own``: the job a broker message named."""
+    try:
+        job = service.claim_next(context.sessions, lane, own=own)
+    except TRANSIENT as exc:
+        raise TryLater(f"lane {lane}: no job could be claimed ({type(exc).__name__}: {exc})") from exc
+    if job is not None:
+        _run_claimed(job, context)
+    return job
+
+
+def run_message(job_id: str, context: WorkerContext) -> None:
+    """A broker message for ``job_id``: run the job whose turn it is in that job's lane."""
+    try:
+        with context.sessions() as session:
+            lane = session.scalar(select(Job.lane).where(Job.id == job_id))
+    except TRANSIENT as exc:
+        raise TryLater(f"job {job_id}: its lane could not be read ({type(exc).__name__})") from exc
+    if lane is None:  # erased with its case: other jobs have their own messages
+        return
+    run_next(lane, context, own=job_id)
+
+
+def _run_claimed(job: Job, context: WorkerContext) -> None:
+    job_id = job.id
     registered = KINDS.get(job.kind)
     if registered is None:  # the process did not import app.tasks, or the kind is gone
         _record(context, job_id, error=f"no handler for job kind {job.kind!r}", worker=job.worker)

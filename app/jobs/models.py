@@ -25,10 +25,16 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_state_created", "state", "created_at"),
         Index("ix_jobs_case", "case_id"),
+        Index("ix_jobs_lane_state_created", "lane", "state", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(32))
+    #: "interactive" (a person waits at a page) or "batch" (app.jobs.lanes), from the kind's registration.
+    lane: Mapped[str] = mapped_column(String(16), default="batch", server_default="batch")
+    #: Seconds the job was expected to take when it was queued (its domain's cost model), or None; with
+    #: ``started_at``/``finished_at`` this checks the estimates (app.jobs.outlook).
+    estimated_s: Mapped[float | None] = mapped_column(Float, default=None)
     state: Mapped[str] = mapped_column(String(16), default=QUEUED)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, default=None)

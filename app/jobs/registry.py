@@ -11,8 +11,8 @@ job of that kind fails (its handler raised, it was interrupted too often, the br
 the hook runs in the same transaction, so the domain's own rows never stay "pending" behind a dead job.
 :func:`fail_unfinished` builds the usual hook.
 
-Each kind also carries a ``lane`` (metadata only for now: ``"batch"`` unless said otherwise), so the
-interactive/batch lanes can be added without touching the registrations' shape.
+Each kind also declares its ``lane`` (:mod:`app.jobs.lanes`): ``"interactive"`` for work a person waits for at a
+page, ``"batch"`` (the default) for everything else. The job row records it when the job is created.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
+from app.jobs.lanes import BATCH, check_lane
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.settings import Settings
 
@@ -42,15 +43,16 @@ class JobKind:
     kind: str
     run: Handler
     on_failure: FailureHook | None = None
-    lane: str = "batch"
+    lane: str = BATCH
 
 
 KINDS: dict[str, JobKind] = {}
 
 
 def handler(kind: str, *, on_failure: FailureHook | None = None,
-            lane: str = "batch") -> Callable[[Handler], Handler]:
+            lane: str = BATCH) -> Callable[[Handler], Handler]:
     """Register ``function`` as the handler of ``kind`` (once per kind)."""
+    check_lane(lane)
 
     def register(function: Handler) -> Handler:
         if kind in KINDS:
@@ -59,6 +61,12 @@ def handler(kind: str, *, on_failure: FailureHook | None = None,
         return function
 
     return register
+
+
+def lane_of(kind: str) -> str:
+    """The lane of a kind; an unregistered kind is batch (its job fails with "no handler" when run)."""
+    registered = KINDS.get(kind)
+    return registered.lane if registered is not None else BATCH
 
 
 def failure_hook(kind: str) -> FailureHook | None:

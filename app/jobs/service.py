@@ -15,8 +15,11 @@ from sqlalchemy import and_, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
+from app.jobs import lanes
+from app.jobs.lanes import Waiting, fair_order
 from app.jobs.models import DONE, FAILED, FINISHED, QUEUED, RUNNING, Job
-from app.jobs.registry import failure_hook
+from app.jobs.outlook import Outlook, duration_s
+from app.jobs.registry import failure_hook, lane_of
 from app.settings import get_settings
 
 log = logging.getLogger("gestaltlens.jobs")
@@ -35,8 +38,11 @@ class Owner(Protocol):
 
 
 def create_job(session: Session, *, kind: str, payload: dict[str, Any], owner: Owner | None,
-               case_id: str | None = None) -> Job:
-    job = Job(kind=kind, payload=payload, owner_id=owner.id if owner else None, case_id=case_id)
+               case_id: str | None = None, estimated_s: float | None = None) -> Job:
+    """A queued job in its kind's lane. ``estimated_s``: the seconds the domain's cost model expects it to take
+    (None when the kind has none: its recent jobs' durations stand in, app.jobs.outlook)."""
+    job = Job(kind=kind, payload=payload, owner_id=owner.id if owner else None, case_id=case_id,
+              lane=lane_of(kind), estimated_s=None if estimated_s is None else float(estimated_s))
     session.add(job)
     session.flush()
     return job
@@ -71,11 +77,20 @@ def is_lost(session: Session, job: Job | None) -> bool:
     return moving is None
 
 
-def job_out(job: Job) -> dict[str, Any]:
+def job_out(job: Job, outlook: Outlook | None = None) -> dict[str, Any]:
+    """A job as the API shows it. ``outlook`` (app.jobs.outlook.outlook_for) adds where it stands in its lane:
+    ``position`` (0 = next), ``ahead``, the estimated start and end; a finished job shows its real
+    ``duration_s`` beside the ``estimated_s`` it was queued with."""
+    waiting = outlook.as_dict() if outlook is not None else {
+        "position": None, "ahead": 0, "expected_s": None, "estimated_start_at": None, "estimated_end_at": None}
     return {
         "id": job.id,
         "kind": job.kind,
+        "lane": job.lane,
         "state": job.state,
+        **{k: v for k, v in waiting.items() if k != "lane"},
+        "estimated_s": None if job.estimated_s is None else round(float(job.estimated_s), 1),
+        "duration_s": None if (d := duration_s(job)) is None else round(d, 2),
         "progress": round(float(job.progress), 4),
         "error": job.error,
         "case_id": job.case_id,
@@ -119,6 +134,37 @@ def claim(sessions: sessionmaker[Session], job_id: str) -> Job | None:
         return job
 
 
+def claim_next(sessions: sessionmaker[Session], lane: str, *, own: str | None = None) -> Job | None:
+    """Claim the job ``lane`` should run next, or None if there is none.
+
+    First a running job of the lane whose heartbeat stopped (its worker died: take it over), then the queued
+    jobs in the fair order (:func:`app.jobs.lanes.fair_order`). A broker message names one job (``own``) but
+    may run another: the messages of a lane and its jobs stay one-to-one, and whichever message comes first
+    runs the job whose turn it is. When nothing is claimable while ``own`` still runs elsewhere with a fresh
+    heartbeat, :class:`JobBusy` asks for this message to be offered again after the lease (if that worker
+    died, the next look takes its job over).
+    """
+    with sessions() as session:
+        horizon = utcnow() - lease()
+        stale = list(session.scalars(select(Job.id).where(Job.lane == lane, Job.state == RUNNING,
+                                                          Job.updated_at < horizon).order_by(Job.updated_at)))
+        rows = session.execute(select(Job.id, Job.owner_id, Job.created_at, Job.state)
+                               .where(Job.lane == lane, Job.state.in_((QUEUED, RUNNING)))).all()
+    queued = fair_order(Waiting(i, o, c, s == RUNNING) for i, o, c, s in rows)
+    for job_id in [*stale, *queued]:
+        try:
+            job = claim(sessions, job_id)
+        except JobBusy:
+            continue
+        if job is not None:
+            return job
+    if own is not None:
+        with sessions() as session:
+            if session.scalar(select(Job.state).where(Job.id == own)) == RUNNING:
+                raise JobBusy(f"job {own} is running elsewhere")
+    return None
+
+
 def _finish(session: Session, job: Job, state: str, error: str | None) -> None:
     job.state = state
     job.error = error
@@ -148,6 +194,7 @@ def progress_writer(sessions: sessionmaker[Session], job_id: str, worker: str | 
     last = [0.0]
 
     def write(fraction: float) -> None:
+        lanes.checkpoint()  # a batch job run inline yields here to interactive work (app.jobs.lanes)
         now = time.monotonic()
         if now - last[0] < PROGRESS_INTERVAL_S and fraction < 1.0:
             return

@@ -173,7 +173,7 @@ async def start_encode(request: Request, admin: AdminUser, db: DbSession) -> dic
         return job
 
     job = await run_in_threadpool(_create)
-    submit_or_fail(request, job.id)
+    submit_or_fail(request, job.id, job.lane)
     return {"job_id": job.id}
 
 

@@ -91,7 +91,7 @@ def _submit(request: Request, jobs: list[Any]) -> bool:
     would otherwise wait forever, never counting as lost while other jobs move."""
     for index, job in enumerate(jobs):
         try:
-            request.app.state.jobs.submit(job.id)
+            request.app.state.jobs.submit(job.id, job.lane)
         except Exception as exc:  # kombu/redis raise many types; any of them means the job will never run
             for unpublished in jobs[index:]:
                 job_service.finish(request.app.state.sessions, unpublished.id,
