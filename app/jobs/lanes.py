@@ -4,8 +4,8 @@
 *Batch*: everything else (evaluations, cohorts, the demo import, re-encodings). Each job kind declares its lane
 when it registers (:func:`app.jobs.registry.handler`); the job row records it, so every runner and page agrees.
 
-Within a lane the order is **fair**, not first-come: a job's turn is how many jobs its owner already has
-running or ahead of it in the lane, then its age. One user's twenty queued panels therefore do not hold back
+Within a lane the order is **fair**, not first-come: round robin over the owners with queued jobs, the one
+served least recently first (:func:`fair_order`). One user's twenty queued panels therefore do not hold back
 another user's first one; with one job each it is plain FIFO. The order is computed from the database at the
 moment a worker picks its next job, so it holds for the inline runner and for every Celery worker alike.
 
@@ -25,9 +25,10 @@ How the inline runner shares the cores (the decision, measured in ``bench/bench_
 from __future__ import annotations
 
 import contextvars
+import heapq
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -58,33 +59,51 @@ def queue_name(base: str, lane: str) -> str:
 
 @dataclass(frozen=True)
 class Waiting:
-    """What the fair order needs of a job: its id, owner, age, and whether it is already running."""
+    """What the fair order needs of a job: its id, owner, age, and when it started if it is running."""
 
     id: str
     owner_id: int | None
     created_at: datetime
-    running: bool = False
+    started_at: datetime | None = None  # set for a running job: its owner was served then
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None
 
 
-def fair_order(jobs: Iterable[Waiting]) -> list[str]:
-    """The ids of the *queued* jobs among ``jobs`` in the order a lane serves them.
+def fair_order(jobs: Iterable[Waiting], served: Mapping[int | None, datetime] | None = None) -> list[str]:
+    """The ids of the *queued* jobs among ``jobs`` in the order a lane serves them: round robin over owners.
 
-    A job's turn is the number of jobs of the same owner running or older than it in the lane; ties go to the
-    older job. Jobs without an owner (system work) form one owner of their own.
+    The next job goes to the owner served least recently (never before first; among those, the one whose
+    oldest queued job is oldest), and each owner's own jobs go first come, first served. ``served``: when each
+    owner last had a job of this lane start (recently finished jobs); running jobs count too. Unlike a count of
+    jobs ahead, this remembers whom the lane just served, so an owner with many jobs alternates with the others
+    instead of getting a second turn as soon as the first job ends; and nobody starves: an owner with queued work
+    is served within one round of the owners waiting.
     """
-    items = sorted(jobs, key=lambda j: (j.created_at, j.id))
-    held: dict[int | None, int] = {}
-    for job in items:
-        if job.running:
-            held[job.owner_id] = held.get(job.owner_id, 0) + 1
-    turns: list[tuple[int, datetime, str]] = []
-    for job in items:
-        if job.running:
-            continue
-        turn = held.get(job.owner_id, 0)
-        held[job.owner_id] = turn + 1
-        turns.append((turn, job.created_at, job.id))
-    return [job_id for _, _, job_id in sorted(turns)]
+    last: dict[int | None, datetime] = dict(served or {})
+    queues: dict[int | None, list[Waiting]] = {}
+    for job in sorted(jobs, key=lambda j: (j.created_at, j.id)):
+        if job.started_at is not None:
+            if job.owner_id not in last or last[job.owner_id] < job.started_at:
+                last[job.owner_id] = job.started_at
+        else:
+            queues.setdefault(job.owner_id, []).append(job)
+    # Keys: (0, last served or never, oldest queued) for owners as the lane left them; (1, step) once the
+    # simulation below has served them, so they go to the back of the round.
+    heap = [((0, last.get(owner, datetime.min.replace(tzinfo=waiting[0].created_at.tzinfo)),
+              waiting[0].created_at, str(owner)), owner) for owner, waiting in queues.items()]
+    heapq.heapify(heap)
+    order: list[str] = []
+    step = 0
+    while heap:
+        _, owner = heapq.heappop(heap)
+        waiting = queues[owner]
+        order.append(waiting.pop(0).id)
+        step += 1
+        if waiting:
+            heapq.heappush(heap, ((1, step), owner))
+    return order
 
 
 # --- sharing the cores between the inline runner's two lane threads ---------------------------------------
@@ -134,11 +153,12 @@ class InteractiveGate:
     def busy(self) -> bool:
         return self._pending > 0 or self._running
 
-    def wait_idle(self, limit_s: float = YIELD_MAX_S) -> float:
-        """Block while interactive work is in hand, at most ``limit_s``; returns the seconds waited."""
+    def wait_idle(self, limit_s: float | None = None) -> float:
+        """Block while interactive work is in hand, at most ``limit_s`` (default :data:`YIELD_MAX_S`); returns
+        the seconds waited."""
         started = time.monotonic()
         with self._changed:
-            self._changed.wait_for(lambda: not self.busy, timeout=limit_s)
+            self._changed.wait_for(lambda: not self.busy, timeout=YIELD_MAX_S if limit_s is None else limit_s)
         return time.monotonic() - started
 
 

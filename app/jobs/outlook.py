@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -105,6 +105,21 @@ def remaining_s(job: Job, expected: float | None, now: datetime) -> float | None
     return max(expected - elapsed, 0.1 * expected)
 
 
+#: How far back the lane remembers whom it served (for the round robin of app.jobs.lanes.fair_order).
+SERVED_MEMORY = timedelta(hours=1)
+
+
+def lane_order(session: Session, lane: str, jobs: list[Job] | None = None) -> list[str]:
+    """The queued jobs of ``lane`` in the order it serves them (``jobs``: its queued and running jobs, if loaded)."""
+    if jobs is None:
+        jobs = list(session.scalars(select(Job).where(Job.lane == lane, Job.state.in_((QUEUED, RUNNING)))))
+    served = dict(session.execute(
+        select(Job.owner_id, func.max(Job.started_at))
+        .where(Job.lane == lane, Job.started_at >= utcnow() - SERVED_MEMORY).group_by(Job.owner_id)).all())
+    return fair_order((Waiting(j.id, j.owner_id, j.created_at, j.started_at if j.state == RUNNING else None)
+                       for j in jobs), served)
+
+
 def lane_outlook(session: Session, lane: str, now: datetime | None = None) -> dict[str, Outlook]:
     """Every queued and running job of ``lane`` → its outlook (one query for the lane)."""
     now = now or utcnow()
@@ -112,7 +127,7 @@ def lane_outlook(session: Session, lane: str, now: datetime | None = None) -> di
     calibration = Calibration(session)
     running = [j for j in jobs if j.state == RUNNING]
     by_id = {j.id: j for j in jobs}
-    order = fair_order(Waiting(j.id, j.owner_id, j.created_at, j.state == RUNNING) for j in jobs)
+    order = lane_order(session, lane, jobs)
     out: dict[str, Outlook] = {}
     slots: list[float | None] = []
     for job in running:

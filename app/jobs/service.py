@@ -16,9 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import utcnow
 from app.jobs import lanes
-from app.jobs.lanes import Waiting, fair_order
 from app.jobs.models import DONE, FAILED, FINISHED, QUEUED, RUNNING, Job
-from app.jobs.outlook import Outlook, duration_s
+from app.jobs.outlook import Outlook, duration_s, lane_order
 from app.jobs.registry import failure_hook, lane_of
 from app.settings import get_settings
 
@@ -148,9 +147,7 @@ def claim_next(sessions: sessionmaker[Session], lane: str, *, own: str | None = 
         horizon = utcnow() - lease()
         stale = list(session.scalars(select(Job.id).where(Job.lane == lane, Job.state == RUNNING,
                                                           Job.updated_at < horizon).order_by(Job.updated_at)))
-        rows = session.execute(select(Job.id, Job.owner_id, Job.created_at, Job.state)
-                               .where(Job.lane == lane, Job.state.in_((QUEUED, RUNNING)))).all()
-    queued = fair_order(Waiting(i, o, c, s == RUNNING) for i, o, c, s in rows)
+        queued = lane_order(session, lane)
     for job_id in [*stale, *queued]:
         try:
             job = claim(sessions, job_id)

@@ -1,0 +1,231 @@
+"""Job lanes (issue 21): interactive work overtakes queued batch work, batch work still finishes while interactive
+work keeps arriving, two users are served in fair order, each queued job knows its place and estimate — on the
+inline runner (SQLite and PostgreSQL) and on real Celery workers on Redis, one per lane, where a killed worker's
+job is recovered in its own lane."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.auth.models import User
+from app.jobs import lanes
+from app.jobs import service as job_service
+from app.jobs.celery_app import make_celery
+from app.jobs.lanes import BATCH, INTERACTIVE, Waiting, fair_order
+from app.jobs.models import Job
+from app.settings import PROJECT_ROOT, Settings, get_settings
+from app.web.factory import create_app
+from tests.conftest import make_account
+from tests.fault_support import kill9, stop, wait_until
+from tests.jobs.lane_kinds import BATCH_KIND, INTERACTIVE_KIND
+
+REDIS_URL = os.environ.get("GESTALTLENS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+SECRET = "test-secret-key-that-is-long-enough"
+
+
+def _at(second: int) -> datetime:
+    return datetime(2026, 1, 1, 12, 0, second)
+
+
+def test_fair_order_serves_each_users_first_job_before_anyones_second() -> None:
+    jobs = [Waiting("a1", 1, _at(1)), Waiting("a2", 1, _at(2)), Waiting("a3", 1, _at(3)), Waiting("b1", 2, _at(4)),
+            Waiting("c1", None, _at(5)), Waiting("b2", 2, _at(6))]
+    assert fair_order(jobs) == ["a1", "b1", "c1", "a2", "b2", "a3"]
+    # A job already running counts as one of its owner's turns.
+    assert fair_order([Waiting("a0", 1, _at(0), started_at=_at(7)), *jobs[:4]]) == ["b1", "a1", "a2", "a3"]
+    # Whom the lane served last goes to the back: alice's job just ended, so bob's first comes before her next.
+    assert fair_order(jobs[1:4], served={1: _at(7)}) == ["b1", "a2", "a3"]
+    assert fair_order(jobs[1:4], served={1: _at(7), 2: _at(8)}) == ["a2", "b1", "a3"]
+    # One job per user: first come, first served.
+    assert fair_order([Waiting("x", 3, _at(9)), Waiting("y", 4, _at(8))]) == ["y", "x"]
+
+
+def test_lane_names_and_queues() -> None:
+    assert lanes.parse_lanes(" interactive , batch,interactive") == (INTERACTIVE, BATCH)
+    assert lanes.queue_name("gl", BATCH) == "gl.batch"
+    with pytest.raises(ValueError, match="unknown lane"):
+        lanes.parse_lanes("interactive,urgent")
+    from app.jobs.registry import lane_of
+
+    assert lane_of("explain") == INTERACTIVE and lane_of("evaluate") == BATCH and lane_of("cohort") == BATCH
+
+
+def _user(app, username: str) -> User:
+    with app.state.sessions() as session:
+        return session.scalars(select(User).where(User.username == username)).one()
+
+
+def _queue(app, kind: str, owner: User | None, *, seconds: float, estimated_s: float | None = None,
+           hold: Path | None = None, submit: bool = True) -> str:
+    with app.state.sessions() as session:
+        job = job_service.create_job(session, kind=kind, owner=owner, estimated_s=estimated_s,
+                                     payload={"seconds": seconds, **({"hold": str(hold)} if hold else {})})
+        session.commit()
+        job_id, lane = job.id, job.lane
+    if submit:
+        app.state.jobs.submit(job_id, lane)
+    return job_id
+
+
+def _job(app, job_id: str) -> Job:
+    with app.state.sessions() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def _finished(app, *ids: str) -> bool:
+    return all(_job(app, i).state in ("done", "failed") for i in ids)
+
+
+def test_interactive_work_overtakes_queued_batch_work_inline(client: TestClient, app, alice, tmp_path: Path) -> None:
+    owner = _user(app, "alice")
+    hold = tmp_path / "release"
+    first = _queue(app, BATCH_KIND, owner, seconds=0.2, hold=hold, estimated_s=2.0)
+    wait_until(lambda: _job(app, first).state == "running", 30, "the first batch job to start")
+    behind = [_queue(app, BATCH_KIND, owner, seconds=0.2, estimated_s=2.0) for _ in range(2)]
+    # Each queued job knows its place in its lane and when it should start and end.
+    shown = [client.get(f"/api/v1/jobs/{i}", headers=alice.headers).json() for i in behind]
+    assert [s["lane"] for s in shown] == [BATCH, BATCH] and [s["position"] for s in shown] == [0, 1]
+    assert [s["ahead"] for s in shown] == [1, 2]
+    assert shown[0]["estimated_start_at"] and shown[0]["estimated_end_at"] and shown[1]["estimated_start_at"]
+    assert shown[1]["estimated_start_at"] >= shown[0]["estimated_end_at"][:19]
+    assert shown[0]["estimated_s"] == 2.0 and shown[0]["duration_s"] is None
+
+    urgent = _queue(app, INTERACTIVE_KIND, owner, seconds=0.2, estimated_s=0.2)
+    wait_until(lambda: _finished(app, urgent), 30, "the interactive job to finish")
+    assert _job(app, urgent).state == "done"
+    assert [_job(app, i).state for i in behind] == ["queued", "queued"]  # it overtook them
+    assert _job(app, first).state == "running"
+
+    hold.touch()
+    wait_until(lambda: _finished(app, first, *behind), 60, "the batch jobs to finish")
+    done = client.get(f"/api/v1/jobs/{behind[1]}", headers=alice.headers).json()
+    assert done["state"] == "done" and done["position"] is None and done["estimated_start_at"] is None
+    assert done["duration_s"] is not None and done["duration_s"] > 0 and done["estimated_s"] == 2.0
+
+
+def test_batch_work_finishes_while_interactive_work_keeps_arriving(client: TestClient, app, alice,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lanes, "YIELD_MAX_S", 0.2)
+    owner = _user(app, "alice")
+    batch = _queue(app, BATCH_KIND, owner, seconds=0.5)
+    interactive: list[str] = []
+    deadline = time.monotonic() + 120
+    while not _finished(app, batch) and time.monotonic() < deadline and len(interactive) < 400:
+        interactive.append(_queue(app, INTERACTIVE_KIND, owner, seconds=0.3))
+        time.sleep(0.1)
+    assert _job(app, batch).state == "done", "batch work starved while interactive work kept arriving"
+    # Interactive work really kept arriving faster than it was done for as long as the batch job ran.
+    assert len(interactive) >= 3
+    wait_until(lambda: _finished(app, *interactive), 240, "the interactive jobs to finish", interval=0.5)
+
+
+def test_two_users_are_served_in_fair_order_inline(client: TestClient, app, alice, bob, admin,
+                                                   tmp_path: Path) -> None:
+    hold = tmp_path / "release"
+    blocker = _queue(app, BATCH_KIND, _user(app, "ada"), seconds=0.1, hold=hold)
+    wait_until(lambda: _job(app, blocker).state == "running", 30, "the blocking job to start")
+    a, b = _user(app, "alice"), _user(app, "bob")
+    alices = [_queue(app, BATCH_KIND, a, seconds=0.1) for _ in range(3)]
+    time.sleep(0.01)
+    bobs = [_queue(app, BATCH_KIND, b, seconds=0.1)]
+    positions = {i: client.get(f"/api/v1/jobs/{i}", headers=admin.headers).json()["position"]
+                 for i in (*alices, *bobs)}
+    assert [positions[i] for i in (alices[0], bobs[0], alices[1], alices[2])] == [0, 1, 2, 3]
+    hold.touch()
+    wait_until(lambda: _finished(app, *alices, *bobs), 60, "every job to finish")
+    started = sorted((*alices, *bobs), key=lambda i: _job(app, i).started_at)
+    assert started == [alices[0], bobs[0], alices[1], alices[2]]
+
+
+# --- Celery: one worker per lane on the real broker ---------------------------------------------------------
+
+LEASE_S, VISIBILITY_S = 3.0, 6.0
+
+
+def _spawn_worker(lane_list: str, env: dict[str, str], log: Path):
+    import subprocess
+
+    handle = log.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "tests.jobs.lane_worker", "worker", "--lanes", lane_list,
+                             "--concurrency", "1", "--loglevel", "WARNING"], env=env, stdout=handle,
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT)
+
+
+def _answering(celery, prefix: str, process, log: Path) -> None:
+    def answers() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        replies = celery.control.ping(timeout=0.5) or []
+        return any(next(iter(r)).startswith(prefix) for r in replies)
+
+    wait_until(answers, 90, f"the {prefix} worker to answer a ping", interval=0.2)
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GESTALTLENS_JOB_LEASE_S", str(LEASE_S))
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_celery_workers_per_lane_overtake_and_recover_in_their_lane(migrated_url: str, tmp_path: Path,
+                                                                     short_lease: None) -> None:
+    redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()  # a missing Redis fails loudly here
+    queue = f"lanes-{uuid.uuid4().hex[:10]}"
+    settings = Settings(data_dir=tmp_path / "data", database_url=migrated_url, job_runner="celery",
+                        broker_url=REDIS_URL, job_queue=queue, secret_key=SECRET, job_visibility_timeout_s=VISIBILITY_S)
+    env = {**os.environ, "GESTALTLENS_DATABASE_URL": migrated_url, "GESTALTLENS_DATA_DIR": str(settings.data_dir),
+           "GESTALTLENS_SECRET_KEY": SECRET, "GESTALTLENS_BROKER_URL": REDIS_URL, "GESTALTLENS_JOB_QUEUE": queue,
+           "GESTALTLENS_JOB_LEASE_S": str(LEASE_S), "GESTALTLENS_JOB_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+           "GESTALTLENS_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    app = create_app(settings)
+    make_account(app, "alice", "clinician")
+    celery = make_celery(settings)
+    log = tmp_path / "workers.log"
+    batch_worker = _spawn_worker("batch", env, log)
+    interactive_worker = _spawn_worker("interactive", env, log)
+    replacement = None
+    try:
+        with TestClient(app):
+            _answering(celery, "batch@", batch_worker, log)
+            _answering(celery, "interactive@", interactive_worker, log)
+            owner = _user(app, "alice")
+            hold = tmp_path / "release"
+            first = _queue(app, BATCH_KIND, owner, seconds=0.3, hold=hold)
+            wait_until(lambda: _job(app, first).state == "running", 60, "the first batch job to start")
+            behind = [_queue(app, BATCH_KIND, owner, seconds=0.3) for _ in range(2)]
+            urgent = _queue(app, INTERACTIVE_KIND, owner, seconds=0.2)
+            wait_until(lambda: _finished(app, urgent), 60, "the interactive job to finish")
+            assert _job(app, urgent).state == "done"
+            assert [_job(app, i).state for i in behind] == ["queued", "queued"]  # it overtook them
+
+            # The batch worker dies holding its job: the interactive worker never takes batch work ...
+            kill9(batch_worker)
+            time.sleep(VISIBILITY_S + LEASE_S + 2)
+            assert _job(app, first).state == "running" and [_job(app, i).state for i in behind] == ["queued"] * 2
+            # ... and a new batch worker recovers it in its lane (re-delivered after the visibility timeout).
+            hold.touch()
+            replacement = _spawn_worker("batch", env, log)
+            wait_until(lambda: _finished(app, first, *behind), 120, "the batch lane to recover", interval=0.5)
+            recovered = _job(app, first)
+            assert recovered.state == "done" and recovered.attempts == 2, (recovered.state, recovered.error)
+            assert all(_job(app, i).state == "done" for i in behind)
+    finally:
+        for process in (batch_worker, interactive_worker, replacement):
+            if process is not None:
+                stop(process)
+        app.state.engine.dispose()
