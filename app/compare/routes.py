@@ -117,7 +117,7 @@ def _cards(out: dict[str, Any], side: str, base: str) -> list[dict[str, Any]]:
     for item in out.get(side) or []:
         card = {"id": item["id"], "method": item["method"], "label": item["label"], "state": item["status"],
                 "error": item["error"], "pending": item["status"] in ("queued", "running"),
-                "base": base, "signed": item["signed"], "stats": item["stats"] or {},
+                "job_id": item.get("job_id"), "base": base, "signed": item["signed"], "stats": item["stats"] or {},
                 "heat": f"/api/v1/explanations/{item['id']}/map.png?view=heat&space=crop",
                 "npy": f"/api/v1/explanations/{item['id']}/map.npy",
                 "colorbar": f"/api/v1/colorbars/{'signed' if item['signed'] else 'magnitude'}.png"}

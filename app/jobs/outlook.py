@@ -36,7 +36,7 @@ CALIBRATION_JOBS = 20
 #: A running job's own rate is trusted once it has made this much progress.
 MIN_PROGRESS = 0.05
 #: Calibration ratios are clamped to this range: one odd job must not make every estimate absurd.
-RATIO_RANGE = (0.2, 5.0)
+RATIO_RANGE = (0.1, 20.0)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Outlook:
 
     def as_dict(self) -> dict[str, Any]:
         return {"lane": self.lane, "position": self.position, "ahead": self.ahead,
-                "expected_s": None if self.expected_s is None else round(self.expected_s, 1),
+                "expected_s": None if self.expected_s is None else round(self.expected_s, 3),
                 "estimated_start_at": self.starts_at.isoformat() if self.starts_at else None,
                 "estimated_end_at": self.ends_at.isoformat() if self.ends_at else None}
 
@@ -159,3 +159,44 @@ def outlook_for(session: Session, job: Job) -> Outlook | None:
     if job.state not in (QUEUED, RUNNING):
         return None
     return lane_outlook(session, job.lane).get(job.id)
+
+
+def _span(seconds: float) -> str:
+    """A duration as people read it on a page: "40 s", "3 min", "1 h 20 min" (rounded up, never "0 s")."""
+    seconds = max(1.0, seconds)
+    if seconds < 60:
+        return f"{min(60, 5 * -(-int(seconds) // 5))} s"
+    minutes = -(-int(seconds) // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def wait_phrase(outlook: Outlook | None, now: datetime | None = None) -> str:
+    """What a page says about a job instead of a fixed phrase: its place in its lane and the estimate.
+
+    Queued: "2nd in the batch line (1 job running) · starts in about 40 s · done in about 3 min". Running:
+    "about 2 min left" (or "" when nothing is known). No estimate is invented: without one the page says so.
+    """
+    if outlook is None:
+        return ""
+    now = now or utcnow()
+    if outlook.position is None:
+        return f"about {_span((outlook.ends_at - now).total_seconds())} left" if outlook.ends_at else ""
+    running = outlook.ahead - outlook.position
+    place = "next" if outlook.position == 0 else _ordinal(outlook.position + 1)
+    text = f"{place} in the {outlook.lane} line"
+    if running:
+        text += f" ({running} job{'s' if running != 1 else ''} running)"
+    if outlook.starts_at is None:
+        return text + " · no estimate yet (no finished job of this kind to go by)"
+    start = (outlook.starts_at - now).total_seconds()
+    text += " · starts in about " + _span(start) if start >= 1 else " · starts now"
+    if outlook.ends_at is not None:
+        text += f" · done in about {_span((outlook.ends_at - now).total_seconds())}"
+    return text

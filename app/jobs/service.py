@@ -88,7 +88,7 @@ def job_out(job: Job, outlook: Outlook | None = None) -> dict[str, Any]:
         "lane": job.lane,
         "state": job.state,
         **{k: v for k, v in waiting.items() if k != "lane"},
-        "estimated_s": None if job.estimated_s is None else round(float(job.estimated_s), 1),
+        "estimated_s": None if job.estimated_s is None else round(float(job.estimated_s), 3),
         "duration_s": None if (d := duration_s(job)) is None else round(d, 2),
         "progress": round(float(job.progress), 4),
         "error": job.error,

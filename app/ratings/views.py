@@ -101,6 +101,7 @@ def map_item(study: RatingStudy, pin: StudyMap, row: Explanation, *, label: str,
         "label": label,
         "state": row.state,
         "pending": row.state in (QUEUED, RUNNING),
+        "job_id": row.job_id if row.state in (QUEUED, RUNNING) else None,  # for its wait phrase (never shown)
         "failed": row.state == "failed",
         "partial_url": partial,
         "heat_url": f"{api}/heat.png",

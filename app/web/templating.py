@@ -28,6 +28,25 @@ def _model_card(request: Request) -> dict[str, Any] | None:
 templates.env.globals["model_card"] = _model_card  # templates/_model_use.html: intended use above model output
 
 
+def _job_wait(request: Request, job: Any) -> str:
+    """A job's place in its lane and its estimate, as a phrase (app.jobs.outlook.wait_phrase); ``job`` is a Job,
+    a job id or None. Every page that shows a pending job says this instead of a fixed "waiting for a worker"."""
+    from app.jobs.models import Job
+    from app.jobs.outlook import outlook_for, wait_phrase
+
+    if job is None:
+        return ""
+    job_id = job if isinstance(job, str) else getattr(job, "id", None)
+    if not job_id:
+        return ""
+    with request.app.state.sessions() as session:
+        row = session.get(Job, job_id)
+        return wait_phrase(outlook_for(session, row)) if row is not None else ""
+
+
+templates.env.globals["job_wait"] = _job_wait  # templates/_*progress.html, cohorts/_result.html, compare, studies
+
+
 @dataclass(frozen=True)
 class Viewer:
     """What pages show of the logged-in user, copied when the request authenticated.

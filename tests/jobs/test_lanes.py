@@ -229,3 +229,40 @@ def test_celery_workers_per_lane_overtake_and_recover_in_their_lane(migrated_url
             if process is not None:
                 stop(process)
         app.state.engine.dispose()
+
+
+def test_the_wait_phrase_says_place_and_estimate() -> None:
+    from datetime import timedelta
+
+    from app.jobs.outlook import Outlook, wait_phrase
+
+    now = _at(0)
+    queued = Outlook(INTERACTIVE, 1, 2, 30.0, now + timedelta(seconds=40), now + timedelta(seconds=70))
+    assert wait_phrase(queued, now) == ("2nd in the interactive line (1 job running) · starts in about 40 s · "
+                                        "done in about 2 min")
+    unknown = Outlook(BATCH, 0, 1, None, None, None)
+    assert wait_phrase(unknown, now).startswith("next in the batch line (1 job running) · no estimate yet")
+    running = Outlook(BATCH, None, 0, 600.0, now, now + timedelta(seconds=3 * 3600 + 61))
+    assert wait_phrase(running, now) == "about 3 h 02 min left"
+
+
+def test_the_explanation_page_shows_the_place_in_the_line(client: TestClient, app, alice, tmp_path: Path) -> None:
+    from app.synth.generate import generate_one
+    from tests.conftest import login, upload
+
+    case = upload(client, alice, generate_one(seed=35, class_id="syn_b", index=0, severity=1.0).jpeg).json()
+    hold = tmp_path / "release"
+    blocker = _queue(app, INTERACTIVE_KIND, _user(app, "alice"), seconds=0.1, hold=hold, estimated_s=5.0)
+    try:
+        wait_until(lambda: _job(app, blocker).state == "running", 30, "the blocking job to start")
+        asked = client.post(f"/api/v1/cases/{case['id']}/explanations", json={"methods": ["saliency"]},
+                            headers=alice.headers).json()
+        shown = client.get(f"/api/v1/jobs/{asked['job_id']}", headers=alice.headers).json()
+        assert shown["lane"] == INTERACTIVE and shown["position"] == 0 and shown["estimated_s"] > 0
+        login(client, alice)
+        fragment = client.get(f"/jobs/{asked['job_id']}/progress").text
+        assert "Queued — next in the interactive line (1 job running) · starts in about" in fragment
+        assert "waiting for a worker" not in fragment
+    finally:
+        hold.touch()
+    wait_until(lambda: _finished(app, blocker, asked["job_id"]), 60, "both jobs to finish")
