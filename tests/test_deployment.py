@@ -7,13 +7,15 @@ import yaml
 from app.settings import PROJECT_ROOT, Settings
 
 
-def test_compose_defines_web_worker_postgres_redis_with_known_settings() -> None:
+def test_compose_defines_web_a_worker_per_lane_postgres_redis_with_known_settings() -> None:
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
-    assert {"web", "worker", "postgres", "redis"} <= set(compose["services"])
+    assert {"web", "worker-interactive", "worker-batch", "postgres", "redis"} <= set(compose["services"])
     env = compose["x-app-env"]
     known = {f"GESTALTLENS_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= known, set(env) - known
-    assert compose["services"]["worker"]["command"][:2] == ["gestaltlens", "worker"]
+    for lane in ("interactive", "batch"):
+        command = compose["services"][f"worker-{lane}"]["command"]
+        assert command[:2] == ["gestaltlens", "worker"] and command[command.index("--lanes") + 1] == lane
     assert env["GESTALTLENS_DATABASE_URL"].startswith("postgresql+psycopg://")
 
 
