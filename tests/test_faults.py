@@ -25,6 +25,7 @@ from app.auth import service as auth_service
 from app.cases.models import Case
 from app.db import make_engine, make_sessionmaker
 from app.jobs.celery_app import make_celery
+from app.jobs.lanes import INTERACTIVE, LANES, queue_name
 from app.jobs.models import Job
 from app.settings import Settings, get_settings
 from app.synth.generate import generate_one
@@ -262,11 +263,11 @@ def test_a_broker_that_vanishes_refuses_cleanly_and_work_resumes_when_it_returns
             study = client.post("/api/v1/studies", headers=admin.headers, json={
                 "name": "Pilot", "cases": [case["id"]], "methods": ["gradcam"], "raters": [rater.username]})
             assert study.status_code == 201, study.text
-            published = direct.llen(queue)
+            published = direct.llen(queue_name(queue, INTERACTIVE))  # maps are interactive work
             assert published == 2, published  # both jobs reached the broker: a worker will run them
     finally:
         proxy.stop()
-        direct.delete(queue)
+        direct.delete(*(queue_name(queue, lane) for lane in LANES))
         direct.close()
         app.state.engine.dispose()
 
