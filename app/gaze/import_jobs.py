@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ KIND = "gaze_import"
 JOB_LINES = 20_000
 JOB_BYTES = 8 * 2**20
 UPLOAD_DIR = "gaze_uploads"
+#: A stored upload no pending job refers to is removed once it is this old (see :func:`sweep_uploads`).
+ORPHAN_GRACE_S = 3600.0
 #: How much of the file the request reads as the format (header, columns, options): the first lines only.
 SNIFF_CHARS = 64 * 1024
 CANCELLED = ("Cancelled: a case this file names was erased while the import waited; nothing imported (import the "
@@ -122,11 +125,31 @@ def discard_upload(data_dir: Path, payload: dict[str, Any]) -> None:
         upload_path(data_dir, payload).unlink(missing_ok=True)
 
 
+def sweep_uploads(session: Session, data_dir: Path, *, grace_s: float = ORPHAN_GRACE_S) -> list[Path]:
+    """Remove stored uploads that no pending job refers to and that are older than ``grace_s`` (a process
+    killed between storing a file and committing its job, or a job row deleted by hand); returns them. The
+    grace spares an upload whose job another web process is about to commit."""
+    folder = Path(data_dir) / UPLOAD_DIR
+    if not folder.is_dir():
+        return []
+    wanted = {upload_path(data_dir, job.payload).name for job in pending_jobs(session)
+              if "upload" in (job.payload or {})}
+    horizon = time.time() - grace_s
+    removed = []
+    for path in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if path.name not in wanted and path.stat().st_mtime <= horizon:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def start_import(session: Session, *, data: bytes, filename: str, options: ImportOptions, user: User,
                  ip: str | None, data_dir: Path) -> Job:
     """Sniff the file, store it and create its job (not committed: the caller commits, then submits; if the
-    commit fails it calls :func:`discard_upload` with the job's payload)."""
+    commit fails it calls :func:`discard_upload` with the job's payload). Orphaned uploads are swept first."""
     found = sniff(session, data=data, options=options)
+    sweep_uploads(session, data_dir)
     relative = store_upload(data_dir, data)
     payload = {"upload": relative, "upload_path": str((Path(data_dir) / relative).resolve()),
                "filename": filename[:200], "options": options.to_dict(), "ip": ip, **found}

@@ -4,6 +4,7 @@ erased case cancels a pending import that names it and removes its stored file. 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from sqlalchemy import func, select
 from app.cases.models import Case
 from app.gaze import import_jobs, importer, synthetic
 from app.gaze.models import Fixation, GazeImport
-from app.jobs.models import FAILED, QUEUED, Job
+from app.jobs import service as job_service
+from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.synth.generate import generate_one
 from tests.conftest import Account, upload
 from tests.explanations.test_api import wait_for
@@ -62,8 +64,22 @@ def _uploads(app) -> list[Path]:
 
 
 def test_a_large_import_answers_202_and_lands_whole_with_progress(app, client: TestClient, admin: Account,
-                                                                   faces: list[bytes]) -> None:
+                                                                   faces: list[bytes],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     cases = _setup(app, client, admin, faces)
+    reported: list[float] = []
+    writer = job_service.progress_writer
+
+    def recording_writer(*args, **kwargs):  # type: ignore[no-untyped-def]
+        write = writer(*args, **kwargs)
+
+        def record(fraction: float) -> None:
+            reported.append(fraction)
+            write(fraction)
+
+        return record
+
+    monkeypatch.setattr(job_service, "progress_writer", recording_writer)
     drawn = synthetic.draw(cases, PEOPLE, per_case=2_600, seed=5)  # 20,800 rows: over the default threshold
     data = synthetic.generic_csv(drawn)
     assert data.count(b"\n") > import_jobs.JOB_LINES
@@ -74,6 +90,11 @@ def test_a_large_import_answers_202_and_lands_whole_with_progress(app, client: T
     assert response.headers["cache-control"].startswith("private, no-store")
     job = wait_for(client, admin, body["job_id"])
     assert job["state"] == "done" and job["progress"] == 1.0 and job["error"] is None, job
+    # progress through every step, and on PostgreSQL (where another connection may write while the rows land)
+    # after each chunk of rows as well
+    assert reported == sorted(reported) and reported[0] > 0 and reported[-1] == 1.0
+    chunks = -(-len(drawn) // importer.CHUNK)
+    assert len(reported) == 4 + (chunks if app.state.engine.dialect.name != "sqlite" else 0)
     view = client.get(body["poll"], headers=admin.headers).json()
     assert view["job"]["state"] == "done" and view["job"]["progress"] == 1.0 and view["code"] is None
     landed = view["import"]
@@ -115,7 +136,11 @@ def test_a_bad_large_file_fails_its_job_readably_and_leaves_nothing(app, client:
     with app.state.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Job).where(Job.kind == import_jobs.KIND)) == 0
     assert _uploads(app) == []
-    # refused by the job's full check: an unknown case on the last line
+    # refused by the job's full check: an unknown case on the last line (starting it sweeps an old orphan upload)
+    orphan = Path(app.state.settings.data_dir) / import_jobs.UPLOAD_DIR / "left-by-a-crash.upload"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"participant,case,x,y,duration_ms\n")
+    os.utime(orphan, (time.time() - 2 * import_jobs.ORPHAN_GRACE_S,) * 2)
     bad = good + "CG01,NOPE,10,10,200\n"
     response = _post(client, admin, bad.encode())
     assert response.status_code == 202, response.text
@@ -152,6 +177,13 @@ def test_erasing_a_case_cancels_a_pending_import_and_removes_its_file(app, clien
     page = client.get("/gaze", headers=admin.headers)  # the page shows the waiting imports, polling
     assert "Imports in progress" in page.text and "Queued" in page.text and "<progress" in page.text
     assert f'hx-get="/gaze/imports/jobs/{first["job_id"]}"' in page.text
+    with app.state.sessions() as session:  # as a worker elsewhere would report it
+        running = session.get(Job, first["job_id"])
+        running.state, running.progress, running.worker = RUNNING, 0.42, "elsewhere:1"
+        session.commit()
+    fragment = client.get(f"/gaze/imports/jobs/{first['job_id']}", headers={**admin.headers, "HX-Request": "true"})
+    assert "Importing… 42 %" in fragment.text and '<progress max="1" value="0.42"' in fragment.text
+    assert f'hx-get="/gaze/imports/jobs/{first["job_id"]}"' in fragment.text  # still polling
 
     assert client.delete(f"/api/v1/cases/{cases[0].id}", headers=admin.headers).status_code == 204
     with app.state.sessions() as session:
