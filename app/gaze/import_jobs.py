@@ -35,6 +35,7 @@ from app.gaze.models import GazeImport
 from app.gaze.service import GazeError, ImportOptions, import_out
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
+from app.jobs.outlook import outlook_for
 
 KIND = "gaze_import"
 
@@ -171,9 +172,10 @@ def job_view(session: Session, job: Job) -> dict[str, Any]:
     """The job (state, progress, error) with its import once landed, or the refusal's code and report."""
     payload = job.payload or {}
     row = session.get(GazeImport, payload["import_id"]) if payload.get("import_id") else None
-    return {"job": job_service.job_out(job), "filename": payload.get("filename"), "format": payload.get("format"),
-            "lines": payload.get("lines"), "import": import_out(row) if row is not None else None,
-            "code": payload.get("code"), "report": payload.get("report")}
+    return {"job": job_service.job_out(job, outlook_for(session, job)), "filename": payload.get("filename"),
+            "format": payload.get("format"), "lines": payload.get("lines"),
+            "import": import_out(row) if row is not None else None, "code": payload.get("code"),
+            "report": payload.get("report")}
 
 
 def _names(case: Case | None, case_id: str) -> list[bytes]:

@@ -89,7 +89,7 @@ def _start_job(request: Request, db: Session, user: Any, data: bytes, filename: 
         db.rollback()
         import_jobs.discard_upload(data_dir, job.payload)
         raise
-    submit_or_fail(request, job.id)  # a broker that is down fails the job; its failure hook removes the file
+    submit_or_fail(request, job.id, job.lane)  # a broker that is down fails the job; its failure hook removes the file
     return job
 
 

@@ -17,6 +17,8 @@ rolls back instead of landing.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import update
@@ -25,7 +27,8 @@ from app.auth.models import User
 from app.db import utcnow
 from app.gaze import importer
 from app.gaze.import_jobs import KIND, options_from, remove_upload, upload_path
-from app.gaze.service import GazeError
+from app.gaze.service import GazeError, ImportOptions
+from app.jobs import lanes
 from app.jobs import service as job_service
 from app.jobs.models import RUNNING, Job
 from app.jobs.registry import WorkerContext, handler
@@ -77,7 +80,19 @@ def _import(job: Job, context: WorkerContext, path: Path) -> None:
     _note(context, job, case_ids=checked.case_ids)
     write(0.3)
     rows = importer.prepare(checked)
-    write(0.4)
+    write(0.4)  # the last place to yield to interactive work: the landing's transaction must not wait
+    contextvars.copy_context().run(_land, job, context, payload, checked, rows, options, write)
+    write(1.0)
+
+
+def _land(job: Job, context: WorkerContext, payload: dict, checked: importer.CheckedFile,  # type: ignore[type-arg]
+          rows: importer.PreparedRows, options: ImportOptions, write: Callable[[float], None]) -> None:
+    """One transaction: the rows, the import, and ``import_id`` in the payload while the job is still held.
+
+    Run in a copy of the thread's context with the lane checkpoint off: a batch job run inline waits at its
+    progress writes while interactive work runs (app.jobs.lanes), and waiting inside this transaction would hold
+    its locks (an erasure of a case in the file, a second import of the same participants) for as long."""
+    lanes.set_checkpoint(None)
     with context.sessions() as session:
         importer.check_new(session, checked.sha256)  # a small copy of the file may have landed meanwhile
         concurrent = session.get_bind().dialect.name != "sqlite"
@@ -91,4 +106,3 @@ def _import(job: Job, context: WorkerContext, path: Path) -> None:
             session.rollback()
             raise RuntimeError("the import was cancelled meanwhile (a case it names was erased); nothing imported")
         session.commit()
-    write(1.0)
