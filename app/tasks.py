@@ -16,6 +16,7 @@ import app.cohorts.worker
 import app.demo.worker
 import app.evaluations.worker
 import app.explanations.worker
+import app.gaze.worker
 import app.matching.worker  # noqa: F401
 from app.cases.storage import PhotoStore
 from app.jobs import celery_app

@@ -100,7 +100,7 @@ def import_file(path: Path, user: Annotated[str, typer.Option("--as", help="an a
                 stimulus_column: Annotated[str, typer.Option(help="EyeLink: the image column")] = "image") -> None:
     """Import one fixation file; prints the report. Nothing is imported when it is refused (exit 2)."""
     import app.models  # noqa: F401
-    from app.gaze import service
+    from app.gaze import importer, service
 
     with _sessions()() as session:
         admin = _admin(session, user)
@@ -108,8 +108,8 @@ def import_file(path: Path, user: Annotated[str, typer.Option("--as", help="an a
             options = service.ImportOptions(format=format, space=space, rect=service.parse_rect(rect),
                                             participant=participant, case=case, group=group,
                                             stimulus_column=stimulus_column)
-            row = service.import_fixations(session, data=path.read_bytes(), filename=path.name, options=options,
-                                           user=admin, ip=None)
+            row = importer.import_fixations(session, data=path.read_bytes(), filename=path.name, options=options,
+                                            user=admin, ip=None)
         except service.GazeError as exc:
             session.rollback()
             typer.echo(f"refused ({exc.code}): {exc.detail}", err=True)

@@ -16,12 +16,13 @@ from app.cases.models import Case
 from app.explain.fast import EXACT
 from app.explain.registry import METHODS
 from app.explanations.models import Explanation
-from app.gaze import results, results_cache, service
-from app.gaze.models import GROUP_LABELS, STANDARD_GROUPS, Fixation, Participant
+from app.gaze import import_jobs, importer, results, results_cache, service
+from app.gaze.models import GROUP_LABELS, STANDARD_GROUPS, Fixation, GazeImport, Participant
 from app.gaze.plots import bars_svg
-from app.jobs.models import DONE
+from app.jobs.models import DONE, Job
 from app.web.deps import AdminUser, DbSession, client_ip
 from app.web.errors import NotFound
+from app.web.jobs import submit_or_fail
 from app.web.templating import render
 
 api = APIRouter(tags=["gaze"])
@@ -63,12 +64,40 @@ def _options(fmt: str | None, space: str, rect: str | None, participant: str | N
                                  stimulus_column=stimulus_column or "image", group=group or None)
 
 
-async def _import(request: Request, db: Session, user: Any, file: UploadFile, options: service.ImportOptions) -> Any:
+async def _import(request: Request, db: Session, user: Any, file: UploadFile,
+                  options: service.ImportOptions) -> GazeImport | Job:
+    """A small file is imported here and now (the import row); a large one (import_jobs.needs_job) is sniffed,
+    stored and handed to a ``gaze_import`` job (the job, committed and submitted)."""
     data = await file.read(service.MAX_FILE_BYTES + 1)
-    row = await run_in_threadpool(service.import_fixations, db, data=data, filename=file.filename or "upload",
+    filename = file.filename or "upload"
+    if import_jobs.needs_job(data):
+        return await run_in_threadpool(_start_job, request, db, user, data, filename, options)
+    row = await run_in_threadpool(importer.import_fixations, db, data=data, filename=filename,
                                   options=options, user=user, ip=client_ip(request))
     db.commit()
     return row
+
+
+def _start_job(request: Request, db: Session, user: Any, data: bytes, filename: str,
+               options: service.ImportOptions) -> Job:
+    data_dir = request.app.state.settings.data_dir
+    job = import_jobs.start_import(db, data=data, filename=filename, options=options, user=user,
+                                   ip=client_ip(request), data_dir=data_dir)
+    try:
+        db.commit()
+    except Exception:
+        db.rollback()
+        import_jobs.discard_upload(data_dir, job.payload)
+        raise
+    submit_or_fail(request, job.id, job.lane)  # a broker that is down fails the job; its failure hook removes the file
+    return job
+
+
+def _job_view(db: Session, job_id: str) -> dict[str, Any]:
+    job = db.get(Job, job_id)
+    if job is None or job.kind != import_jobs.KIND:
+        raise NotFound("import job")
+    return import_jobs.job_view(db, job)
 
 
 FormText = Annotated[str | None, Form(max_length=200)]
@@ -81,7 +110,16 @@ async def import_file(request: Request, user: AdminUser, db: DbSession, file: An
                       stimulus_column: FormText = None, group: FormText = None) -> JSONResponse:
     options = _options(format, space, rect, participant, case, stimulus_column, group)
     row = await _import(request, db, user, file, options)
+    if isinstance(row, Job):  # a large file: 202 with the job to poll (GET the Location)
+        poll = f"/api/v1/gaze/imports/jobs/{row.id}"
+        return JSONResponse({"job_id": row.id, "state": row.state, "poll": poll, **import_jobs.job_view(db, row)},
+                            status_code=202, headers={**NO_STORE, "Location": poll})
     return JSONResponse(service.import_out(row), status_code=201, headers=NO_STORE)
+
+
+@api.get("/api/v1/gaze/imports/jobs/{job_id}", summary="A large import's job: state, progress, then its import")
+def import_job(job_id: str, user: AdminUser, db: DbSession) -> JSONResponse:
+    return JSONResponse(_job_view(db, job_id), headers=NO_STORE)
 
 
 @api.get("/api/v1/gaze/imports", summary="Imports with their reports")
@@ -180,6 +218,8 @@ def _page_context(request: Request, db: Session, study: str | None, angle: float
     return {"result": result, "plots": plots, "labels": results.METRIC_LABELS, "group_labels": GROUP_LABELS,
             "participants": [(p, counts.get(p.id, 0)) for p in service.participants(db)],
             "imports": service.imports(db)[:50], "groups": STANDARD_GROUPS, "study": study, "angle": angle, "q": q,
+            "import_jobs": [import_jobs.job_view(db, job) for job in import_jobs.pending_jobs(db)],
+            "job_lines": import_jobs.JOB_LINES, "job_mib": import_jobs.JOB_BYTES // 2**20,
             "cases": _case_links(db, {row["case"] for row in result["per_case"]})}
 
 
@@ -207,6 +247,11 @@ async def import_page(request: Request, user: AdminUser, db: DbSession, file: An
     try:
         options = _options(format, space, rect, participant, case, stimulus_column, group)
         row = await _import(request, db, user, file, options)
+        if isinstance(row, Job):  # a large file: its progress, polling until the job ends
+            response = render(request, "gaze/_import_started.html", {"view": import_jobs.job_view(db, row)},
+                              status_code=202)
+            response.headers["Cache-Control"] = "private, no-store"
+            return response
         context = {"ok": True, "report": row.report, "detail": f"Imported {row.fixations} fixations."}
         status = 201
     except service.GazeError as exc:
@@ -214,6 +259,14 @@ async def import_page(request: Request, user: AdminUser, db: DbSession, file: An
         context = {"ok": False, "report": exc.report or {}, "detail": exc.detail, "code": exc.code}
         status = exc.status_code
     response = render(request, "gaze/_report.html", context, status_code=status)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@pages.get("/gaze/imports/jobs/{job_id}")
+def import_job_page(job_id: str, request: Request, user: AdminUser, db: DbSession) -> Response:
+    """A large import's progress fragment (polled every second while the job is queued or running)."""
+    response = render(request, "gaze/_import_job.html", {"view": _job_view(db, job_id)})
     response.headers["Cache-Control"] = "private, no-store"
     return response
 

@@ -1,4 +1,6 @@
-"""Participants and fixation imports: a file is checked whole, then lands whole (or not at all).
+"""Participants, import options and the look-ups an import needs (the import itself: :mod:`app.gaze.importer`;
+files too large for a request: :mod:`app.gaze.import_jobs`). A file is checked whole, then lands whole (or not
+at all).
 
 Service functions take keyword arguments and a session and never commit: routes own the transaction, so a
 refused import leaves nothing behind. Refusals carry a report (what was wrong, with counts) rather than a
@@ -7,23 +9,18 @@ bare error.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from app.audit import service as audit
 from app.auth.models import User
 from app.cases.models import Case
 from app.errors import DomainError
-from app.evaluate.gaze_maps import SIZE, to_aligned
 from app.gaze import parsers
 from app.gaze.models import STANDARD_GROUPS, Fixation, GazeImport, Participant
 
@@ -145,113 +142,6 @@ def resolve_cases(session: Session, *, user: User, names: Sequence[str]) -> tupl
         else:
             unknown.append(name if not matches else f"{name} (pseudonym shared by {len(matches)} cases)")
     return found, unknown
-
-
-def _to_photo(fix: parsers.RawFixation, case: Case) -> tuple[float, float]:
-    if fix.space == parsers.NORMALISED:
-        return fix.x * case.photo_width, fix.y * case.photo_height
-    if fix.space == parsers.SCREEN and fix.rect is not None:
-        left, top, width, height = fix.rect
-        return (fix.x - left) * case.photo_width / width, (fix.y - top) * case.photo_height / height
-    return fix.x, fix.y
-
-
-def import_fixations(session: Session, *, data: bytes, filename: str, options: ImportOptions, user: User,
-                     ip: str | None = None, study_id: str | None = None, digest: str | None = None) -> GazeImport:
-    """Check the whole file, then add every fixation in one flush; on any refusal nothing is added.
-
-    Refused: an unreadable file or format, missing columns, unknown cases or participants, a file imported
-    before. Counted and dropped (the import goes ahead): rows that are not fixations, fixations without a
-    position and fixations outside the photo. Fixations on the photo but off the aligned face are kept (they
-    are gaze on the photo) and counted.
-    """
-    if len(data) > MAX_FILE_BYTES:
-        raise GazeError("too_large", f"Fixation files are at most {MAX_FILE_BYTES // 2**20} MiB.", 413)
-    sha = digest or hashlib.sha256(data).hexdigest()
-    earlier = session.scalar(select(GazeImport).where(GazeImport.sha256 == sha))
-    if earlier is not None:
-        raise GazeError("duplicate_import", f"This file was imported before ({earlier.filename}, import "
-                        f"{earlier.id}, {earlier.fixations} fixations): nothing imported.", 409,
-                        report={"duplicate_of": earlier.id})
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    if "\x00" in text:
-        raise GazeError("unknown_format", "This is not a text file of fixations: nothing imported.")
-    try:
-        parsed = parsers.parse(text, options.format, space=options.space, rect=options.rect,
-                               participant=options.participant, stimulus=options.case,
-                               stimulus_column=options.stimulus_column)
-    except parsers.ParseError as exc:
-        raise GazeError(exc.code, exc.detail + " Nothing imported.", report={"problem": exc.code}) from exc
-    report: dict[str, Any] = {"format": parsed.format, "rows": parsed.rows, "skipped": dict(parsed.skipped)}
-    if parsed.impossible:
-        report["impossible"] = {reason: {"rows": len(lines), "lines": lines[:20]}
-                                for reason, lines in parsed.impossible.items()}
-        described = "; ".join(f"{IMPOSSIBLE[reason]}: {len(lines)} row(s), line(s) {', '.join(map(str, lines[:5]))}"
-                              for reason, lines in parsed.impossible.items())
-        raise GazeError("impossible_values", f"Nothing imported: rows with impossible values ({described}).",
-                        report=report)
-    stimuli = list(dict.fromkeys(f.stimulus for f in parsed.fixations))
-    cases, unknown_cases = resolve_cases(session, user=user, names=stimuli)
-    codes = list(dict.fromkeys(f.participant for f in parsed.fixations))
-    known = {p.code: p for p in session.scalars(select(Participant).where(Participant.code.in_(codes)))}
-    unknown_people = [c for c in codes if c not in known]
-    problems = []
-    if unknown_cases:
-        problems.append(f"unknown case(s): {', '.join(unknown_cases[:20])}")
-    if unknown_people and options.group is None:
-        problems.append(f"unregistered participant(s): {', '.join(unknown_people[:20])} (register them, or give "
-                        "a group for new participants)")
-    bad_codes = [c for c in unknown_people if not CODE_PATTERN.match(c)]
-    if bad_codes:
-        problems.append(f"participant code(s) that are not codes: {', '.join(bad_codes[:5])}")
-    if not parsed.fixations:
-        problems.append("no fixation in the file")
-    if problems:
-        report.update(unknown_cases=unknown_cases, unknown_participants=unknown_people)
-        raise GazeError("import_refused", "Nothing imported: " + "; ".join(problems) + ".", report=report)
-    for code in unknown_people:
-        known[code] = add_participant(session, code=code, group=options.group or "")
-    row = GazeImport(format=parsed.format, filename=filename[:200], sha256=sha, options=options.to_dict(),
-                     report={}, fixations=0, study_id=study_id, created_by=user.id)
-    session.add(row)
-    session.flush()
-    dropped: Counter[str] = Counter()
-    seq: Counter[tuple[str, str]] = Counter()
-    off_face = 0
-    shown: dict[str, float] = {}  # case id → screen pixels per photo pixel (screen-space files)
-    rows = []
-    for fix in parsed.fixations:
-        case = cases[fix.stimulus]
-        px, py = _to_photo(fix, case)
-        if not (0 <= px < case.photo_width and 0 <= py < case.photo_height):
-            dropped["outside_photo"] += 1
-            continue
-        if fix.space == parsers.SCREEN and fix.rect is not None:
-            shown.setdefault(case.id, round(fix.rect[2] / case.photo_width, 6))
-        ax, ay = to_aligned(case.align_matrix, np.array([px]), np.array([py]))
-        off_face += not (0 <= ax[0] < SIZE and 0 <= ay[0] < SIZE)
-        key = (fix.participant, case.id)
-        seq[key] += 1
-        rows.append(Fixation(import_id=row.id, participant_id=known[fix.participant].id, case_id=case.id,
-                             seq=seq[key], photo_x=px, photo_y=py, aligned_x=float(ax[0]), aligned_y=float(ay[0]),
-                             duration_ms=max(0.0, fix.duration_ms), onset_ms=fix.onset_ms))
-    if not rows:
-        report["skipped"] = dict(parsed.skipped + dropped)
-        raise GazeError("import_refused", "Nothing imported: every fixation lies outside its photo (check the "
-                        "stimulus rectangle and coordinate space).", report=report)
-    session.add_all(rows)
-    report.update(fixations=len(rows), skipped=dict(parsed.skipped + dropped), off_face=off_face,
-                  participants=len({r.participant_id for r in rows}), cases=len({r.case_id for r in rows}),
-                  new_participants=unknown_people, shown_scale=shown)
-    row.fixations = len(rows)
-    row.report = report
-    session.flush()
-    audit.record(session, action="gaze_import", user=user, ip=ip,
-                 detail={"import": row.id, "format": parsed.format, "fixations": len(rows)})
-    return row
 
 
 def import_out(row: GazeImport) -> dict[str, Any]:
