@@ -1,7 +1,7 @@
 """The unseen-syndrome experiment (GestaltMatcher's central table, on our generator).
 
     python -m app.nets.unseen OUT [--left-out syn_e] [--per-class 60] [--epochs 12] [--new-faces 30]
-                                  [--seen-faces 10] [--seed 0] [--workers 2] [--threads 2]
+                                  [--seen-faces 10] [--draws 10] [--seed 0] [--workers 2] [--threads 2]
 
 1. Generate a data set of every synthetic syndrome (``app.synth``, the real detector and aligner).
 2. Train a demo-size model (iResNet-18 × 0.25) on every syndrome **but one**: the left-out syndrome is
@@ -12,6 +12,9 @@
    case's ranking: :func:`app.nets.predict.predict` with an extra gallery and the syndrome it adds), and
    new faces of the *seen* syndromes (``--seen-faces`` per syndrome, the same faces for every k) with the
    same living gallery. Top-1/5/10 with Wilson 95% intervals; unseen − seen top-1 with Newcombe's interval.
+5. A size-matched control: every syndrome known from k faces only (the seen ones' drawn at random from the
+   model's gallery, ``--draws`` times), to tell what the embedding knows about the unseen syndrome apart
+   from the advantage a syndrome with many gallery faces has in a nearest-face ranking.
 
 With 9 synthetic syndromes top-10 is always 1 (there are only 9 to rank); top-1 and top-5 carry the
 result. Chance is top/9. Everything but the timings is deterministic from ``--seed``. OUT receives
@@ -21,6 +24,7 @@ result. Chance is top/9. Everything but the timings is deterministic from ``--se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -112,9 +116,51 @@ class Tally:
 
     def to_json(self) -> dict[str, Any]:
         n = len(self.ranks)
+        ranked = np.array([rank for rank in self.ranks if rank is not None], dtype=np.float64)
+        mean = float(ranked.mean()) if ranked.size else None
         return {"n": n, **{f"top{t}": self.hits(t) / n if n else None for t in TOPS},
                 **{f"top{t}_hits": self.hits(t) for t in TOPS},
-                **{f"top{t}_ci95": wilson(self.hits(t), n) for t in TOPS}, "ranks": self.ranks}
+                **{f"top{t}_ci95": wilson(self.hits(t), n) for t in TOPS},
+                "mean_rank": mean,
+                "mean_rank_ci95": _bootstrap(ranked, np.random.default_rng(n)) if ranked.size else None,
+                "ranks": self.ranks}
+
+
+def _bootstrap(per_query: np.ndarray, rng: np.random.Generator, resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile interval of the mean over queries (each query's value already averaged over draws)."""
+    means = per_query[rng.integers(0, len(per_query), size=(resamples, len(per_query)))].mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+
+def _size_matched(model: LoadedModel, faces: dict[str, list[tuple[str, np.ndarray]]], confirmed: np.ndarray,
+                  left_out: str, syndromes: tuple[Label, ...], k: int, draws: int, seed: int) -> dict[str, Any]:
+    """The control: every syndrome known from k faces only. The seen syndromes' k faces are drawn at random
+    from the model's gallery (``draws`` times), the unseen one's are its k confirmed cases; the same
+    ranking call, with the drawn faces as the only gallery. Separates what the embedding knows about the
+    unseen syndrome from the advantage of nearest-of-many over nearest-of-k."""
+    gallery = model.gallery
+    if gallery is None:
+        raise ValueError("the size-matched control draws from the model's gallery, and this model has none")
+    bare, stack = dataclasses.replace(model, gallery=None), gallery.view_stack()
+    rng = np.random.default_rng(seed + k)
+    ranks = {group: np.zeros((len(items), draws)) for group, items in faces.items()}
+    for draw in range(draws):
+        rows = np.concatenate([rng.choice(np.flatnonzero(gallery.label_indices == c),
+                                          min(k, int((gallery.label_indices == c).sum())), replace=False)
+                               for c in range(len(model.syndromes))])
+        extra = build_gallery(np.concatenate([stack[rows], confirmed[:k]]),
+                              [*gallery.labels[rows].tolist(), *[left_out] * k],
+                              [*gallery.image_ids[rows].tolist(), *[f"case{i}" for i in range(k)]], syndromes)
+        for group, items in faces.items():
+            for i, (class_id, crop) in enumerate(items):
+                ranks[group][i, draw] = _rank_of(bare, crop, class_id, extra, syndromes) or len(syndromes)
+    result = {}
+    for group, r in ranks.items():
+        per_top = {t: (r <= t).mean(axis=1) for t in TOPS}
+        result[group] = {"n": len(r), "draws": draws, **{f"top{t}": float(v.mean()) for t, v in per_top.items()},
+                         **{f"top{t}_ci95": _bootstrap(v, rng) for t, v in per_top.items()},
+                         "mean_rank": float(r.mean()), "mean_rank_ci95": _bootstrap(r.mean(axis=1), rng)}
+    return result
 
 
 def _rank_of(model: LoadedModel, crop: np.ndarray, syndrome: str, extra: Any,
@@ -161,7 +207,7 @@ def machine() -> dict[str, Any]:
 
 
 def run(out: Path, *, left_out: str = "syn_e", per_class: int = 60, epochs: int = 12, new_faces: int = 30,
-        seen_faces: int = 10, seed: int = 0, workers: int = 2, threads: int = 2,
+        seen_faces: int = 10, draws: int = 10, seed: int = 0, workers: int = 2, threads: int = 2,
         command: str | None = None, log: Any = None) -> dict[str, Any]:
     from app.nets.train import train_model
     from app.nets.unseen_report import write_markdown, write_plots
@@ -198,7 +244,7 @@ def run(out: Path, *, left_out: str = "syn_e", per_class: int = 60, epochs: int 
                     for crop in _crops(case_seed, class_id, range(100, 100 + seen_faces))]
     confirmed_views = np.stack([encode_query(model, crop)[1] for crop in confirmed])
     syndromes = (*model.syndromes, Label(id=left_out, name=get_class(left_out).name))
-    results: dict[str, Any] = {"unseen": {}, "seen": {}, "unseen_minus_seen_top1": {}}
+    results: dict[str, Any] = {"unseen": {}, "seen": {}, "unseen_minus_seen_top1": {}, "size_matched": {}}
     for k in K_CONFIRMED:
         extra = build_gallery(confirmed_views[:k], [left_out] * k, [f"case{i}" for i in range(k)], syndromes,
                               what="confirmed cases", sources=["case"] * k)
@@ -212,20 +258,25 @@ def run(out: Path, *, left_out: str = "syn_e", per_class: int = 60, epochs: int 
         results["unseen_minus_seen_top1"][f"k{k}"] = {
             "difference": difference, "ci95": newcombe(unseen.hits(1), len(unseen.ranks), seen.hits(1),
                                                        len(seen.ranks))}
+        results["size_matched"][f"k{k}"] = _size_matched(
+            model, {"unseen": [(left_out, crop) for crop in queries], "seen": seen_queries}, confirmed_views,
+            left_out, syndromes, k, draws, seed)
         note(f"k={k}: unseen top-1 {unseen.hits(1)}/{len(unseen.ranks)}, seen {seen.hits(1)}/{len(seen.ranks)}")
     phases["rank_s"] = time.perf_counter() - started - phases["generate_s"] - phases["train_s"]
     options = (f"{out} --left-out {left_out} --per-class {per_class} --epochs {epochs} --new-faces {new_faces} "
-               f"--seen-faces {seen_faces} --seed {seed} --workers {workers} --threads {threads}")
+               f"--seen-faces {seen_faces} --draws {draws} --seed {seed} --workers {workers} --threads {threads}")
     summary = {
         "command": command or f"python -m app.nets.unseen {options}",
         "every_option": f"python -m app.nets.unseen {options}",
         "left_out": left_out, "left_out_name": get_class(left_out).name, "seen_syndromes": seen_ids,
         "per_class": per_class, "epochs": epochs, "seed": seed, "case_seed": case_seed,
         "confirmed_cases": len(confirmed), "new_faces_unseen": len(queries), "seen_faces_per_syndrome": seen_faces,
+        "size_matched_draws": draws,
         "new_faces_seen": len(seen_queries), "syndromes_ranked": len(syndromes),
         "model_metrics": {k: report.metrics.get(k) for k in ("top1", "top5", "softmax_top1", "n")},
         "n_train": report.n_train, "n_test": report.n_test,
-        "chance": {f"top{t}": min(1.0, t / len(syndromes)) for t in TOPS},
+        "chance": {**{f"top{t}": min(1.0, t / len(syndromes)) for t in TOPS},
+                   "mean_rank": (len(syndromes) + 1) / 2},
         "chance_top1": 1 / len(syndromes), "results": results,
         "seconds": round(time.perf_counter() - started, 1), "phases_s": {k: round(v, 1) for k, v in phases.items()},
         "machine": {**{k: v for k, v in at_start.items() if k != "load_average"},
@@ -249,6 +300,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--new-faces", type=int, default=30)
     parser.add_argument("--seen-faces", type=int, default=10, help="new faces per seen syndrome")
+    parser.add_argument("--draws", type=int, default=10, help="random draws of the size-matched control")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes generating the data set")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while training")
@@ -256,10 +308,10 @@ def main() -> None:
     environment = " ".join(f"{name}={os.environ[name]}" for name in ("OMP_NUM_THREADS",) if name in os.environ)
     command = f"{environment} python -m app.nets.unseen {shlex.join(sys.argv[1:])}".strip()
     summary = run(args.out, left_out=args.left_out, per_class=args.per_class, epochs=args.epochs,
-                  new_faces=args.new_faces, seen_faces=args.seen_faces, seed=args.seed, workers=args.workers,
-                  threads=args.threads, command=command, log=sys.stderr)
+                  new_faces=args.new_faces, seen_faces=args.seen_faces, draws=args.draws, seed=args.seed,
+                  workers=args.workers, threads=args.threads, command=command, log=sys.stderr)
     print(json.dumps({g: {k: {t: v[t] for t in ("n", "top1", "top5", "top10")} for k, v in r.items()}
-                      for g, r in summary["results"].items() if g != "unseen_minus_seen_top1"}, indent=2))
+                      for g, r in summary["results"].items() if g in ("unseen", "seen")}, indent=2))
 
 
 if __name__ == "__main__":

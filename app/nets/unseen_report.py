@@ -16,9 +16,10 @@ def _pct(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _with_ci(result: dict[str, Any], top: int) -> str:
-    low, high = result[f"top{top}_ci95"]
-    return f"{_pct(result[f'top{top}'])} ({_pct(low)}–{_pct(high)})"
+def _with_ci(result: dict[str, Any], top: int | str) -> str:
+    key = f"top{top}" if isinstance(top, int) else top
+    low, high = result[f"{key}_ci95"]
+    return f"{_pct(result[key])} ({_pct(low)}–{_pct(high)})"
 
 
 def _side(interval: list[float], reference: float) -> str:
@@ -42,6 +43,10 @@ def _findings(s: dict[str, Any]) -> list[str]:
                      f"(difference {diff['difference']:+.2f}, 95% CI {d_low:+.2f} to {d_high:+.2f}); "
                      f"unseen top-5 {_with_ci(unseen, 5)} is {_side(unseen['top5_ci95'], s['chance']['top5'])} "
                      f"chance ({s['chance']['top5']:.3f}), seen top-5 {_with_ci(seen, 5)}.")
+        control = s["results"]["size_matched"][f"k{k}"]
+        lines.append(f"  Size-matched ({k} face{'s' if k > 1 else ''} per syndrome): unseen top-1 "
+                     f"{_with_ci(control['unseen'], 1)} is {_side(control['unseen']['top1_ci95'], chance)} chance; "
+                     f"seen top-1 {_with_ci(control['seen'], 1)}.")
     return lines
 
 
@@ -77,16 +82,35 @@ def write_markdown(out: Path, s: dict[str, Any]) -> None:
         "Share of new faces whose true syndrome is ranked within the top 1, 5 and 10, with Wilson 95% intervals. "
         f"Top-10 is 1 by construction: only {s['syndromes_ranked']} syndromes are ranked.", "",
         "| faces ranked | confirmed cases of " + s["left_out"] + " in the gallery | n | top-1 (95% CI) | "
-        "top-5 (95% CI) | top-10 (95% CI) |",
-        "|---|---|---|---|---|---|",
+        "top-5 (95% CI) | top-10 (95% CI) | mean rank (95% CI) |",
+        "|---|---|---|---|---|---|---|",
     ]
+    chance = s["chance"]
+    chance_row = (f"| chance | – | – | {_pct(chance['top1'])} | {_pct(chance['top5'])} | {_pct(chance['top10'])} | "
+                  f"{_pct(chance['mean_rank'])} |")
     for group, name in GROUPS:
         for k in K_CONFIRMED:
             r = s["results"][group][f"k{k}"]
-            lines.append(f"| {name} | {k} | {r['n']} | {_with_ci(r, 1)} | {_with_ci(r, 5)} | {_with_ci(r, 10)} |")
-    chance = s["chance"]
-    lines += [f"| chance | – | – | {_pct(chance['top1'])} | {_pct(chance['top5'])} | {_pct(chance['top10'])} |", "",
-              "![top-1 and top-5 by confirmed cases, with chance and the seen syndromes](unseen.png)", "",
+            lines.append(f"| {name} | {k} | {r['n']} | {_with_ci(r, 1)} | {_with_ci(r, 5)} | {_with_ci(r, 10)} | "
+                         f"{_with_ci(r, 'mean_rank')} |")
+    lines += [chance_row, "",
+              "### Size-matched control", "",
+              "The same faces ranked when every syndrome is known from k faces only: each seen syndrome's k faces "
+              f"drawn at random from the model's gallery ({s['size_matched_draws']} draws, each face's hits "
+              "averaged over the draws; 95% intervals by bootstrap over faces), the unseen syndrome's its k "
+              "confirmed cases. This shows what the embedding knows about the unseen syndrome without the "
+              "advantage that nearest-of-many has over nearest-of-k.", "",
+              "| faces ranked | faces per syndrome in the gallery | n | top-1 (95% CI) | top-5 (95% CI) | "
+              "top-10 (95% CI) | mean rank (95% CI) |",
+              "|---|---|---|---|---|---|---|"]
+    for group, name in GROUPS:
+        for k in K_CONFIRMED:
+            r = s["results"]["size_matched"][f"k{k}"][group]
+            lines.append(f"| {name} | {k} | {r['n']} | {_with_ci(r, 1)} | {_with_ci(r, 5)} | {_with_ci(r, 10)} | "
+                         f"{_with_ci(r, 'mean_rank')} |")
+    lines += [chance_row, "",
+              "![top-1 and top-5 by confirmed cases, with chance and the seen syndromes; below, the size-matched "
+              "control](unseen.png)", "",
               "(Also as [unseen.svg](unseen.svg); every number is in [unseen.json](unseen.json), with each face's "
               "rank.)", "",
               "## What the intervals say", "",
@@ -103,30 +127,37 @@ def write_plots(out: Path, s: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "unseen"
-    figure, panels = plt.subplots(1, 2, figsize=(8.4, 3.8), dpi=100, sharey=True)
-    for axes, top in zip(panels, (1, 5), strict=True):
-        for offset, (group, name), style in ((-0.08, GROUPS[0], "o-"), (0.08, GROUPS[1], "s--")):
-            values = [s["results"][group][f"k{k}"] for k in K_CONFIRMED]
-            y = [v[f"top{top}"] for v in values]
-            err = [[v[f"top{top}"] - v[f"top{top}_ci95"][0] for v in values],
-                   [v[f"top{top}_ci95"][1] - v[f"top{top}"] for v in values]]
-            axes.errorbar([k + offset for k in K_CONFIRMED], y, yerr=err, fmt=style, capsize=3,
-                          label=f"{name} (n={values[0]['n']})")
-        chance = s["chance"][f"top{top}"]
-        axes.axhline(chance, color="grey", linestyle=":")
-        axes.annotate(f"chance {chance:.3f}", (2, chance), xytext=(0, 3), textcoords="offset points",
-                      ha="center", fontsize=7, color="dimgrey")
-        axes.set_xticks(K_CONFIRMED)
-        axes.set_xlim(0.5, 5.5)
-        axes.set_xlabel(f"confirmed cases of {s['left_out']} in the gallery")
-        axes.set_title(f"top-{top} (95% Wilson intervals)", fontsize=10)
-        axes.set_ylim(0, 1.05)
-    panels[0].set_ylabel("share of new faces")
-    figure.suptitle(f"{s['left_out']} left out of training; top-10 is 1 with {s['syndromes_ranked']} syndromes",
-                    fontsize=10)
+    figure, grid = plt.subplots(2, 2, figsize=(8.4, 6.6), dpi=100, sharey=True)
+    rows = (("living gallery as served",
+             lambda group, k: s["results"][group][f"k{k}"]),
+            ("size-matched control (k faces each)",
+             lambda group, k: s["results"]["size_matched"][f"k{k}"][group]))
+    for panels, (title, pick) in zip(grid, rows, strict=True):
+        for axes, top in zip(panels, (1, 5), strict=True):
+            for offset, (group, name), style in ((-0.08, GROUPS[0], "o-"), (0.08, GROUPS[1], "s--")):
+                values = [pick(group, k) for k in K_CONFIRMED]
+                y = [v[f"top{top}"] for v in values]
+                err = [[v[f"top{top}"] - v[f"top{top}_ci95"][0] for v in values],
+                       [v[f"top{top}_ci95"][1] - v[f"top{top}"] for v in values]]
+                axes.errorbar([k + offset for k in K_CONFIRMED], y, yerr=err, fmt=style, capsize=3,
+                              label=f"{name} (n={values[0]['n']})")
+            chance = s["chance"][f"top{top}"]
+            axes.axhline(chance, color="grey", linestyle=":")
+            axes.annotate(f"chance {chance:.3f}", (4, chance), xytext=(0, 3), textcoords="offset points",
+                          ha="center", fontsize=7, color="dimgrey")
+            axes.set_xticks(K_CONFIRMED)
+            axes.set_xlim(0.5, 5.5)
+            axes.set_xlabel(f"confirmed cases of {s['left_out']} in the gallery" if pick is rows[0][1]
+                            else "faces per syndrome in the gallery", fontsize=8)
+            axes.set_title(f"top-{top}, {title}", fontsize=9)
+            axes.set_ylim(0, 1.05)
+        panels[0].set_ylabel("share of new faces")
+    panels = grid[0]
+    figure.suptitle(f"{s['left_out']} left out of training (95% intervals); top-10 is 1 with "
+                    f"{s['syndromes_ranked']} syndromes", fontsize=10)
     handles, labels = panels[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(out / "unseen.png")
     figure.savefig(out / "unseen.svg", metadata={"Date": None})
     plt.close(figure)

@@ -25,7 +25,7 @@ def test_the_intervals_match_published_values() -> None:
 def test_a_small_unseen_syndrome_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     argv = [str(out), "--left-out", "syn_d", "--per-class", "8", "--epochs", "2", "--new-faces", "4",
-            "--seen-faces", "2", "--seed", "3", "--workers", "1", "--threads", "1"]
+            "--seen-faces", "2", "--draws", "2", "--seed", "3", "--workers", "1", "--threads", "1"]
     monkeypatch.setattr(sys, "argv", ["unseen", *argv])
     unseen.main()
 
@@ -43,6 +43,11 @@ def test_a_small_unseen_syndrome_run(tmp_path: Path, monkeypatch: pytest.MonkeyP
                 low, high = r[f"top{top}_ci95"]
                 assert 0.0 <= low <= r[f"top{top}"] <= high <= 1.0
             assert r["top1"] <= r["top5"] <= r["top10"] == 1.0  # 9 syndromes: top-10 holds them all
+            assert r["mean_rank_ci95"][0] <= r["mean_rank"] <= r["mean_rank_ci95"][1]
+            control = s["results"]["size_matched"][k][group]
+            assert control["n"] == r["n"] and control["draws"] == 2 and control["top10"] == 1.0
+            for key in ("top1", "top5", "top10", "mean_rank"):
+                assert control[f"{key}_ci95"][0] <= control[key] <= control[f"{key}_ci95"][1]
             diff = s["results"]["unseen_minus_seen_top1"][k]
             unseen_top1, seen_top1 = s["results"]["unseen"][k]["top1"], s["results"]["seen"][k]["top1"]
             assert diff["difference"] == pytest.approx(unseen_top1 - seen_top1)
@@ -53,7 +58,8 @@ def test_a_small_unseen_syndrome_run(tmp_path: Path, monkeypatch: pytest.MonkeyP
     report = (out / "unseen.md").read_text()
     assert f"python -m app.nets.unseen {' '.join(argv)}" in report  # the exact command that made it
     assert s["machine"]["cpu"] in report and f"Wall time {s['seconds']} s" in report
-    assert "| unseen syndrome | 5 |" in report and "| seen syndromes | 1 |" in report and "| chance |" in report
+    assert "### Size-matched control" in report and "| unseen syndrome | 5 |" in report
+    assert "| seen syndromes | 1 |" in report and "| chance |" in report
     assert (out / "unseen.png").read_bytes().startswith(b"\x89PNG")
     assert b"<svg" in (out / "unseen.svg").read_bytes()[:1000]
     assert all(path.stat().st_size < 1_000_000 for path in out.iterdir())
