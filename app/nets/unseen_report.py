@@ -27,26 +27,35 @@ def _side(interval: list[float], reference: float) -> str:
     return "above" if low > reference else "below" if high < reference else "not distinguishable from"
 
 
+def _rank_side(r: dict[str, Any], chance: float) -> str:
+    low, high = r["mean_rank_ci95"]
+    verdict = "better than" if high < chance else "worse than" if low > chance else "not distinguishable from"
+    return f"mean rank {_with_ci(r, 'mean_rank')} is {verdict} chance ({chance:.2f})"
+
+
 def _findings(s: dict[str, Any]) -> list[str]:
     """Plain comparisons of each interval with chance and with the seen syndromes (no judgement added)."""
-    chance = s["chance"]["top1"]
+    chance = s["chance"]
     lines = []
     for k in K_CONFIRMED:
         unseen, seen = s["results"]["unseen"][f"k{k}"], s["results"]["seen"][f"k{k}"]
-        versus_chance = f"{_side(unseen['top1_ci95'], chance)} chance"
         diff = s["results"]["unseen_minus_seen_top1"][f"k{k}"]
         d_low, d_high = diff["ci95"]
         versus_seen = ("below the seen syndromes'" if d_high < 0 else "above the seen syndromes'" if d_low > 0
                        else "not distinguishable from the seen syndromes'")
-        lines.append(f"- {k} confirmed case{'s' if k > 1 else ''}: unseen top-1 {_with_ci(unseen, 1)} is "
-                     f"{versus_chance} ({chance:.3f}) and {versus_seen} {_pct(seen['top1'])} "
-                     f"(difference {diff['difference']:+.2f}, 95% CI {d_low:+.2f} to {d_high:+.2f}); "
-                     f"unseen top-5 {_with_ci(unseen, 5)} is {_side(unseen['top5_ci95'], s['chance']['top5'])} "
-                     f"chance ({s['chance']['top5']:.3f}), seen top-5 {_with_ci(seen, 5)}.")
         control = s["results"]["size_matched"][f"k{k}"]
-        lines.append(f"  Size-matched ({k} face{'s' if k > 1 else ''} per syndrome): unseen top-1 "
-                     f"{_with_ci(control['unseen'], 1)} is {_side(control['unseen']['top1_ci95'], chance)} chance; "
-                     f"seen top-1 {_with_ci(control['seen'], 1)}.")
+        c_unseen, c_seen = control["unseen"], control["seen"]
+        lines.append(
+            f"- **{k} confirmed case{'s' if k > 1 else ''}, as served**: unseen top-1 {_with_ci(unseen, 1)} is "
+            f"{_side(unseen['top1_ci95'], chance['top1'])} chance ({chance['top1']:.3f}) and {versus_seen} "
+            f"{_pct(seen['top1'])} (difference {diff['difference']:+.2f}, 95% CI {d_low:+.2f} to {d_high:+.2f}); "
+            f"unseen top-5 {_with_ci(unseen, 5)} is {_side(unseen['top5_ci95'], chance['top5'])} chance "
+            f"({chance['top5']:.3f}) against seen {_with_ci(seen, 5)}; unseen "
+            f"{_rank_side(unseen, chance['mean_rank'])}. **Size-matched** ({k} face{'s' if k > 1 else ''} per "
+            f"syndrome): unseen top-1 {_with_ci(c_unseen, 1)} is {_side(c_unseen['top1_ci95'], chance['top1'])} "
+            f"chance, top-5 {_with_ci(c_unseen, 5)} is {_side(c_unseen['top5_ci95'], chance['top5'])} chance, "
+            f"{_rank_side(c_unseen, chance['mean_rank'])}; seen top-1 {_with_ci(c_seen, 1)}, top-5 "
+            f"{_with_ci(c_seen, 5)}.")
     return lines
 
 
