@@ -368,6 +368,44 @@ def test_a_full_disk_is_reported_by_readyz_and_answered_507(small_disk: Path, tm
 # --- issue 20 item 2: a job ends within its bound whatever fails underneath it ------------------------------
 
 
+def test_a_job_the_inline_runner_cannot_claim_on_a_full_disk_runs_once_space_is_freed(small_disk: Path) -> None:
+    """Issue 20 item 2 (inline): the disk filled, the runner could not claim a queued job, and after space was
+    freed asking again returned the same dead job. Now the lane thread looks again every POLL_S: the job stays
+    queued (alive) while the disk is full and runs as soon as the claim can be written."""
+    from app.jobs.runners import InlineRunner
+    from app.migrate import upgrade
+
+    data = small_disk / "data"
+    data.mkdir()
+    url = f"sqlite:///{(data / 'gestaltlens.db').as_posix()}"
+    upgrade(url)
+    app = create_app(Settings(data_dir=data, database_url=url, secret_key=SECRET, min_free_mb=0))
+    account = make_account(app, "alice", "clinician")
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            case = upload(client, account, generate_one(seed=36, class_id="syn_f", index=0, severity=1.0).jpeg).json()
+            maps = f"/api/v1/cases/{case['id']}/explanations"
+            app.state.jobs.stop()  # nothing claims the job until the disk is full
+            asked = client.post(maps, json={"methods": ["saliency"]}, headers=account.headers)
+            assert asked.status_code == 202, asked.text
+            job_id = asked.json()["job_id"]
+            filler = _fill(small_disk)
+            app.state.jobs.start()
+            time.sleep(3 * InlineRunner.POLL_S)  # the lane thread tried, and could not write the claim
+            with app.state.sessions() as session:  # read directly: an API call on a full disk answers 507
+                job = session.get(Job, job_id)
+                assert job.state == "queued" and job.attempts == 0, (job.state, job.attempts)
+            filler.unlink()
+            wait_until(lambda: client.get(f"/api/v1/jobs/{job_id}", headers=account.headers).json()["state"]
+                       in ("done", "failed"), 60, "the job to run once space was freed", interval=0.25)
+            assert client.get(f"/api/v1/jobs/{job_id}", headers=account.headers).json()["state"] == "done"
+            again = client.post(maps, json={"methods": ["saliency"]}, headers=account.headers).json()
+            assert again["job_id"] is None and again["explanations"][0]["status"] == "done"  # stored, not redone
+    finally:
+        app.state.engine.dispose()
+
+
+
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_a_database_cut_during_a_celery_job_still_ends_the_job(migrated_url: str, tmp_path: Path,
                                                                short_lease: None) -> None:
