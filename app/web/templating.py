@@ -39,9 +39,14 @@ def _job_wait(request: Request, job: Any) -> str:
     job_id = job if isinstance(job, str) else getattr(job, "id", None)
     if not job_id:
         return ""
-    with request.app.state.sessions() as session:
-        row = session.get(Job, job_id)
-        return wait_phrase(outlook_for(session, row)) if row is not None else ""
+    said = getattr(request.state, "job_waits", None)  # a page of many pending maps asks once per job
+    if said is None:
+        said = request.state.job_waits = {}
+    if job_id not in said:
+        with request.app.state.sessions() as session:
+            row = session.get(Job, job_id)
+            said[job_id] = wait_phrase(outlook_for(session, row)) if row is not None else ""
+    return said[job_id]
 
 
 templates.env.globals["job_wait"] = _job_wait  # templates/_*progress.html, cohorts/_result.html, compare, studies
