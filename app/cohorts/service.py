@@ -146,10 +146,24 @@ def request_cohort(session: Session, *, user: User, model: LoadedModel, group: C
                        digest=_digest(group.cases, methods), state=QUEUED)
     session.add(row)
     session.flush()
-    job = job_service.create_job(session, kind=COHORT_JOB, owner=user, case_id=None, payload={"cohort_id": row.id})
+    job = job_service.create_job(session, kind=COHORT_JOB, owner=user, case_id=None, payload={"cohort_id": row.id},
+                                 estimated_s=expected_seconds(methods, len(group.cases)))
     row.job_id = job.id
     session.flush()
     return row, job.id
+
+
+def expected_seconds(methods: Sequence[str], n_cases: int) -> float | None:
+    """Seconds a cohort job should take: each case's maps at their default parameters (network passes, shared
+    passes once per case) times the bench-fitted seconds per pass; stored maps it reuses make it shorter, and
+    the lane's calibration (app.jobs.outlook) learns by how much."""
+    from app.evaluate.plan import expected_seconds as seconds_for
+    from app.explain.registry import get_method, normalise_params
+
+    passes: dict[str, float] = {}
+    for method in methods:
+        passes.update(get_method(method).passes(normalise_params(method, None)))
+    return seconds_for({"cases": n_cases * sum(passes.values())}, threads=2)
 
 
 def result_dir(data_dir: Path, result_id: str) -> Path:

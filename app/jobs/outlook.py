@@ -9,8 +9,8 @@ The picture of a lane is simulated from what the database knows, so any web proc
   it has jobs running (at least one): each next job starts when the earliest slot frees;
 * a job's expected duration is the estimate its domain queued it with (a cost model fitted by the benches:
   network passes × seconds per pass), corrected by how the recent jobs of its kind compared with their own
-  estimates (the median ratio of real to estimated duration over the last :data:`CALIBRATION_JOBS`); a kind
-  without a cost model uses the median real duration of its recent jobs.
+  estimates (their real seconds over their estimated seconds, summed over the last :data:`CALIBRATION_JOBS`);
+  a kind without a cost model uses the median real duration of its recent jobs.
 
 A finished job keeps its estimate beside its real duration (``estimated_s``, ``duration_s``), so the estimates
 can be checked (the bench reports their error).
@@ -65,7 +65,7 @@ def duration_s(job: Job) -> float | None:
 
 
 class Calibration:
-    """Per kind: the median real/estimated ratio and the median real duration of its recent done jobs."""
+    """Per kind: the real/estimated ratio and the median real duration of its recent done jobs."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -79,8 +79,10 @@ class Calibration:
                        Job.finished_at.is_not(None))
                 .order_by(Job.finished_at.desc()).limit(CALIBRATION_JOBS)))
             durations = [(f - s).total_seconds() for s, f, _ in recent]
-            ratios = [d / e for d, (_, _, e) in zip(durations, recent, strict=True) if e and e > 0]
-            ratio = statistics.median(ratios) if ratios else 1.0
+            # Real over estimated seconds summed over the recent jobs, not a median of per-job ratios: a tiny
+            # job (one map, a fixed overhead of loading and storing) must not inflate every later estimate.
+            paired = [(d, e) for d, (_, _, e) in zip(durations, recent, strict=True) if e and e > 0]
+            ratio = sum(d for d, _ in paired) / sum(e for _, e in paired) if paired else 1.0
             ratio = min(RATIO_RANGE[1], max(RATIO_RANGE[0], ratio))
             self._cache[kind] = (ratio, statistics.median(durations) if durations else None)
         return self._cache[kind]
