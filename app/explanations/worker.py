@@ -22,6 +22,7 @@ from app.explain.ensemble import EnsembleExplainer
 from app.explain.objectives import Objective
 from app.explanations.map_store import store_map
 from app.explanations.models import Explanation
+from app.jobs import lanes
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
 from app.jobs.registry import WorkerContext, fail_unfinished, handler
@@ -48,6 +49,14 @@ def ensemble_explainer_for(context: WorkerContext, model: LoadedModel) -> Ensemb
                                       device=resolve_device(context.settings.device))
         context.cache[key] = explainer
     return explainer
+
+
+def _requeue_rows(context: WorkerContext, ids: list[str]) -> None:
+    """The job handed its turn over: its maps not yet done wait in the queue again (the job runs them next time)."""
+    with context.sessions() as session:
+        for row in session.scalars(select(Explanation).where(Explanation.id.in_(ids), Explanation.state == RUNNING)):
+            row.state = QUEUED
+        session.commit()
 
 
 def _fail_rows(context: WorkerContext, ids: list[str], error: str) -> None:
@@ -97,6 +106,8 @@ class MapSink:
                                                               self.objective, method, _own_params(item), values)
         self.started = time.perf_counter()
         store_map(self.context, self.case_id, item.row_id, values, elapsed_ms, self.value, extra)
+        if lanes.turn_over():  # others wait for their first map: this job's remaining maps go back in the queue
+            raise lanes.YieldTurn
 
 
 def _own_params(item: MapWork) -> dict:
@@ -133,6 +144,9 @@ def run_explain(job: Job, context: WorkerContext) -> None:
     ids = [item.row_id for item in work]
     try:
         _compute(job, context, work, aligned_path)
+    except lanes.YieldTurn:
+        _requeue_rows(context, ids)
+        raise
     except Exception as exc:
         _fail_rows(context, ids, str(exc) or type(exc).__name__)
         raise

@@ -85,7 +85,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
         from app.jobs.service import JobBusy, lease
 
         try:
-            run_message(job_id, worker_context())  # the lane's next job in the fair order (often this one)
+            handed = run_message(job_id, worker_context())  # the lane's next job in the fair order (often this one)
+            if handed is not None:  # it handed its turn over after its first result: its message goes to the back
+                self.app.send_task(RUN_JOB_TASK, args=[handed.id],
+                                   queue=queue_name(get_settings().job_queue, handed.lane))
         except JobBusy as exc:  # a re-delivered copy while the first worker still works: look again later
             raise self.retry(countdown=lease().total_seconds(), exc=exc) from exc
         except TryLater as exc:  # database or disk failed under the job: offer it again once the lease is over

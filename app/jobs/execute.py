@@ -15,8 +15,9 @@ import time
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from app.jobs import service
-from app.jobs.models import Job
+from app.jobs import lanes, service
+from app.jobs.lanes import INTERACTIVE
+from app.jobs.models import QUEUED, Job
 from app.jobs.registry import KINDS, WorkerContext
 
 log = logging.getLogger("gestaltlens.jobs")
@@ -61,38 +62,61 @@ def run_job(job_id: str, context: WorkerContext) -> None:
 
 def run_next(lane: str, context: WorkerContext, *, own: str | None = None) -> Job | None:
     """Claim and run the job whose turn it is in ``lane`` (:func:`app.jobs.service.claim_next`); returns it,
-    or None when the lane has nothing to run. ``own``: the job a broker message named."""
+    or None when the lane has nothing to run. ``own``: the job a broker message named. A job that handed its
+    turn over is returned with ``state`` set to ``queued`` (it needs a new broker message on Celery)."""
     try:
         job = service.claim_next(context.sessions, lane, own=own)
     except TRANSIENT as exc:
         raise TryLater(f"lane {lane}: no job could be claimed ({type(exc).__name__}: {exc})") from exc
-    if job is not None:
-        _run_claimed(job, context)
+    if job is not None and _run_claimed(job, context):
+        job.state = QUEUED
     return job
 
 
-def run_message(job_id: str, context: WorkerContext) -> None:
-    """A broker message for ``job_id``: run the job whose turn it is in that job's lane."""
+def run_message(job_id: str, context: WorkerContext) -> Job | None:
+    """A broker message for ``job_id``: run the job whose turn it is in that job's lane. Returns a job that
+    handed its turn over (the caller publishes a message for it again), else None."""
     try:
         with context.sessions() as session:
             lane = session.scalar(select(Job.lane).where(Job.id == job_id))
     except TRANSIENT as exc:
         raise TryLater(f"job {job_id}: its lane could not be read ({type(exc).__name__})") from exc
     if lane is None:  # erased with its case: other jobs have their own messages
-        return
-    run_next(lane, context, own=job_id)
+        return None
+    ran = run_next(lane, context, own=job_id)
+    return ran if ran is not None and ran.state == QUEUED else None
 
 
-def _run_claimed(job: Job, context: WorkerContext) -> None:
+def _run_claimed(job: Job, context: WorkerContext) -> bool:
+    """Run a claimed job to its outcome; True when it handed its turn over instead (back in its lane's queue)."""
     job_id = job.id
     registered = KINDS.get(job.kind)
     if registered is None:  # the process did not import app.tasks, or the kind is gone
         _record(context, job_id, error=f"no handler for job kind {job.kind!r}", worker=job.worker)
-        return
+        return False
+    may_hand_over = job.lane == INTERACTIVE and not (job.payload or {}).get(service.HANDED_OVER)
+    asked = [False]
+
+    def check() -> bool:  # once per job: a map is stored and a newer job of the lane has shown nothing yet
+        if asked[0] or not may_hand_over:
+            return False
+        asked[0] = True
+        return service.others_waiting(context.sessions, job)
+
+    token = lanes.set_turn_check(check)
     try:
         registered.run(job, context)
+    except lanes.YieldTurn:
+        if service.requeue(context.sessions, job_id, job.worker):
+            log.info("job %s handed its turn over after its first result", job_id)
+            return True
+        _record(context, job_id, error=None, worker=job.worker)
+        return False
     except Exception as exc:  # the job fails with a message; the worker lives on
         log.exception("job %s (%s) failed", job_id, job.kind)
         _record(context, job_id, error=str(exc) or type(exc).__name__, worker=job.worker)
-        return
+        return False
+    finally:
+        lanes.reset_turn_check(token)
     _record(context, job_id, error=None, worker=job.worker)
+    return False

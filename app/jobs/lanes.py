@@ -106,6 +106,34 @@ def fair_order(jobs: Iterable[Waiting], served: Mapping[int | None, datetime] | 
     return order
 
 
+# --- handing the turn over within a lane ---------------------------------------------------------------------
+
+class YieldTurn(Exception):
+    """Raised by a handler at a safe point (a map stored) when :func:`turn_over` says others wait for their first
+    result: the job goes back in its lane's queue with its remaining work (app.jobs.service.requeue)."""
+
+
+_turn: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("lane_turn", default=None)
+
+
+def turn_over() -> bool:
+    """True once, when the running job should hand its turn over: it has delivered its first result and another
+    job of its lane waits that has not delivered any. Why: on one interactive worker five panels asked at once
+    were served whole, one after another, so the fifth clinician waited four panels for a first map; handing over
+    after the first map gives everyone a first map within a few maps' time, and costs a panel's total nothing but
+    one re-claim. Outside a job (or for a job that already handed over once) it is False."""
+    check = _turn.get()
+    return bool(check is not None and check())
+
+
+def set_turn_check(check: Callable[[], bool] | None) -> contextvars.Token:
+    return _turn.set(check)
+
+
+def reset_turn_check(token: contextvars.Token) -> None:
+    _turn.reset(token)
+
+
 # --- sharing the cores between the inline runner's two lane threads ---------------------------------------
 
 _checkpoint: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("lane_checkpoint",

@@ -162,6 +162,33 @@ def claim_next(sessions: sessionmaker[Session], lane: str, *, own: str | None = 
     return None
 
 
+#: The payload key marking a job that has handed its turn over once (app.jobs.lanes.turn_over): it runs to the
+#: end when next claimed, and it no longer counts as waiting for a first result.
+HANDED_OVER = "_handed_over"
+
+
+def others_waiting(sessions: sessionmaker[Session], job: Job) -> bool:
+    """Whether another job of ``job``'s lane is queued that has never run (so nothing of it is shown yet)."""
+    with sessions() as session:
+        waiting = session.scalars(select(Job.payload).where(
+            Job.lane == job.lane, Job.state == QUEUED, Job.id != job.id, Job.attempts == 0).limit(20)).all()
+    return any(not (payload or {}).get(HANDED_OVER) for payload in waiting)
+
+
+def requeue(sessions: sessionmaker[Session], job_id: str, worker: str | None) -> bool:
+    """A running job hands its turn over: back to ``queued`` with its progress, its attempt not counted, marked so
+    it runs to the end next time. Only while ``worker`` still holds it; returns whether it was requeued."""
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state != RUNNING or job.worker != worker:
+            return False
+        job.state, job.worker, job.updated_at = QUEUED, None, utcnow()
+        job.attempts = max(0, job.attempts - 1)
+        job.payload = {**(job.payload or {}), HANDED_OVER: True}
+        session.commit()
+        return True
+
+
 def _finish(session: Session, job: Job, state: str, error: str | None) -> None:
     job.state = state
     job.error = error

@@ -66,10 +66,11 @@ def _user(app, username: str) -> User:
 
 
 def _queue(app, kind: str, owner: User | None, *, seconds: float, estimated_s: float | None = None,
-           hold: Path | None = None, submit: bool = True) -> str:
+           hold: Path | None = None, submit: bool = True, turn_at: int | None = None) -> str:
     with app.state.sessions() as session:
         job = job_service.create_job(session, kind=kind, owner=owner, estimated_s=estimated_s,
-                                     payload={"seconds": seconds, **({"hold": str(hold)} if hold else {})})
+                                     payload={"seconds": seconds, **({"hold": str(hold)} if hold else {}),
+                                              **({"turn_at": turn_at} if turn_at is not None else {})})
         session.commit()
         job_id, lane = job.id, job.lane
     if submit:
@@ -149,6 +150,36 @@ def test_two_users_are_served_in_fair_order_inline(client: TestClient, app, alic
     assert started == [alices[0], bobs[0], alices[1], alices[2]]
 
 
+def test_a_panel_hands_its_turn_over_after_its_first_map_inline(client: TestClient, app, alice, bob,
+                                                               tmp_path: Path) -> None:
+    """Two clinicians ask for panels at once: the second gets its first map before the first panel is whole."""
+    from app.explanations.models import Explanation
+    from app.synth.generate import generate_one
+    from tests.conftest import upload
+
+    cases = {who: upload(client, account, generate_one(seed=41 + i, class_id="syn_d", index=i, severity=1.0).jpeg
+                         ).json()["id"] for i, (who, account) in enumerate((("alice", alice), ("bob", bob)))}
+    hold = tmp_path / "release"
+    blocker = _queue(app, INTERACTIVE_KIND, None, seconds=0.1, hold=hold)
+    wait_until(lambda: _job(app, blocker).state == "running", 30, "the blocking job to start")
+    methods = {"methods": ["saliency", "gradcam", "integrated_gradients", "input_x_gradient"]}
+    jobs = {who: client.post(f"/api/v1/cases/{cases[who]}/explanations", json=methods,
+                             headers=account.headers).json()["job_id"] for who, account in (("alice", alice),
+                                                                                             ("bob", bob))}
+    hold.touch()
+    wait_until(lambda: _finished(app, *jobs.values()), 240, "both panels to finish", interval=0.25)
+    first, second = _job(app, jobs["alice"]), _job(app, jobs["bob"])
+    assert first.state == second.state == "done" and first.payload.get("_handed_over") is True
+    with app.state.sessions() as session:
+        done = {who: sorted(session.scalars(select(Explanation.finished_at).where(Explanation.job_id == job)))
+                for who, job in jobs.items()}
+    assert len(done["alice"]) == len(done["bob"]) == 4
+    assert done["bob"][0] < done["alice"][-1]  # bob's first map came before alice's panel was whole
+    assert done["alice"][0] < done["bob"][0]  # and alice's first map before bob's: she asked first
+    listed = client.get(f"/api/v1/cases/{cases['alice']}/explanations", headers=alice.headers).json()
+    assert sorted(e["status"] for e in listed) == ["done"] * 4
+
+
 # --- Celery: one worker per lane on the real broker ---------------------------------------------------------
 
 LEASE_S, VISIBILITY_S = 3.0, 6.0
@@ -194,6 +225,7 @@ def test_celery_workers_per_lane_overtake_and_recover_in_their_lane(migrated_url
            "GESTALTLENS_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     app = create_app(settings)
     make_account(app, "alice", "clinician")
+    make_account(app, "bob", "clinician")
     celery = make_celery(settings)
     log = tmp_path / "workers.log"
     batch_worker = _spawn_worker("batch", env, log)
@@ -212,6 +244,16 @@ def test_celery_workers_per_lane_overtake_and_recover_in_their_lane(migrated_url
             wait_until(lambda: _finished(app, urgent), 60, "the interactive job to finish")
             assert _job(app, urgent).state == "done"
             assert [_job(app, i).state for i in behind] == ["queued", "queued"]  # it overtook them
+
+            # A long interactive job hands its turn over to a newer one that has shown nothing yet, and its own
+            # message is published again, so it still ends.
+            long = _queue(app, INTERACTIVE_KIND, owner, seconds=2.0, turn_at=20)
+            wait_until(lambda: _job(app, long).state == "running", 60, "the long interactive job to start")
+            first = _queue(app, INTERACTIVE_KIND, _user(app, "bob"), seconds=0.2)
+            wait_until(lambda: _finished(app, long, first), 120, "both interactive jobs to finish")
+            handed, quick = _job(app, long), _job(app, first)
+            assert handed.state == quick.state == "done" and handed.payload.get("_handed_over") is True
+            assert quick.finished_at < handed.finished_at and handed.attempts == 1
 
             # The batch worker dies holding its job: the interactive worker never takes batch work ...
             kill9(batch_worker)
