@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -150,7 +151,7 @@ def worker(
 ) -> None:
     """Run a Celery worker against GESTALTLENS_BROKER_URL (for GESTALTLENS_JOB_RUNNER=celery)."""
     import app.tasks  # noqa: F401  (registers every job kind and the worker context)
-    from app.jobs.celery_app import make_celery, worker_queues
+    from app.jobs.celery_app import WORKER_LANES_ENV, make_celery, worker_queues
     from app.jobs.lanes import parse_lanes
     from app.settings import get_settings
 
@@ -159,6 +160,7 @@ def worker(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--lanes") from exc
     queues = ",".join(worker_queues(get_settings(), chosen))
+    os.environ[WORKER_LANES_ENV] = ",".join(chosen)  # read by each pool process as it starts
     make_celery().worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", "--pool=prefork",
                                f"--queues={queues}", f"--hostname={'-'.join(chosen)}@%h"])
 

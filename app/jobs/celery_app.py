@@ -10,16 +10,19 @@ The pool is ``prefork`` with the concurrency the operator chooses.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 
 from celery import Celery
 from celery.signals import worker_process_init
 
-from app.jobs.lanes import BATCH, LANES, queue_name
+from app.jobs.lanes import BATCH, LANES, intra_op_threads, queue_name, set_torch_threads
 from app.jobs.registry import WorkerContext
 from app.settings import Settings, get_settings
 
 RUN_JOB_TASK = "gestaltlens.run_job"
+#: The lanes a ``gestaltlens worker`` serves, for its pool processes (set by the command).
+WORKER_LANES_ENV = "GESTALTLENS_WORKER_LANES"
 _context: WorkerContext | None = None
 _context_factory: Callable[[Settings], WorkerContext] | None = None
 
@@ -41,7 +44,11 @@ def worker_context() -> WorkerContext:
 
 
 def _preload(**_: object) -> None:
-    """Load the model when the worker process starts, not in its first job."""
+    """Load the model when the worker process starts, not in its first job. A worker serving only the batch lane
+    runs torch on one core fewer (as the inline runner's batch thread does), leaving one to interactive work."""
+    lanes = tuple(os.environ.get(WORKER_LANES_ENV, "").split(","))
+    if lanes == (BATCH,):
+        set_torch_threads(intra_op_threads(BATCH, os.cpu_count() or 1))
     if _context_factory is None:
         return
     with contextlib.suppress(RuntimeError):  # each job then fails with the reason, which the page shows

@@ -10,6 +10,7 @@ offer the job again after the lease, when a claim takes it over (or gives up aft
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from sqlalchemy import exc as sa_exc
@@ -104,6 +105,10 @@ def _run_claimed(job: Job, context: WorkerContext) -> bool:
         return service.others_waiting(context.sessions, job)
 
     token = lanes.set_turn_check(check)
+    # A batch job outside the inline runner (which has its own gate) yields to interactive work on this host.
+    host = socket.gethostname()
+    yielding = lanes.push_checkpoint(lanes.HostYield(lambda: service.interactive_running_on(context.sessions, host))) \
+        if job.lane == lanes.BATCH and not lanes.has_checkpoint() else None
     try:
         registered.run(job, context)
     except lanes.YieldTurn:
@@ -118,5 +123,7 @@ def _run_claimed(job: Job, context: WorkerContext) -> bool:
         return False
     finally:
         lanes.reset_turn_check(token)
+        if yielding is not None:
+            lanes.pop_checkpoint(yielding)
     _record(context, job_id, error=None, worker=job.worker)
     return False

@@ -36,6 +36,8 @@ INTERACTIVE, BATCH = "interactive", "batch"
 LANES = (INTERACTIVE, BATCH)
 #: The longest a batch job waits at one progress report for interactive work to finish.
 YIELD_MAX_S = 15.0
+#: How often a batch job in a Celery worker looks whether interactive work runs on its host.
+HOST_CHECK_S = 0.5
 
 
 def check_lane(lane: str) -> str:
@@ -151,6 +153,41 @@ def checkpoint() -> None:
 def set_checkpoint(wait: Callable[[], None] | None) -> None:
     """Install the current thread's checkpoint (each runner thread starts with an empty context)."""
     _checkpoint.set(wait)
+
+
+def has_checkpoint() -> bool:
+    return _checkpoint.get() is not None
+
+
+def push_checkpoint(wait: Callable[[], None]) -> contextvars.Token:
+    return _checkpoint.set(wait)
+
+
+def pop_checkpoint(token: contextvars.Token) -> None:
+    _checkpoint.reset(token)
+
+
+class HostYield:
+    """The checkpoint of a batch job in a Celery worker: wait while an interactive job runs on this host.
+
+    Why by host: two worker processes on one machine share its cores, and torch's threads in both slow each other
+    by more than their share (measured: a clinician's panel 5× slower beside an evaluation); on another machine an
+    interactive job takes nothing from this one. ``busy`` asks the database (the jobs table records each running
+    job's ``host:pid``); it is asked at most every :data:`HOST_CHECK_S` while nothing runs, and every 0.1 s while
+    waiting, for at most :data:`YIELD_MAX_S` per progress report, so batch work slows but never stops."""
+
+    def __init__(self, busy: Callable[[], bool]) -> None:
+        self.busy = busy
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        deadline = now + YIELD_MAX_S
+        while self.busy() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._next = time.monotonic() + HOST_CHECK_S
 
 
 class InteractiveGate:

@@ -175,6 +175,13 @@ def others_waiting(sessions: sessionmaker[Session], job: Job) -> bool:
     return any(not (payload or {}).get(HANDED_OVER) for payload in waiting)
 
 
+def interactive_running_on(sessions: sessionmaker[Session], host: str) -> bool:
+    """Whether an interactive job runs on ``host`` now (a running job's ``worker`` is ``host:pid``)."""
+    with sessions() as session:
+        return session.scalar(select(Job.id).where(Job.lane == lanes.INTERACTIVE, Job.state == RUNNING,
+                                                   Job.worker.like(f"{host}:%")).limit(1)) is not None
+
+
 def requeue(sessions: sessionmaker[Session], job_id: str, worker: str | None) -> bool:
     """A running job hands its turn over: back to ``queued`` with its progress, its attempt not counted, marked so
     it runs to the end next time. Only while ``worker`` still holds it; returns whether it was requeued."""

@@ -249,9 +249,9 @@ def test_celery_workers_per_lane_overtake_and_recover_in_their_lane(migrated_url
             # message is published again, so it still ends.
             long = _queue(app, INTERACTIVE_KIND, owner, seconds=2.0, turn_at=20)
             wait_until(lambda: _job(app, long).state == "running", 60, "the long interactive job to start")
-            first = _queue(app, INTERACTIVE_KIND, _user(app, "bob"), seconds=0.2)
-            wait_until(lambda: _finished(app, long, first), 120, "both interactive jobs to finish")
-            handed, quick = _job(app, long), _job(app, first)
+            bobs = _queue(app, INTERACTIVE_KIND, _user(app, "bob"), seconds=0.2)
+            wait_until(lambda: _finished(app, long, bobs), 120, "both interactive jobs to finish")
+            handed, quick = _job(app, long), _job(app, bobs)
             assert handed.state == quick.state == "done" and handed.payload.get("_handed_over") is True
             assert quick.finished_at < handed.finished_at and handed.attempts == 1
 
@@ -308,3 +308,18 @@ def test_the_explanation_page_shows_the_place_in_the_line(client: TestClient, ap
     finally:
         hold.touch()
     wait_until(lambda: _finished(app, blocker, asked["job_id"]), 60, "both jobs to finish")
+
+
+def test_host_yield_waits_while_interactive_work_runs_and_no_longer_than_its_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([True, True, False])
+    waiting = lanes.HostYield(lambda: next(answers))
+    started = time.monotonic()
+    waiting()  # busy, busy, free: about two polls of 0.1 s
+    assert 0.15 <= time.monotonic() - started < 5
+    waiting()  # asked again within HOST_CHECK_S: no database question, no wait
+    monkeypatch.setattr(lanes, "YIELD_MAX_S", 0.3)
+    always = lanes.HostYield(lambda: True)
+    started = time.monotonic()
+    always()
+    assert 0.3 <= time.monotonic() - started < 5  # batch work slows, never stops
