@@ -193,16 +193,30 @@ def under_load(model, benchmark, loads: list[int]) -> None:
         print(f"| {n} | {fair} | {two:.1f} | {mine:.1f} | {mine / base:.2f} | {(n + 1) / 2 if n else 1:.1f} |")
 
 
-def full_run() -> None:
+def full_run(fit_path: Path | None = None) -> None:
+    """Time the default run; with ``fit_path`` (``--fit --run``) refit the seconds per pass *from this run*: the
+    whole run's seconds over its plan's passes. Why: one saliency map's pass (the quick fit) is cheaper than the
+    run's average pass (occlusion, sanity networks, curves in batches), and predicted 117 s for a 178 s run."""
     from app.evaluate.command import EvaluationSpec, run_evaluation
+    from app.evaluations.service import expected_duration
 
     model = load_model(PROJECT_ROOT / "models", "demo")
     t = time.perf_counter()
     card = run_evaluation(model.network, [label.id for label in model.labels], model.card.gradcam_layer,
                           EvaluationSpec())
+    elapsed, threads = time.perf_counter() - t, card["timings"]["threads"]
     print(f"\n### Default scorecard (all ten methods, {card['benchmark']['n_faces']} faces): "
-          f"{time.perf_counter() - t:.0f} s with {card['timings']['threads']} thread(s), load {_load()}")
+          f"{elapsed:.0f} s with {threads} thread(s), load {_load()}")
     print("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in card["timings"]["phases"].items()))
+    if fit_path is not None:
+        model_json = json.loads(fit_path.read_text())
+        per_pass = model_json["seconds_per_pass"]
+        passes = expected_duration(EvaluationSpec())["seconds"] / per_pass[str(threads)]
+        scale = elapsed / passes / per_pass[str(threads)]
+        model_json["seconds_per_pass"] = {k: round(v * scale, 5) for k, v in per_pass.items()}
+        model_json["machine"] += f"; from the default run: {passes:.0f} passes in {elapsed:.0f} s"
+        fit_path.write_text(json.dumps(model_json, indent=1) + "\n")
+        print(f"cost model refitted from the run: {model_json['seconds_per_pass']}")
 
 
 def main() -> None:
@@ -229,7 +243,7 @@ def main() -> None:
     if args.loads:
         under_load(model, bench, [int(n) for n in args.loads.split(",")])
     if args.run:
-        full_run()
+        full_run(plan.COST_MODEL_PATH if args.fit else None)
     print(f"\nload average at the end: {_load()}")
 
 
