@@ -14,7 +14,6 @@ from fastapi.responses import RedirectResponse, Response
 from app.audit import service as audit
 from app.cases import service
 from app.cases.history import case_history
-from app.cases.models import Case
 from app.cases.schemas import CaseList, CaseOut, case_out
 from app.cases.service import CaseFilters
 from app.cases.storage import PhotoStore
@@ -22,7 +21,6 @@ from app.diagnoses.service import current_diagnoses, current_diagnosis
 from app.diagnoses.views import diagnosis_context
 from app.phenotypes.ranking import case_rankings
 from app.phenotypes.service import terms_for_cases
-from app.predictions.models import PredictionRun
 from app.predictions.service import latest_run, rank_crop, references_for, store_run
 from app.predictions.serving import latest_runs, model_problem, served_model, served_version
 from app.settings import Settings
@@ -80,7 +78,7 @@ async def create_case(
     result = await run_in_threadpool(rank_crop, model, processed.aligned.crop, references=references) \
         if model else None
 
-    def _save() -> tuple[Case, PredictionRun | None]:
+    def _save() -> CaseOut:
         case = service.create_case(
             db, owner=user, processed=processed, pseudonym=pseudonym, store=_store(request)
         )
@@ -95,10 +93,11 @@ async def create_case(
             db.rollback()
             _store(request).remove_case(case.id)
             raise
-        return case, run
+        # Here, not on the event loop: it reads the database, and a loop thread waiting for a pooled connection
+        # while 20 uploads held them all (each waiting for the loop) hung the server (bench_load, cookie uploads).
+        return case_out(case, run, served_version(request))
 
-    case, run = await run_in_threadpool(_save)
-    return case_out(case, run, served_version(request))
+    return await run_in_threadpool(_save)
 
 
 def _parse_day(name: str, value: str | None) -> date | None:

@@ -208,7 +208,7 @@ async def explain_form(
             raise ApiError(422, "invalid_request", "tick at least one method")
         ctx = await run_in_threadpool(views.grid_context, request, db, user=user, case_id=case_id, target=target)
         ctx["form_error"] = "Tick at least one method: nothing was computed."
-        return render(request, "explanations/_grid.html", ctx)
+        return await run_in_threadpool(render, request, "explanations/_grid.html", ctx)  # it reads the queue
     # the form's "mean" is the API's null; no member field (a single network, or an older page): the API's default
     body = ExplainBody(methods=methods or None, target=target or None, mode=mode or "exact",  # unticked: exact
                        member=None if member in (None, "", "mean") else member)
@@ -218,7 +218,7 @@ async def explain_form(
     ctx = await run_in_threadpool(views.grid_context, request, db, user=user, case_id=case_id,
                                   target=rows[0].target_id, methods=[r.method for r in rows], job_id=job_id,
                                   shown=rows)
-    return render(request, "explanations/_grid.html", ctx)
+    return await run_in_threadpool(render, request, "explanations/_grid.html", ctx)
 
 
 @pages.get("/cases/{case_id}/explanations/panel")

@@ -72,10 +72,13 @@ async def _import(request: Request, db: Session, user: Any, file: UploadFile,
     filename = file.filename or "upload"
     if import_jobs.needs_job(data):
         return await run_in_threadpool(_start_job, request, db, user, data, filename, options)
-    row = await run_in_threadpool(importer.import_fixations, db, data=data, filename=filename,
-                                  options=options, user=user, ip=client_ip(request))
-    db.commit()
-    return row
+    def _now() -> GazeImport:
+        row = importer.import_fixations(db, data=data, filename=filename, options=options, user=user,
+                                        ip=client_ip(request))
+        db.commit()
+        return row
+
+    return await run_in_threadpool(_now)  # never the database on the event loop (app/cases/routes.py says why)
 
 
 def _start_job(request: Request, db: Session, user: Any, data: bytes, filename: str,
@@ -112,7 +115,8 @@ async def import_file(request: Request, user: AdminUser, db: DbSession, file: An
     row = await _import(request, db, user, file, options)
     if isinstance(row, Job):  # a large file: 202 with the job to poll (GET the Location)
         poll = f"/api/v1/gaze/imports/jobs/{row.id}"
-        return JSONResponse({"job_id": row.id, "state": row.state, "poll": poll, **import_jobs.job_view(db, row)},
+        view = await run_in_threadpool(import_jobs.job_view, db, row)
+        return JSONResponse({"job_id": row.id, "state": row.state, "poll": poll, **view},
                             status_code=202, headers={**NO_STORE, "Location": poll})
     return JSONResponse(service.import_out(row), status_code=201, headers=NO_STORE)
 
@@ -248,8 +252,8 @@ async def import_page(request: Request, user: AdminUser, db: DbSession, file: An
         options = _options(format, space, rect, participant, case, stimulus_column, group)
         row = await _import(request, db, user, file, options)
         if isinstance(row, Job):  # a large file: its progress, polling until the job ends
-            response = render(request, "gaze/_import_started.html", {"view": import_jobs.job_view(db, row)},
-                              status_code=202)
+            view = await run_in_threadpool(import_jobs.job_view, db, row)
+            response = await run_in_threadpool(render, request, "gaze/_import_started.html", {"view": view}, 202)
             response.headers["Cache-Control"] = "private, no-store"
             return response
         context = {"ok": True, "report": row.report, "detail": f"Imported {row.fixations} fixations."}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +29,24 @@ def _model_card(request: Request) -> dict[str, Any] | None:
 templates.env.globals["model_card"] = _model_card  # templates/_model_use.html: intended use above model output
 
 
+def _on_event_loop() -> bool:
+    """True in the server's event-loop thread: a page drawn there must not check out a database connection (when
+    the pool is exhausted, the loop would wait for connections held by requests that wait for the loop). Such a
+    fragment says no wait phrase; the next poll, in a worker thread, does."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _job_wait(request: Request, job: Any) -> str:
     """A job's place in its lane and its estimate, as a phrase (app.jobs.outlook.wait_phrase); ``job`` is a Job,
     a job id or None. Every page that shows a pending job says this instead of a fixed "waiting for a worker"."""
     from app.jobs.models import Job
     from app.jobs.outlook import outlook_for, wait_phrase
 
-    if job is None:
+    if job is None or _on_event_loop():
         return ""
     job_id = job if isinstance(job, str) else getattr(job, "id", None)
     if not job_id:
