@@ -153,7 +153,9 @@
     if (data && data.progress) {
       const rated = document.getElementById("maps-rated");
       const total = document.getElementById("maps-total");
-      if (rated) { rated.textContent = String(data.progress.rated); }
+      // Saves of several maps run at once and their answers can arrive out of order: an older answer must
+      // not put the count back (CI saw "5" stay after the sixth save). A rater's count only grows on a page.
+      if (rated) { rated.textContent = String(Math.max(data.progress.rated, Number(rated.textContent) || 0)); }
       if (total) { total.textContent = String(data.progress.total); }
     }
   });
