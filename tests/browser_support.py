@@ -132,3 +132,15 @@ def log_in(browser, server: Server, username: str, problems: list[str]):
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/cases$"))
     return page
+
+
+def wait_js(page, expression: str, timeout_s: float = WAIT_S) -> None:
+    """Poll a JS expression until it is truthy. Not Playwright's ``wait_for_function`` with an expression string:
+    once the first check fails it polls with ``eval`` inside the page, which our CSP forbids (CI: an EvalError
+    whenever the state was not there at the first look); ``page.evaluate`` is not bound by the page's CSP."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {expression}"
+        time.sleep(0.1)

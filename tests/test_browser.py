@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.browser_support import Server, first_run_setup
+from tests.browser_support import Server, first_run_setup, wait_js
 from tests.conftest import encode
 
 
@@ -59,7 +59,7 @@ def test_setup_upload_review_and_delete_in_a_real_browser(
     page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
     crop = page.locator("#aligned-crop")
     crop.wait_for(state="visible")
-    page.wait_for_function("document.getElementById('aligned-crop').complete")
+    wait_js(page, "document.getElementById('aligned-crop').complete")
     assert crop.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [112, 112]
     assert page.locator("svg circle.lm").count() == 10  # 5 on the photo, 5 on the crop
     assert "P-browser" in page.content()

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from app.synth.generate import generate_one
-from tests.browser_support import Server, first_run_setup, watch
+from tests.browser_support import Server, first_run_setup, wait_js, watch
 
 
 def _upload(page, server: Server, photo: Path, pseudonym: str) -> str:
@@ -46,7 +46,7 @@ def test_similar_patients_panel_and_matches_page(server: Server, browser, tmp_pa
     table = page.locator("table.matches-table")
     assert table.locator("tbody tr").count() == 1 and {"P-one", "P-two"} <= set(
         table.locator("tbody tr td a").all_inner_texts())
-    page.wait_for_function("document.querySelector('#matches img').complete")
+    wait_js(page, "document.querySelector('#matches img').complete")
     assert page.locator("#matches img").evaluate("img => img.naturalWidth") > 0
 
     # confirm P-one's diagnosis, then share it for matching from the panel
@@ -57,7 +57,7 @@ def test_similar_patients_panel_and_matches_page(server: Server, browser, tmp_pa
     page.locator("#share-toggle").wait_for(state="visible")  # the panel reloads when the diagnosis changes
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#share-toggle")
-    page.wait_for_function("document.getElementById('share-state').innerText.includes('is shared')")
+    wait_js(page, "document.getElementById('share-state').innerText.includes('is shared')")
     assert page.locator("#share-toggle").inner_text() == "Stop sharing for matching"
 
     # a confirmed case is no longer an unsolved pair
