@@ -174,3 +174,19 @@ def upload(client: TestClient, account: Account, data: bytes, **form: str) -> ob
         data=form,
         headers=account.headers,
     )
+
+
+#: The job lease of the fault and lane tests (production: 90 s), so a dead worker's job is taken over quickly.
+SHORT_LEASE_S = 3.0
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch):
+    """This process reads the lease from its environment, like every worker and web process."""
+    from app.settings import get_settings
+
+    monkeypatch.setenv("GESTALTLENS_JOB_LEASE_S", str(SHORT_LEASE_S))
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()

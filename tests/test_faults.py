@@ -27,28 +27,18 @@ from app.db import make_engine, make_sessionmaker
 from app.jobs.celery_app import make_celery
 from app.jobs.lanes import INTERACTIVE, LANES, queue_name
 from app.jobs.models import Job
-from app.settings import Settings, get_settings
+from app.settings import Settings
 from app.synth.generate import generate_one
 from app.web.factory import create_app
-from tests.conftest import PASSWORD, make_account, upload
+from tests.conftest import PASSWORD, SHORT_LEASE_S, make_account, upload
 from tests.fault_support import TcpProxy, free_port, kill9, serve, spawn, stop, wait_until
 
 REDIS_URL = os.environ.get("GESTALTLENS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SECRET = "test-secret-key-that-is-long-enough"
-LEASE_S = 3.0
+LEASE_S = SHORT_LEASE_S
 VISIBILITY_S = 6.0
 #: IG with 600 steps: long enough to be killed part-way (about 5-15 s on 2 loaded cores), short enough for CI.
 LONG_PANEL = {"methods": ["integrated_gradients"], "params": {"integrated_gradients": {"steps": 600}}}
-
-
-@pytest.fixture
-def short_lease(monkeypatch: pytest.MonkeyPatch):
-    """This process reads the lease from its environment, like every worker and web process."""
-    monkeypatch.setenv("GESTALTLENS_JOB_LEASE_S", str(LEASE_S))
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def _env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from app.cases.models import Case
 from app.gaze import results_cache, synthetic
 from app.gaze.models import Fixation, GazeImport
-from app.synth.generate import generate_one
 from tests.conftest import Account, upload
 from tests.explanations.test_api import wait_for
 
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.postgres
 
 PEOPLE = [("CG01", "clinical_geneticist"), ("CG02", "clinical_geneticist"), ("NC01", "non_clinician"),
           ("NC02", "non_clinician")]
-
-
-@pytest.fixture(scope="module")
-def faces() -> list[bytes]:
-    return [generate_one(seed=777 + i, class_id=cls, index=0, severity=1.0).jpeg
-            for i, cls in enumerate(["syn_a", "syn_c"])]
 
 
 def _cases(app, client: TestClient, admin: Account, faces: list[bytes]) -> list[synthetic.SynthCase]:

@@ -12,39 +12,23 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.cases.models import Case
 from app.gaze import import_jobs, importer, synthetic
 from app.gaze.models import Fixation, GazeImport
 from app.jobs import service as job_service
 from app.jobs.models import FAILED, QUEUED, RUNNING, Job
-from app.synth.generate import generate_one
-from tests.conftest import Account, upload
+from tests.conftest import Account
 from tests.explanations.test_api import wait_for
+from tests.gaze.test_import import PEOPLE, _cases
 
 pytestmark = pytest.mark.postgres
 
-PEOPLE = [("CG01", "clinical_geneticist"), ("CG02", "clinical_geneticist"), ("NC01", "non_clinician"),
-          ("NC02", "non_clinician")]
-
-
-@pytest.fixture(scope="module")
-def faces() -> list[bytes]:
-    return [generate_one(seed=777 + i, class_id=cls, index=0, severity=1.0).jpeg
-            for i, cls in enumerate(["syn_a", "syn_c"])]
-
-
 def _setup(app, client: TestClient, admin: Account, faces: list[bytes]) -> list[synthetic.SynthCase]:
-    ids = []
-    for i, face in enumerate(faces):
-        response = upload(client, admin, face, pseudonym=f"GZ{i + 1}")
-        assert response.status_code == 201, response.text
-        ids.append(response.json()["id"])
+    """The cases of tests/gaze/test_import.py, and its participants."""
+    cases = _cases(app, client, admin, faces)
     for code, group in PEOPLE:
         assert client.post("/api/v1/gaze/participants", headers=admin.headers,
                            json={"code": code, "group": group}).status_code == 201
-    with app.state.sessions() as session:
-        rows = [session.get(Case, case_id) for case_id in ids]
-        return [synthetic.SynthCase(c.id, c.pseudonym, c.photo_width, c.photo_height, c.align_matrix) for c in rows]
+    return cases
 
 
 def _post(client: TestClient, admin: Account, data: bytes, name: str = "big.csv", **form: str):

@@ -23,9 +23,9 @@ from app.jobs import service as job_service
 from app.jobs.celery_app import make_celery
 from app.jobs.lanes import BATCH, INTERACTIVE, Waiting, fair_order
 from app.jobs.models import Job
-from app.settings import PROJECT_ROOT, Settings, get_settings
+from app.settings import PROJECT_ROOT, Settings
 from app.web.factory import create_app
-from tests.conftest import make_account
+from tests.conftest import SHORT_LEASE_S, make_account
 from tests.fault_support import kill9, stop, wait_until
 from tests.jobs.lane_kinds import BATCH_KIND, INTERACTIVE_KIND
 
@@ -182,7 +182,7 @@ def test_a_panel_hands_its_turn_over_after_its_first_map_inline(client: TestClie
 
 # --- Celery: one worker per lane on the real broker ---------------------------------------------------------
 
-LEASE_S, VISIBILITY_S = 3.0, 6.0
+LEASE_S, VISIBILITY_S = SHORT_LEASE_S, 6.0
 
 
 def _spawn_worker(lane_list: str, env: dict[str, str], log: Path):
@@ -201,15 +201,6 @@ def _answering(celery, prefix: str, process, log: Path) -> None:
         return any(next(iter(r)).startswith(prefix) for r in replies)
 
     wait_until(answers, 90, f"the {prefix} worker to answer a ping", interval=0.2)
-
-
-@pytest.fixture
-def short_lease(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("GESTALTLENS_JOB_LEASE_S", str(LEASE_S))
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
