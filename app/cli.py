@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +21,21 @@ from app.nets.import_command import import_command
 from app.nets.phenotype_command import phenotype_cli
 from app.settings import get_settings
 from app.synth.command import synth_command
+
+
+def with_registrations(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` run after :mod:`app.hooks` (every cross-domain registration, as in the web app): a command that
+    creates or ranks cases outside the web process needs the hooks the domains above register — the demo cohort's
+    ranking keeps each case's embeddings through matching's run hook. Imported when run, not for ``--help``."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        import app.hooks  # noqa: F401
+
+        command(*args, **kwargs)
+
+    return run
+
 
 cli = typer.Typer(help="GestaltLens: explainable syndrome ranking from facial photos (research use only).",
                   no_args_is_help=True, add_completion=False)
@@ -37,7 +54,7 @@ cli.command("train")(train_command)
 cli.command("explain")(explain_command)
 cli.command("evaluate")(evaluate_command)
 cli.command("cohort")(cohort_command)  # app/cohorts/command.py (issue 9)
-cli.command("demo-cohort")(demo_cohort_command)
+cli.command("demo-cohort")(with_registrations(demo_cohort_command))
 
 
 def _sessions():
@@ -150,7 +167,10 @@ def worker(
     = "interactive,batch",
 ) -> None:
     """Run a Celery worker against GESTALTLENS_BROKER_URL (for GESTALTLENS_JOB_RUNNER=celery)."""
-    import app.tasks  # noqa: F401  (registers every job kind and the worker context)
+    # Every registration, as in the web app (app.hooks imports app.tasks: job kinds and the worker context): jobs
+    # reach the other domains' hooks too — a demo cohort's ranking keeps each case's embeddings by matching's run
+    # hook — so a Celery worker without them would do less than the inline runner does.
+    import app.hooks  # noqa: F401
     from app.jobs.celery_app import WORKER_LANES_ENV, make_celery, worker_queues
     from app.jobs.lanes import parse_lanes
     from app.settings import get_settings

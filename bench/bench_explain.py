@@ -576,7 +576,8 @@ def bench_model(name: str, methods: list[str], repeat: int, crop: np.ndarray, de
               f"fast / exact time {ratio:.2f} ({verdict})")
     roofline(network, explainer, x, target, methods, exact_times, naive_total, exact_s, repeat)
     if "integrated_gradients" in methods and any("bfloat16 ruled out" in note for note in plan.notes):
-        print("  candidate: IG under bf16 autocast: skipped (bf16 is emulated on this CPU: see the plan's note)")
+        print("  candidate: IG under bf16 autocast: skipped (the plan measured bf16 no faster than float32 for this "
+              "network here: see its note)")
     elif "integrated_gradients" in methods:
         autocast_candidate(explainer, x, target, exact_maps["integrated_gradients"],
                            fast_times["integrated_gradients"], repeat)

@@ -123,3 +123,12 @@ def test_every_app_package_is_placed_by_a_layer_contract() -> None:
     }
     unplaced = sorted(packages - named)
     assert not unplaced, f"packages no import-linter contract names (add them to pyproject.toml): {unplaced}"
+
+
+def test_tests_mirror_the_domains() -> None:
+    """Each domain (the packages the "domains below web" contract names) has its tests in ``tests/<domain>/``,
+    so a reader finds a domain's tests where its code is."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (domains,) = [c["source_modules"] for c in config["contracts"] if c["id"] == "domains-below-web"]
+    missing = sorted(d for d in domains if not list((ROOT / "tests" / d.removeprefix("app.")).glob("test_*.py")))
+    assert not missing, f"domains without a tests/<domain>/test_*.py: {missing}"

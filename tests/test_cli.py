@@ -92,3 +92,53 @@ def test_explain_writes_the_figure_and_raw_maps_like_the_engine(tmp_path: Path) 
     Image.new("RGB", (200, 200), "grey").save(no_face)
     refused = _cli(["explain", str(no_face)], env)
     assert refused.returncode == 2 and "no_face" in refused.stderr
+
+
+def test_demo_cohort_command_keeps_each_cases_embeddings_as_the_web_import_does(migrated_url: str,
+                                                                                 tmp_path: Path) -> None:
+    """Cases made outside the web process get the same cross-domain effects: the command runs after app.hooks, so
+    matching's run hook stores each ranked case's embeddings (without it the command ranked and stored nothing)."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from app.cases.models import Case
+    from app.db import make_engine
+    from app.matching.models import CaseEmbedding
+
+    env = {**os.environ, "GESTALTLENS_DATABASE_URL": migrated_url, "GESTALTLENS_DATA_DIR": str(tmp_path / "data")}
+    added = _cli(["user", "add", "alice", "--password-stdin"], env, stdin="a long secret pass\n")
+    assert added.returncode == 0, added.stderr
+    made = _cli(["demo-cohort", "alice", "--per-syndrome", "1", "--syndromes", "syn_a"], env)
+    assert made.returncode == 0, made.stderr
+    engine = make_engine(migrated_url)
+    try:
+        with Session(engine) as session:
+            cases = session.scalar(select(func.count()).select_from(Case))
+            embedded = session.scalar(select(func.count(func.distinct(CaseEmbedding.case_id))))
+    finally:
+        engine.dispose()
+    assert cases >= 1 and embedded == cases
+
+
+def test_a_celery_worker_process_registers_what_the_web_app_does(tmp_path: Path) -> None:
+    """``gestaltlens worker`` imports app.hooks, not only the job kinds: a job that ranks cases (the demo cohort)
+    or erases runs the same domain hooks in a Celery worker as on the inline runner. Checked in a fresh process
+    with Celery's own start stubbed out (the test process imported app.hooks long ago)."""
+    script = (
+        "import app.jobs.celery_app as celery_app\n"
+        "class Stub:\n"
+        "    def worker_main(self, argv): pass\n"
+        "celery_app.make_celery = lambda *args, **kwargs: Stub()\n"
+        "from app.cli import cli\n"
+        "cli(['worker', '--lanes', 'batch'], standalone_mode=False)\n"
+        "from app.cases.erasure import erasure_hooks\n"
+        "from app.jobs.registry import KINDS\n"
+        "from app.predictions import references\n"
+        "print(len(KINDS), len(references._hooks), len(references._sources), len(erasure_hooks()))\n"
+    )
+    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(tmp_path / "data")}
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         check=False)
+    assert ran.returncode == 0, ran.stderr
+    kinds, run_hooks, sources, erasure = (int(n) for n in ran.stdout.split()[-4:])
+    assert kinds >= 6 and run_hooks >= 1 and sources >= 1 and erasure >= 5, ran.stdout

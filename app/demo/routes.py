@@ -12,7 +12,8 @@ from app.demo.worker import KIND, PER_SYNDROME, SYNDROMES
 from app.jobs import service as job_service
 from app.jobs.models import QUEUED, RUNNING, Job
 from app.web.deps import CurrentUser, DbSession
-from app.web.errors import ApiError, NotFound
+from app.web.errors import NotFound
+from app.web.jobs import submit_or_fail
 from app.web.templating import render
 
 pages = APIRouter(include_in_schema=False)
@@ -31,11 +32,8 @@ async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) 
         return job
 
     job = await run_in_threadpool(_create)
-    try:
-        request.app.state.jobs.submit(job.id, job.lane)
-    except Exception as exc:  # any broker error means the job will never run
-        job_service.finish(request.app.state.sessions, job.id, error=f"the job queue is unreachable: {exc}")
-        raise ApiError(503, "queue_unavailable", "The job queue (broker) is unreachable; try again later.") from exc
+    # a broker that is down fails the job at once (never handed out again); off the loop: it may touch the database
+    await run_in_threadpool(submit_or_fail, request, job.id, job.lane)
     return render(request, "demo/_progress.html", {"job": job})
 
 

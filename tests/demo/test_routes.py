@@ -8,14 +8,15 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.auth.models import User
 from app.db import utcnow
 from app.demo.worker import KIND
 from app.jobs import service as job_service
 from app.jobs.models import Job
-from tests.conftest import Account, browser_headers, login
+from app.web.factory import create_app
+from tests.conftest import Account, browser_headers, login, make_account
 
 
 def _job_id(text: str) -> str:
@@ -58,3 +59,26 @@ def test_a_demo_job_whose_worker_died_is_replaced_not_returned(
         time.sleep(0.5)
     assert progress.headers.get("HX-Redirect") == "/cases", progress.text
     assert client.get("/api/v1/cases", headers=alice.headers).json()["total"] == 1
+
+
+def test_an_unreachable_broker_fails_the_demo_job_and_says_so(settings) -> None:  # type: ignore[no-untyped-def]
+    """The demo route hands its job over like every other route (app.web.jobs.submit_or_fail): a broker that is
+    down answers 503 ``queue_unavailable`` and fails the job at once, so asking again never returns it."""
+    broken = settings.model_copy(update={"job_runner": "celery", "broker_url": "redis://127.0.0.1:9/0"})
+    application = create_app(broken)
+    alice = make_account(application, "alice", "clinician")
+    try:
+        with TestClient(application) as client:
+            token = login(client, alice)
+            as_script = {"X-CSRF-Token": token, "Origin": "http://testserver"}  # the cookie, no htmx: a JSON error
+            refused = client.post("/demo-cohort", headers=as_script)
+            assert refused.status_code == 503 and refused.json()["code"] == "queue_unavailable", refused.text
+            with application.state.sessions() as session:
+                jobs = session.scalars(select(Job).where(Job.kind == KIND)).all()
+                assert [(j.state, "unreachable" in (j.error or "")) for j in jobs] == [("failed", True)]
+            again = client.post("/demo-cohort", headers=as_script)
+            assert again.status_code == 503
+            with application.state.sessions() as session:  # a second job, not the failed one handed out again
+                assert session.scalar(select(func.count()).select_from(Job).where(Job.kind == KIND)) == 2
+    finally:
+        application.state.engine.dispose()

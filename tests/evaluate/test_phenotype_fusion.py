@@ -38,3 +38,37 @@ def test_small_run_of_the_report() -> None:
     refit = fit_fusion(noisy, {"test": True})
     assert np.isfinite([refit.face_weight, refit.phenotype_weight]).all()
     assert refit.fitted_on["n_cases"] == 6
+
+
+def test_the_committed_report_is_what_its_command_makes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``reports/phenotype_fusion`` (and the README's numbers from it) comes out of its stated command again: the same
+    cases, annotations, fusion and bootstrap give the same results.json. The face table is the command's own cache
+    (faces.npz, keyed by model version, seed and size), so this checks everything after the faces in seconds; the
+    faces themselves are deterministic per (seed, class, index) and face_table is exercised above."""
+    import shutil
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    report = PROJECT_ROOT / "reports" / "phenotype_fusion"
+    committed = json.loads((report / "results.json").read_text())
+    model = load_model(PROJECT_ROOT / "models", "demo")
+    cases = committed["cases"]
+    key = str(np.load(report / "faces.npz")["key"])
+    assert key == f"{model.version}|{cases['face_seed']}|{cases['per_class']}", (
+        f"the report was made with {key}, the demo model is {model.version}: run `{committed['command']}` again")
+    assert committed["command"] == "gestaltlens phenotype report --model demo --per-class 30"
+    shutil.copy(report / "faces.npz", tmp_path / "faces.npz")
+    ran = CliRunner().invoke(cli, ["phenotype", "report", "--model", "demo", "--per-class", str(cases["per_class"]),
+                                   "--seed", str(cases["face_seed"]), "--out", str(tmp_path)])
+    assert ran.exit_code == 0, ran.output
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert {k: v for k, v in again.items() if k != "command"} == {k: v for k, v in committed.items() if k != "command"}
+    assert (tmp_path / "cases.json").read_text() == (report / "cases.json").read_text()
+    readme = (PROJECT_ROOT / "README.md").read_text()  # the README quotes these numbers
+    for name, row in (("face only", "face"), ("phenotype only", "phenotype"), ("**combined**", "combined")):
+        r = committed["rankings"][row]
+        top1 = f"**{r['top1']['value']:.3f}**" if row == "combined" else f"{r['top1']['value']:.3f}"
+        assert f"| {name} | {top1} | {r['top1']['interval95'][0]:.3f}–{r['top1']['interval95'][1]:.3f} |" in readme
