@@ -10,7 +10,8 @@ without a head), so both views are visible.
 
 Everything here is a pure function of its inputs: inference runs under ``torch.inference_mode()`` on a
 network that must already be in eval mode (it is never switched here, because the model is shared), no
-hooks are installed, nothing is cached — so several threads may call :func:`predict` on the same model.
+hooks are installed, and the only thing cached is each gallery's search index (read-only once built; two
+threads that race to build it keep the first) — so several threads may call :func:`predict` on the same model.
 The trainer measures its metrics with :func:`rank_classes` too, so the reported accuracy is the accuracy
 of exactly this ranking.
 
@@ -281,8 +282,8 @@ def _distances(gallery: Gallery, syndromes: int, views: np.ndarray, top_k: int) 
     labels = gallery.label_indices[rows]
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        nearest = members[np.argmin(image_distance[members])]  # the first of equals: the lowest row, as before
-        best[c], row[c] = image_distance[nearest], rows[nearest]
+        closest = members[np.argmin(image_distance[members])]  # the first of equals: the lowest row, as before
+        best[c], row[c] = image_distance[closest], rows[closest]
     return best, row
 
 
