@@ -36,6 +36,7 @@ from app.matching.models import CaseEmbedding, MatchShare
 from app.nets.card import Label
 from app.nets.gallery import build_gallery
 from app.nets.registry import LoadedModel
+from app.nets.search import NearestIndex
 from app.predictions.references import References
 
 ANONYMOUS = "a confirmed case at this site"
@@ -167,7 +168,7 @@ def living_references(session: Session, model: LoadedModel, exclude_case: str | 
         return None
     gallery = build_gallery(np.stack([c.embedding for c in found]), [c.syndrome.id for c in found],
                             [c.case_id for c in found], syndromes, subject_ids=[""] * len(found),
-                            what="shared cases", sources=["case"] * len(found))
+                            what="shared cases", sources=["case"] * len(found), transient=True)
     return References(gallery=gallery, syndromes=syndromes)
 
 
@@ -181,6 +182,49 @@ def _unit(views: np.ndarray) -> np.ndarray:
 def distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(M, N) cosine distances between (M, V, 512) and (N, V, 512), averaged over views (GM-Arc's rule)."""
     return 1.0 - np.einsum("mvd,nvd->mnv", _unit(a), _unit(b)).mean(axis=2)
+
+
+def _search_rows(stacked: np.ndarray) -> np.ndarray:
+    """(N, V·512) float32 unit rows whose inner products are the mean cosine over views."""
+    unit = _unit(stacked)
+    return (unit.reshape(unit.shape[0], -1) / np.sqrt(unit.shape[1])).astype(np.float32)
+
+
+def _exact_index(stacked: np.ndarray) -> NearestIndex:
+    """An exact index over one request's embeddings: it lives for this request only, so an approximate one
+    would cost more to train than the scans it saves. Its candidates are re-scored by
+    :func:`distance_matrix`, so distances and order are those of the full float64 matrix."""
+    rows = _search_rows(stacked)
+    index = NearestIndex(rows.shape[1], approximate_from=None)
+    index.add(rows)
+    return index
+
+
+def nearest(query: np.ndarray, stacked: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``limit`` rows of (N, V, 512) ``stacked`` nearest to one (V, 512) ``query`` and their distances,
+    closest first, ties by row: what a stable sort of the full :func:`distance_matrix` row gives, without
+    computing (or holding) it for every row."""
+    rows = _exact_index(stacked).candidates(_search_rows(query[None]), limit)[0]
+    distances = distance_matrix(query[None], stacked[rows])[0]
+    order = np.argsort(distances, kind="stable")[:limit]
+    return rows[order], distances[order]
+
+
+def closest_pairs(stacked: np.ndarray, threshold: float, limit: int) -> list[tuple[float, int, int]]:
+    """(distance, i, j) with i < j for the ``limit`` closest pairs of rows below ``threshold``, sorted —
+    those of the full (N, N) :func:`distance_matrix`, which at 10,000 cases would need 800 MB per view.
+    A pair among the closest ``limit`` has j among i's ``limit + 1`` nearest rows (i itself included), else
+    i would have ``limit`` closer partners; so each row's exact candidates suffice."""
+    found: dict[tuple[int, int], float] = {}
+    for i, rows in enumerate(_exact_index(stacked).candidates(_search_rows(stacked), limit + 1)):
+        partners = rows[rows != i]
+        if not len(partners):
+            continue
+        for j, d in zip(partners.tolist(), distance_matrix(stacked[i:i + 1], stacked[partners])[0].tolist(),
+                        strict=True):
+            if d < threshold:
+                found.setdefault((min(i, j), max(i, j)), d)
+    return sorted((d, i, j) for (i, j), d in found.items())[:limit]
 
 
 def similar_cases(session: Session, *, user: User, case: Case, model: LoadedModel, limit: int = 10
@@ -201,24 +245,23 @@ def similar_cases(session: Session, *, user: User, case: Case, model: LoadedMode
     if not ids:
         return []
     stacked = np.stack([own[cid] for cid in own] + [s.embedding for s in others])
-    distances = distance_matrix(mine[None], stacked)[0]
-    order = np.argsort(distances, kind="stable")[:limit]
+    order, distances = nearest(mine, stacked, limit)
     cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(list(own))))} if own else {}
     diagnoses = current_diagnoses(session, case_ids=list(own))
     shared_by_id = {s.case_id: s for s in shared}
     out = []
-    for i in order.tolist():
+    for i, distance in zip(order.tolist(), distances.tolist(), strict=True):
         cid = ids[i]
         if cid in own:
             other = cases[cid]
             diagnosis = diagnoses.get(cid)
-            out.append({"case_id": cid, "pseudonym": other.pseudonym, "distance": round(float(distances[i]), 4),
+            out.append({"case_id": cid, "pseudonym": other.pseudonym, "distance": round(distance, 4),
                         "diagnosis": diagnosis.name if diagnosis else None, "solved": diagnosis is not None,
                         "shared": cid in shared_by_id, "anonymous": False,
                         "compare_url": f"/cases/{case.id}/compare?reference=case:{cid}"})
         else:
             s = shared_by_id[cid]
-            out.append({"case_id": None, "pseudonym": None, "distance": round(float(distances[i]), 4),
+            out.append({"case_id": None, "pseudonym": None, "distance": round(distance, 4),
                         "diagnosis": s.syndrome.name, "solved": True, "shared": True, "anonymous": True,
                         "label": ANONYMOUS, "compare_url": None})
     return out
@@ -236,11 +279,7 @@ def unsolved_matches(session: Session, *, user: User, model: LoadedModel, thresh
     keys = sorted(embeddings)
     if len(keys) < 2:
         return []
-    distances = distance_matrix(np.stack([embeddings[k] for k in keys]), np.stack([embeddings[k] for k in keys]))
-    first, second = np.triu_indices(len(keys), k=1)
-    close = distances[first, second] < threshold
-    pairs = sorted(zip(distances[first, second][close].tolist(), first[close].tolist(), second[close].tolist(),
-                       strict=True))[:limit]
+    pairs = closest_pairs(np.stack([embeddings[k] for k in keys]), threshold, limit)
     cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(keys)))}
     return [{"distance": round(d, 4), "a": cases[keys[i]], "b": cases[keys[j]],
              "compare_url": f"/cases/{keys[i]}/compare?reference=case:{keys[j]}"} for d, i, j in pairs]

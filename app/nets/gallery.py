@@ -43,6 +43,9 @@ class Gallery:
     #: where each row's face comes from: "gallery" (the model folder's file) or "case" (a confirmed case
     #: shared for matching); None means every row is a gallery image
     sources: np.ndarray | None = None
+    #: built for one request (the shared cases, read from the database each time): its search index stays
+    #: exact, because training an approximate one would cost more than the single scan it saves
+    transient: bool = False
 
     def source(self, row: int) -> str:
         return "gallery" if self.sources is None else str(self.sources[row])
@@ -78,6 +81,7 @@ def build_gallery(
     subject_ids: Sequence[str] | np.ndarray | None = None,
     what: str = "gallery",
     sources: Sequence[str] | np.ndarray | None = None,
+    transient: bool = False,
 ) -> Gallery:
     """Validate gallery columns against the model's labels and precompute what ranking needs."""
     embeddings = np.asarray(embeddings)
@@ -135,6 +139,7 @@ def build_gallery(
         image_ids=image_arr,
         subject_ids=subject_arr,
         unit_views=unit_views,
+        transient=transient,
     )
 
 

@@ -10,19 +10,31 @@ without a head), so both views are visible.
 
 Everything here is a pure function of its inputs: inference runs under ``torch.inference_mode()`` on a
 network that must already be in eval mode (it is never switched here, because the model is shared), no
-hooks are installed, nothing is cached — so several threads may call :func:`predict` on the same model.
+hooks are installed, and the only thing cached is each gallery's search index (read-only once built; two
+threads that race to build it keep the first) — so several threads may call :func:`predict` on the same model.
 The trainer measures its metrics with :func:`rank_classes` too, so the reported accuracy is the accuracy
 of exactly this ranking.
+
+Ranking goes through the gallery's :class:`~app.nets.search.NearestIndex` (one per loaded gallery, built
+on first use). Only the syndromes that can reach the top ``top_k`` are scored in float64 and ranked: on a
+gallery below the index's size threshold, those whose best float32 score is within the rounding
+tolerance of the ``top_k``-th best syndrome (so the ranking, distances and image ids are exactly those of
+scoring every image in float64, as before); on a larger gallery, the syndromes of the approximate index's
+nearest images (recall measured in ``bench/bench_matching.py``), with an exact scan when those do not
+name ``top_k`` syndromes.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from app.nets import search as nearest
 from app.nets.card import Label
 from app.nets.ensemble import encode_views
 from app.nets.gallery import Gallery
@@ -30,6 +42,7 @@ from app.nets.iresnet import IResNet
 from app.nets.ood import OodResult, assess
 from app.nets.preprocess import preprocess
 from app.nets.registry import LoadedModel
+from app.nets.search import NearestIndex, tolerance
 
 __all__ = [
     "Prediction",
@@ -171,11 +184,107 @@ def encode_query(model: LoadedModel, aligned_rgb: np.ndarray) -> tuple[np.ndarra
     return probabilities, np.stack([v.embedding for v in views]).astype(np.float32)
 
 
-def _distances(gallery: Gallery, syndromes: int, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    image_distance = view_distances(gallery, views) if gallery.views > 1 else \
-        1.0 - (gallery.unit.astype(np.float64) @ _unit(views[:1])[0])
-    best, row = nearest_per_class(gallery, syndromes, image_distance[None, :])
-    return best[0], row[0]
+@dataclass(frozen=True, eq=False)
+class _GallerySearch:
+    """A gallery's search index and its rows grouped by syndrome (for per-syndrome best scores)."""
+
+    index: NearestIndex
+    order: np.ndarray  # rows sorted by class index (stable)
+    starts: np.ndarray  # where each class's run begins in ``order``
+    classes: np.ndarray  # the class index of each run
+
+
+_SEARCHES: weakref.WeakKeyDictionary[Gallery, _GallerySearch] = weakref.WeakKeyDictionary()
+_SEARCH_LOCK = threading.Lock()
+
+
+def _index_rows(gallery: Gallery) -> np.ndarray:
+    """(N, V·512) unit rows whose inner product with :func:`_index_query` is the mean cosine over views.
+    One view: the gallery's own unit rows (no copy); several: their concatenation / √V (a copy)."""
+    if gallery.unit_views is None:
+        return gallery.unit
+    return np.concatenate(list(gallery.unit_views), axis=1) / np.float32(np.sqrt(gallery.views))
+
+
+def _index_query(views: np.ndarray) -> np.ndarray:
+    unit = _unit(views).astype(np.float32)
+    return (unit.reshape(1, -1) / np.float32(np.sqrt(unit.shape[0]))).astype(np.float32)
+
+
+def gallery_search(gallery: Gallery) -> _GallerySearch:
+    """The gallery's index (exact or approximate by its size; exact for a transient gallery), built once."""
+    with _SEARCH_LOCK:
+        found = _SEARCHES.get(gallery)
+        if found is not None:
+            return found
+    rows = _index_rows(gallery)
+    index = NearestIndex(rows.shape[1], approximate_from=None if gallery.transient else nearest.APPROXIMATE_FROM)
+    index.add(rows)
+    order = np.argsort(gallery.label_indices, kind="stable")
+    sorted_labels = gallery.label_indices[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    found = _GallerySearch(index=index, order=order, starts=starts, classes=sorted_labels[starts])
+    with _SEARCH_LOCK:
+        return _SEARCHES.setdefault(gallery, found)
+
+
+def _full_scores(gallery: Gallery, search: _GallerySearch, views: np.ndarray) -> np.ndarray:
+    """(N,) float32 mean cosine over views from every gallery image to the query (a full scan)."""
+    if not search.index.approximate:
+        return search.index.scores(_index_query(views))[0]
+    query = _unit(views).astype(np.float32)
+    if gallery.unit_views is None:
+        return gallery.unit @ query[0]
+    return sum(gallery.unit_views[v] @ query[v] for v in range(gallery.views)) / np.float32(gallery.views)
+
+
+def _rows_for_top(gallery: Gallery, search: _GallerySearch, views: np.ndarray, top_k: int) -> np.ndarray:
+    """Ascending gallery rows that hold the nearest image of each syndrome that can rank in the top ``top_k``.
+
+    Exact: with s_k the ``top_k``-th largest per-syndrome best float32 score, every row scoring at least
+    s_k − tolerance. A row below that is, in exact arithmetic, worse than the best image of ``top_k``
+    syndromes, so the syndrome whose nearest image it is cannot be among the first ``top_k``; the syndromes
+    that can keep their exact nearest image. Approximate: the index's nearest rows, widened until they name
+    ``top_k`` syndromes (or every syndrome of the gallery), else the exact rule on a full scan."""
+    wanted = min(top_k, len(search.classes))
+    index = search.index
+    if index.approximate:
+        k = min(len(index), max(64, 8 * top_k))
+        while True:
+            rows = index.candidates(_index_query(views), k)[0]
+            if len(np.unique(gallery.label_indices[rows])) >= wanted:
+                return rows
+            if k >= min(len(index), 16_384):
+                break
+            k = min(len(index), 4 * k)
+    scores = _full_scores(gallery, search, views)
+    best = np.maximum.reduceat(scores[search.order], search.starts)
+    threshold = np.partition(best, len(best) - wanted)[len(best) - wanted]
+    return np.flatnonzero(scores >= threshold - tolerance(index.dim))
+
+
+def _distances(gallery: Gallery, syndromes: int, views: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per syndrome, the float64 cosine distance to its nearest gallery image and that image's row, for the
+    syndromes that can rank in the top ``top_k`` (inf and -1 for the others, which rank after them)."""
+    views = np.atleast_2d(np.asarray(views))
+    if gallery.views == 1:
+        views = views[:1]  # a one-view gallery is compared with the query's first view
+    elif views.shape[0] != gallery.views:
+        raise ValueError(f"the query has {views.shape[0]} views, the gallery {gallery.views}")
+    rows = _rows_for_top(gallery, gallery_search(gallery), views, top_k)
+    if gallery.unit_views is None:
+        image_distance = 1.0 - (gallery.unit[rows].astype(np.float64) @ _unit(views[:1])[0])
+    else:
+        per_view = 1.0 - np.einsum("vnd,vd->vn", gallery.unit_views[:, rows].astype(np.float64), _unit(views))
+        image_distance = per_view.mean(axis=0)
+    best = np.full(syndromes, np.inf)
+    row = np.full(syndromes, -1, dtype=np.int64)
+    labels = gallery.label_indices[rows]
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        closest = members[np.argmin(image_distance[members])]  # the first of equals: the lowest row, as before
+        best[c], row[c] = image_distance[closest], rows[closest]
+    return best, row
 
 
 def predict(
@@ -209,7 +318,7 @@ def predict(
     rows = np.full(len(names), -1, dtype=np.int64)
     owner = np.full(len(names), -1, dtype=np.int64)
     for g_index, gallery in enumerate(galleries):
-        best, row = _distances(gallery, len(names), views)
+        best, row = _distances(gallery, len(names), views, top_k)
         closer = best < distances
         distances[closer], rows[closer], owner[closer] = best[closer], row[closer], g_index
     if galleries:
