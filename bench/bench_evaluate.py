@@ -267,7 +267,7 @@ def face_counts(card_path: Path | None, pool_per_class: int, draws: int, save: P
     from app.evaluations.service import expected_duration
 
     if card_path is None:
-        card_path = face_count_pool(pool_per_class, Path(__file__).with_name("results") / "face_count_pool")
+        card_path = face_count_pool(pool_per_class, PROJECT_ROOT / "var" / "face_count_pool")  # git-ignored
     card = json.loads(card_path.read_text(encoding="utf-8"))
     if save is not None:
         save.write_text(json.dumps(face_count.pool_values(card), separators=(",", ":")) + "\n", encoding="utf-8")
