@@ -1,6 +1,7 @@
 """The evaluation's own cost: per metric and face, the whole default run, and the run under load.
 
     python bench/bench_evaluate.py [--faces 2] [--methods ...] [--threads 2] [--fit] [--loads 0,2,4] [--run]
+    python bench/bench_evaluate.py --face-counts [--from scorecard.json | --pool-per-class 6] [--draws 30] [--save F]
 
 1. **Per metric, per face** (demo model, synthetic benchmark faces): for every method the map, and each
    metric family on it (localisation incl. top-k/AUC, deletion + insertion in |map| order, the signed order,
@@ -16,6 +17,10 @@
    picks; prints the time ratio to the unloaded run and the share of the cores the run could expect
    (2 / (N + 1)). A run that degrades no worse than its share has ratio ≤ (N + 1) / 2.
 4. ``--run``: the default ``gestaltlens evaluate`` (all ten methods), timed, with its phase times.
+5. ``--face-counts``: the 95 % interval half-width of the scorecard's columns as a function of the number of
+   faces, by subsampling a run's per-face values (``--from`` a stored ``scorecard.json``, or a pool run of
+   ``--pool-per-class`` faces per syndrome, per-face pass only), the expected default run at each count, and the
+   count :mod:`app.evaluate.face_count` picks from its targets (the default ``per_class`` rests on it).
 
 Every table says the load average it was measured at: a shared machine slows every number.
 """
@@ -219,6 +224,85 @@ def full_run(fit_path: Path | None = None) -> None:
         print(f"cost model refitted from the run: {model_json['seconds_per_pass']}")
 
 
+def face_count_pool(per_class: int, out: Path) -> Path:
+    """The per-face values the face-count choice subsamples: every method of the default panel on ``per_class``
+    faces of each syndrome (seed 1000, as the default run), written as a scorecard (``per_image``) to ``out``.
+
+    Only the per-face pass runs (no sanity, robustness, step rule or similarity maps): the face count sets the
+    per-face metrics' intervals, the sanity and robustness faces are a separate count. Threads: the fair count
+    (one on a busy machine), which changes the time, never the numbers."""
+    from app.evaluate.command import EvaluationSpec, _versions, build_benchmarks, write_outputs
+    from app.evaluate.scorecard import EvaluationOptions, evaluate_model
+    from app.evaluate.threads import fair_threads, torch_threads
+
+    model = load_model(PROJECT_ROOT / "models", "demo")
+    spec = EvaluationSpec(per_class=per_class, sanity_faces=0, robustness_samples=0, ig_tolerance=0.0).resolved()
+    threads = fair_threads()
+    started, load_before = time.perf_counter(), _load()
+    with torch_threads(threads):
+        benchmark = build_benchmarks(spec)
+        card = evaluate_model(model.network, [label.id for label in model.labels], benchmark, list(spec.methods),
+                              gradcam_layer=model.card.gradcam_layer,
+                              options=EvaluationOptions(sanity_faces=0, robustness_samples=0, ig_tolerance=0.0,
+                                                        similarity_methods=()))
+    card["spec"] = spec.to_dict()
+    card["model"] = {"id": model.card.id, "version": model.card.version}
+    card["versions"] = _versions()
+    card["timings"].update(threads=threads, run_seconds=round(time.perf_counter() - started, 1),
+                           load=f"{load_before} → {_load()}")
+    write_outputs(card, out)
+    print(f"face-count pool: {card['benchmark']['n_faces']} faces, {card['timings']['run_seconds']} s with "
+          f"{threads} thread(s), load {card['timings']['load']} → {out / 'scorecard.json'}")
+    return out / "scorecard.json"
+
+
+def face_counts(card_path: Path | None, pool_per_class: int, draws: int, save: Path | None) -> None:
+    """Interval half-width against faces per syndrome, from a run's per-face values; the count the targets pick.
+
+    ``card_path``: a stored ``scorecard.json`` (any run's ``per_image``) or a saved pool (``--save``'s columns);
+    None: a pool run of ``pool_per_class`` faces per syndrome first (:func:`face_count_pool`). ``save`` keeps the
+    pool's per-face columns (what the default count rests on, ``bench/results/face_count_pool-*.json``)."""
+    from app.evaluate import face_count
+    from app.evaluate.command import EvaluationSpec
+    from app.evaluations.service import expected_duration
+
+    if card_path is None:
+        card_path = face_count_pool(pool_per_class, PROJECT_ROOT / "var" / "face_count_pool")  # git-ignored
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    if save is not None:
+        save.write_text(json.dumps(face_count.pool_values(card), separators=(",", ":")) + "\n", encoding="utf-8")
+        print(f"per-face columns → {save}")
+    labels, values = face_count.per_face_values(card)
+    classes = len(set(labels))
+    counts = list(range(1, min(labels.count(c) for c in set(labels)) + 1))
+    t = time.perf_counter()
+    widths = face_count.half_widths(labels, values, counts, draws=draws)
+    choice = face_count.choose_face_count(widths, classes, face_count.targets(card))
+    print(f"\n### 95 % interval half-width by face count ({card_path}: {len(labels)} faces, {classes} syndromes, "
+          f"{len(card['methods'])} methods; {draws} stratified subsets a count; {time.perf_counter() - t:.0f} s)\n")
+    print("Key columns: the median method's half-width against its target, and the widest method:\n")
+    print(choice.table())
+    reported = [m for m in face_count.REPORTED if m in values]
+    print("\nOther columns, median method (widest in brackets), and the default run's expected seconds on 2 idle "
+          "cores (cost model):\n")
+    print("| faces | " + " | ".join(reported) + " | expected default run (s) |")
+    print("|---|" + "---|" * (len(reported) + 1))
+    for k in counts:
+        cells = [f"{statistics.median(widths[k][m].values()):.3f} ({max(widths[k][m].values()):.3f})"
+                 for m in reported]
+        expected = expected_duration(EvaluationSpec(per_class=k))
+        print(f"| {k * classes} | " + " | ".join(cells) + f" | {expected['seconds'] if expected else '?'} |")
+    if choice.per_class:
+        print("\nPer method at the chosen count:\n")
+        for method in card["methods"]:
+            print(f"  {method:22s} " + "  ".join(f"{m} ±{widths[choice.per_class][m][method]:.3f}"
+                                                 for m in choice.targets))
+    print(f"\nchosen: {choice.faces} faces ({choice.per_class} per syndrome)" if choice.per_class else
+          "\nNo count in the pool meets the targets.")
+    print(f"the default: {face_count.DEFAULT_PER_CLASS} per syndrome (EvaluationSpec().per_class = "
+          f"{EvaluationSpec().per_class})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faces", type=int, default=2)
@@ -228,8 +312,18 @@ def main() -> None:
     parser.add_argument("--loads", default="", help="busy processes beside a reduced run, e.g. 0,2,4")
     parser.add_argument("--run", action="store_true", help="time the default gestaltlens evaluate")
     parser.add_argument("--skip-metrics", action="store_true")
+    parser.add_argument("--face-counts", action="store_true",
+                        help="interval half-width by face count, and the count app.evaluate.face_count picks")
+    parser.add_argument("--from", dest="from_card", type=Path, default=None,
+                        help="with --face-counts: a stored scorecard.json instead of a pool run")
+    parser.add_argument("--pool-per-class", type=int, default=6, help="with --face-counts: the pool run's faces")
+    parser.add_argument("--draws", type=int, default=30, help="with --face-counts: subsets per count")
+    parser.add_argument("--save", type=Path, default=None, help="with --face-counts: keep the pool's per-face columns")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.face_counts:  # needs no per-metric table: the pool run (or stored run) is its data
+        face_counts(args.from_card, args.pool_per_class, args.draws, args.save)
+        return
     started = time.perf_counter()
     bench = build_benchmark(BenchmarkSpec(per_class=1, classes=CLASSES[: args.faces]))
     build_s = (time.perf_counter() - started) / max(1, len(bench.faces))

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from app.evaluate.face_count import DEFAULT_PER_CLASS
+
 __all__ = ["EvaluationSpec", "evaluate_command", "run_evaluation"]
 
 
@@ -25,7 +27,7 @@ class EvaluationSpec:
     """Benchmark (seed, faces per syndrome, severity, classes) + methods + metric options."""
 
     methods: tuple[str, ...] = ()  # empty: the standard panel of ten
-    per_class: int = 2
+    per_class: int = DEFAULT_PER_CLASS  # 16 faces: chosen from the interval width it buys (face_count.py)
     seed: int = 1000
     severity: float = 1.0
     classes: tuple[str, ...] = ()
@@ -161,7 +163,9 @@ def evaluate_command(
     = None,
     methods: Annotated[str, typer.Option(help="Comma-separated method ids; default: the standard panel.")] = "",
     out: Annotated[Path, typer.Option(help="Folder for scorecard.json and the plots.")] = Path("evaluation"),
-    per_class: Annotated[int, typer.Option(help="Benchmark faces per syndrome.")] = 2,
+    per_class: Annotated[int, typer.Option(help="Benchmark faces per syndrome (default: the count chosen from the "
+                                           "interval width it buys, app/evaluate/face_count.py).")]
+    = DEFAULT_PER_CLASS,
     classes: Annotated[str, typer.Option(help="Comma-separated syndrome ids; default: every syndrome.")] = "",
     seed: Annotated[int, typer.Option(help="Benchmark seed.")] = 1000,
     sanity_faces: Annotated[int, typer.Option(help="Faces for the randomisation sanity checks (0: none).")] = 4,

@@ -146,15 +146,21 @@ def score_faces(network: nn.Module, explainer: Any, faces: Sequence[BenchmarkFac
             for key, value in faith.summary().items():
                 if value is not None:
                     a.faith[key].append(value)
-            if drops is not None:
-                a.faith["correlation"].append(faithfulness.faithfulness_correlation(values, subsets, drops))
+            correlation = faithfulness.faithfulness_correlation(values, subsets, drops) \
+                if drops is not None else None
+            if correlation is not None:
+                a.faith["correlation"].append(correlation)
             for name in CURVES:
                 curve = getattr(faith, name)
                 if curve is not None:
                     a.curves[name].append(list(curve.scores))
             entry = {"pointing": loc.pointing, "mass": _r(loc.mass), "rank": _r(loc.rank), "top_k": _r(loc.top_k),
                      "auc": _r(loc.auc), "deletion_morf_auc": _r(faith.deletion_morf.auc),
-                     "deletion_gap": _r(faith.deletion_gap)}
+                     "deletion_gap": _r(faith.deletion_gap), "insertion_gap": _r(faith.insertion_gap)}
+            if faith.road_gap is not None:
+                entry["road_gap"] = _r(faith.road_gap)
+            if correlation is not None:
+                entry["correlation"] = _r(correlation)
             if method in signed:  # deletion in signed order beside the ranking's |map| order (labelled)
                 morf, lerf = (faithfulness.deletion_curve(score, image, values, options.fractions, order="signed",
                                                           most_relevant_first=first) for first in (True, False))
@@ -165,6 +171,7 @@ def score_faces(network: nn.Module, explainer: Any, faces: Sequence[BenchmarkFac
                 a.curves_signed["deletion_lerf"].append(list(lerf.scores))
                 entry["deletion_gap_signed"] = _r(lerf.auc - morf.auc)
             a.complexity["sparseness"].append(complexity_metrics.sparseness(values))
+            entry["sparseness"] = _r(a.complexity["sparseness"][-1])
             a.complexity["complexity"].append(complexity_metrics.complexity(values))
             regions.add(method, values, face.label)
             shares = ctx_metrics.context_shares(values)

@@ -132,6 +132,21 @@ def scorecard_latex(card: dict[str, Any], columns: tuple[str, ...] = ("pointing"
     return "\n".join(lines) + "\n"
 
 
+def _independent_sentence(sanity: dict[str, Any], options: dict[str, Any]) -> str:
+    """Which methods had Adebayo's independent (one stage alone) re-initialisation, and why the others not."""
+    done = [m for m, r in sanity.items() if r.get("independent")]
+    skipped = [m for m, r in sanity.items() if not r.get("independent")]
+    names = ", ".join(m.replace("_", " ") for m in done)
+    if not done:
+        return "no independent re-initialisation"
+    if not skipped:
+        return f"independent re-initialisation of each stage alone ({names})"
+    limit = options.get("independent_max_passes")
+    why = f", whose maps cost more than {limit:g} passes" if options.get("independent", True) and limit else ""
+    return (f"independent re-initialisation of each stage alone for {names} (not for "
+            f"{', '.join(m.replace('_', ' ') for m in skipped)}{why})")
+
+
 def methods_paragraph(card: dict[str, Any]) -> str:
     """A methods section paragraph generated from the stored spec, options and versions."""
     spec, options, bench = card.get("spec", {}), card["options"], card["benchmark"]
@@ -162,8 +177,9 @@ def methods_paragraph(card: dict[str, Any]) -> str:
         f"on {options['sanity_faces']} faces). ")
     if sanity:
         text += (
-            f"Sanity checks on {options['sanity_faces']} faces: cascading and independent re-initialisation of "
-            f"seven stages (classifier, embedding layers, four residual stages, stem) and the random-logit test; "
+            f"Sanity checks on {options['sanity_faces']} faces: cascading re-initialisation of seven stages "
+            f"(classifier, embedding layers, four residual stages, stem), "
+            f"{_independent_sentence(sanity, options)}, and the random-logit test; "
             f"a stage fails when the 95 % bootstrap interval (expanded for few faces) of the per-face margin of the "
             f"Spearman similarity of |map| over the between-faces similarity lies above 0; the method's verdict is "
             f"read after the classifier and embedding layers are randomised. ")

@@ -65,8 +65,15 @@ def curves_figure(card: dict[str, Any], kind: str = "deletion", signed: bool = F
 
 
 def sanity_figure(card: dict[str, Any]) -> bytes:
-    """Left: the cascade per method with its reference band (between-faces similarity, 95 % interval).
-    Right: the verdicts, the margin over that reference per stage with its interval; above 0 = fails."""
+    """The sanity plot (:func:`sanity_plot`) as PNG."""
+    return _png(sanity_plot(card))
+
+
+def sanity_plot(card: dict[str, Any]) -> Any:
+    """Left: the cascade per method with its reference band (between-faces similarity, 95 % interval) and the
+    reference's mean as a dotted line. Right: the verdicts, the margin over that reference per stage with its
+    interval, and the reference itself as the dashed line at 0; above it = fails. Why the reference is drawn:
+    the verdict is a comparison with it, not a fixed threshold, so a plot without it cannot be read."""
     methods = list(card["sanity"])
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
     for method, result in card["sanity"].items():
@@ -99,7 +106,7 @@ def sanity_figure(card: dict[str, Any]) -> bytes:
     bx.set_xlabel("similarity to the original − between-faces similarity")
     bx.set_title("verdicts: interval above 0 = fails (red)", fontsize=9)
     bx.legend(fontsize=7, loc="lower right")
-    return _png(fig)
+    return fig
 
 
 def context_figure(card: dict[str, Any]) -> bytes:

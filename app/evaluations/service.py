@@ -16,7 +16,8 @@ from app.jobs import service as job_service
 from app.jobs.models import DONE, QUEUED, RUNNING, Job
 from app.nets.registry import LoadedModel
 
-#: The Evaluation page's default run: 2 faces per syndrome, the standard panel, sanity checks on 4 faces.
+#: The Evaluation page's default run: 2 faces per syndrome (the count app.evaluate.face_count chose from the
+#: interval width it buys), the standard panel, sanity checks on 4 faces.
 DEFAULT_SPEC = EvaluationSpec()
 
 

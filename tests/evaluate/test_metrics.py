@@ -265,6 +265,28 @@ def test_top_k_auc_and_the_fitted_centre_prior() -> None:
     assert sigma_eyes > sigma_central
 
 
+def test_centre_prior_is_fitted_on_one_half_and_scored_on_the_other() -> None:
+    """Faces alternate between the halves within each class. Here the first half's masks sit on the centre (it
+    fits the narrowest prior) and the second half's 25 px off it (a wider one); every face is scored with the
+    *other* half's σ, so the cross-fitted control is weaker than the prior fitted on the very faces it scores."""
+    from app.evaluate.benchmark import BenchmarkFace
+    from app.evaluate.scorecard import centre_prior_control, halves
+
+    crop = np.zeros((112, 112, 3), dtype=np.uint8)
+    central, off = _mask(50, 62, 50, 62), _mask(26, 36, 20, 92)
+    faces = [BenchmarkFace(image_id=f"{label}{i}", label=label, crop=crop, mask=central if i % 2 == 0 else off,
+                           severity=1.0) for label in ("a", "b") for i in range(4)]
+    first, second = halves(faces)
+    assert first == [0, 2, 4, 6] and second == [1, 3, 5, 7]
+    control = centre_prior_control(faces, tolerance=0, seed=0)
+    fit = control["fit"]
+    assert fit["first"]["sigma_px"] == min(localisation.PRIOR_SIGMAS) < fit["second"]["sigma_px"]
+    assert fit["first"]["fitted_on"] == fit["second"]["fitted_on"] == 4
+    in_sample = np.mean([localisation.relevance_mass_accuracy(localisation.centre_prior(
+        112, sigma_px=localisation.fit_centre_prior([f.mask])[0]), f.mask) for f in faces])
+    assert control["mass"]["n"] == 8 and control["mass"]["mean"] < in_sample
+
+
 def test_complexity_and_sparseness_of_known_maps() -> None:
     from app.evaluate import complexity
 

@@ -4,8 +4,9 @@ Quantus 0.6.0 is a test-only dependency (LGPL; never imported by ``app``). It do
 as its metadata asks: it requires ``opencv-python``, which ships the same ``cv2`` package as our pinned
 ``opencv-python-headless<5`` (pip would install opencv-python 5.x over it). It imports and runs with the
 headless build, so the Makefile installs it with ``--no-deps`` and ``pyproject.toml``'s test extra lists
-the rest of what it imports (scikit-learn, pandas, cachetools). If it is missing these tests fail rather
-than skip: the equality is part of the test suite (``make test``).
+the rest of what it imports (scikit-learn, pandas, cachetools). `make test` runs them (``make install`` puts
+Quantus in); under ``.ci/run`` (``GESTALTLENS_TEST_STRICT=1``) a missing Quantus fails them rather than
+skipping, elsewhere it skips them with the reason.
 
 For each metric both implement, the same arrays (and, for the model-based ones, the same tiny torch model
 and the same perturbations) go into both, and the numbers are compared. Where the definitions differ on

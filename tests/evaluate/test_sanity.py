@@ -114,15 +114,39 @@ def test_run_sanity_on_gradients_of_a_small_network() -> None:
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 255, size=(112, 112, 3), dtype=np.uint8) for _ in range(3)]
 
-    def explain(net: torch.nn.Module, crop: np.ndarray, target: int) -> dict[str, np.ndarray]:
+    asked: list[tuple[str, ...]] = []
+
+    def explain(net: torch.nn.Module, crop: np.ndarray, target: int,
+                methods: list[str] | None = None) -> dict[str, np.ndarray]:
+        asked.append(tuple(methods or ("gradient", "constant")))
         x = (torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1).requires_grad_(True)
         net(x)[0][0, target].backward()
         grad = x.grad[0].sum(0).numpy()
         return {"gradient": grad, "constant": np.ones((112, 112))}
 
-    results = sanity.run_sanity(explain, network, crops, [0, 1, 2], ["gradient", "constant"], seed=0)
+    results = sanity.run_sanity(explain, network, crops, [0, 1, 2], ["gradient", "constant"], seed=0,
+                                independent_methods=["gradient"])
     gradient = results["gradient"].to_dict()
     assert list(gradient["cascade"]) == [s for s, _ in sanity.CASCADE]
     assert set(gradient["independent"]) == {s for s, _ in sanity.CASCADE}
     assert gradient["random_logit"] is not None
     assert not results["constant"].passes  # the same map whatever the weights
+    # the independent test ran for the methods asked only; the other keeps its cascade and random logit
+    assert results["constant"].independent == {} and results["constant"].random_logit is not None
+    assert asked.count(("gradient",)) == 6 * 3  # 6 independent networks × 3 faces, asked for the cheap map only
+
+
+def test_independent_randomisation_runs_by_default_for_the_cheap_methods_only() -> None:
+    """The rule: a map of at most 2 passes (the gradient family) gets the independent test; occlusion, IG and
+    SmoothGrad (121, 50, 25 passes) do not, and the scorecard says why beside their verdict."""
+    from app.evaluate.scorecard import EvaluationOptions, independent_methods, independent_not_run
+    from app.explain.registry import DEFAULT_PANEL
+
+    options = EvaluationOptions()
+    cheap = independent_methods(DEFAULT_PANEL, options.independent_max_passes)
+    skipped = independent_not_run(DEFAULT_PANEL, options)
+    assert set(skipped) == {"occlusion", "integrated_gradients", "smoothgrad"}
+    assert set(cheap) | set(skipped) == set(DEFAULT_PANEL) and not set(cheap) & set(skipped)
+    assert "121 passes" in skipped["occlusion"] and "random logit" in skipped["occlusion"]
+    assert independent_not_run(DEFAULT_PANEL, EvaluationOptions(independent_max_passes=0)) == {}  # 0: every method
+    assert set(independent_not_run(["saliency"], EvaluationOptions(independent=False))) == {"saliency"}

@@ -92,6 +92,9 @@ def test_job_api_page_and_cli_give_the_same_scorecard(client: TestClient, admin:
     assert card["sanity"]["guided_backprop"]["passes"] is False
     assert card["sanity"]["guided_backprop"]["margin"]["low"] > 0 >= card["sanity"]["gradcam"]["margin"]["low"]
     assert card["sanity"]["gradcam"]["cascade"]["classifier"] and card["sanity"]["gradcam"]["random_logit"]
+    # both maps cost ≤ 2 passes: the independent randomisation ran for them (occlusion, IG, SmoothGrad: not)
+    assert all(card["sanity"][m]["independent"] and card["sanity"][m]["independent_not_run"] is None
+               for m in SPEC["methods"])
     # the control's width was fitted on held-out faces, and it is reported
     assert all(f["sigma_px"] > 0 for f in card["chance"]["centre_prior"]["fit"].values())
     # every number is read beside its chance level
@@ -107,6 +110,17 @@ def test_job_api_page_and_cli_give_the_same_scorecard(client: TestClient, admin:
     assert "Synthetic faces are not patients" in page.text
     figure = client.get(f"/api/v1/evaluations/{run['id']}/figures/sanity.png")
     assert figure.status_code == 200 and png_size(figure.content)[0] > 300
+
+
+def test_methods_paragraph_names_the_methods_without_independent_randomisation(cli_card: dict[str, Any]) -> None:
+    from app.evaluate.paper import methods_paragraph
+
+    text = methods_paragraph(cli_card)
+    assert "independent re-initialisation of each stage alone (gradcam, guided backprop)" in text
+    card = json.loads(json.dumps(cli_card))  # as if gradcam's map were a costly one
+    card["sanity"]["gradcam"].update(independent={}, independent_not_run="not run: its map costs 121 passes")
+    assert ("independent re-initialisation of each stage alone for guided backprop (not for gradcam, whose maps "
+            "cost more than 2 passes)") in methods_paragraph(card)
 
 
 def test_refusals(client: TestClient, admin: Account, alice: Account) -> None:
