@@ -18,14 +18,22 @@ What is written into the model folder (nothing else changes):
 * ``gallery_labels-<digest>.json`` — every syndrome of the gallery (labels.json's format), so syndromes
   the head never learnt — or every syndrome, for an imported network without a head — still rank;
 * ``gallery_provenance-<digest>.json`` — counts per syndrome and per subject, every skipped photo with the
-  reason, which model version and views encoded it, when;
-* ``model.json`` — pointing at those three (and their sha256 when the card lists digests).
+  reason, which model version and views encoded it, when, and the search index (``search_index``);
+* ``gallery-<digest>.ivf.faiss`` — only for a gallery large enough for the approximate search index
+  (:data:`app.nets.search.APPROXIMATE_FROM` rows): that index, trained now (minutes at a million rows) so
+  that the server loads it instead of training it on a clinician's first ranking; its header records the
+  gallery file's sha256 (:mod:`app.nets.gallery_index`). ``remove`` writes a new gallery and so a new index,
+  or none when the gallery shrank below the threshold;
+* ``model.json`` — pointing at the gallery, its labels and provenance (and their sha256 when the card lists
+  digests). The index is found by the gallery's name and proven by its digest, not listed in the card.
 
 Atomicity: the new files get new names and are complete on disk before ``model.json`` is replaced (an
 ``os.replace``, atomic on POSIX), which is the single commit point; only then are the old gallery files
-removed. A crash or a refused row leaves the served gallery exactly as it was. A CSV row that cannot be
-read (no syndrome id, a path outside the CSV's folder, a malformed OMIM id, a duplicate image) refuses the
-whole build before any photo is encoded. A photo the intake refuses is skipped and listed with its reason.
+removed (with the old gallery's index). A crash or a refused row leaves the served gallery exactly as it
+was; the index is written to a temporary name and renamed too, and a failure removes it with the other new
+files. A CSV row that cannot be read (no syndrome id, a path outside the CSV's folder, a malformed OMIM id,
+a duplicate image) refuses the whole build before any photo is encoded. A photo the intake refuses is
+skipped and listed with its reason.
 """
 
 from __future__ import annotations
@@ -47,7 +55,9 @@ import numpy as np
 
 from app.nets.card import Gene, Label
 from app.nets.errors import ModelFolderError
-from app.nets.gallery import write_gallery
+from app.nets.gallery import build_gallery, write_gallery
+from app.nets.gallery_index import describe as describe_index
+from app.nets.gallery_index import index_file, write_index
 from app.nets.registry import LoadedModel, read_model_folder, sha256_file
 
 __all__ = [
@@ -104,10 +114,12 @@ class BuildReport:
     rows: int = 0
     syndromes: int = 0
     seconds: float = 0.0
+    index: str | None = None  # the saved search index file, None when the gallery is scanned exactly
 
     def to_json(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "added": self.added, "removed": self.removed, "rows": self.rows,
-                "syndromes": self.syndromes, "skipped": self.skipped, "seconds": round(self.seconds, 2),
+                "syndromes": self.syndromes, "skipped": self.skipped, "index": self.index,
+                "seconds": round(self.seconds, 2),
                 "photos_per_minute": round(60.0 * (self.added + len(self.skipped)) / self.seconds, 1)
                 if self.seconds > 0 else None}
 
@@ -294,7 +306,8 @@ def provenance_of(model: LoadedModel) -> dict[str, Any]:
 
 
 def _provenance(model: LoadedModel, rows: Sequence[GalleryRow], labels: dict[str, Label],
-                skipped: list[dict[str, str]], sources: list[str]) -> dict[str, Any]:
+                skipped: list[dict[str, str]], sources: list[str],
+                index: dict[str, Any] | None = None) -> dict[str, Any]:
     per_syndrome: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = per_syndrome.setdefault(row.syndrome_id, {"images": 0, "subjects": Counter()})
@@ -315,6 +328,8 @@ def _provenance(model: LoadedModel, rows: Sequence[GalleryRow], labels: dict[str
         },
         "skipped": skipped,
         "sources": sources,
+        # the saved approximate search index (None: the gallery is small enough to be scanned exactly)
+        "search_index": index,
     }
 
 
@@ -326,11 +341,15 @@ def _write_json_file(path: Path, data: Any) -> None:
 
 
 def _commit(model: LoadedModel, rows: Sequence[GalleryRow], labels: dict[str, Label],
-            skipped: list[dict[str, str]], sources: list[str]) -> None:
-    """Write the new files under new names, then replace model.json atomically, then drop the old files."""
+            skipped: list[dict[str, str]], sources: list[str], *, approximate_from: int | None = None) -> str | None:
+    """Write the new files under new names (the search index too, for a large gallery), then replace
+    model.json atomically, then drop the old files. Returns the index file's name, or None."""
     folder, card = model.folder, model.card
     old = {str(card.gallery or ""), str(card.extra.get("gallery_labels") or ""),
            str(card.extra.get("gallery_provenance") or "")} - {""}
+    if card.gallery:
+        old.add(index_file(folder / card.gallery).name)
+    index_name = None
     if not rows:  # an empty gallery is no gallery: ranking falls back to the head
         new_extra = {k: v for k, v in card.extra.items()
                      if k not in ("gallery_labels", "gallery_provenance", "gallery_version")}
@@ -351,8 +370,13 @@ def _commit(model: LoadedModel, rows: Sequence[GalleryRow], labels: dict[str, La
                           [r.subject_id for r in rows])
             with written[0].open("rb") as handle:
                 os.fsync(handle.fileno())
+            written.append(index_file(written[0]))  # removed on failure, whether or not it was written
+            gallery = build_gallery(embeddings, [r.syndrome_id for r in rows], [r.image_id for r in rows], used)
+            index = write_index(gallery, written[0], approximate_from=approximate_from)
+            index_name = index.name if index is not None else None
             _write_json_file(written[1], [label.to_json() for label in used])
-            _write_json_file(written[2], _provenance(model, rows, labels, skipped, sources))
+            _write_json_file(written[2], _provenance(model, rows, labels, skipped, sources,
+                                                     describe_index(index) if index is not None else None))
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -378,6 +402,7 @@ def _commit(model: LoadedModel, rows: Sequence[GalleryRow], labels: dict[str, La
         raise
     for name in old - {p.name for p in written}:
         (folder / name).unlink(missing_ok=True)
+    return index_name
 
 
 def read_model_folder_with(folder: Path, card_file: Path) -> LoadedModel:
@@ -404,8 +429,10 @@ def _labels_for(model: LoadedModel, sources: Iterable[PhotoSource], existing: di
 
 
 def build(model_folder: Path, photos: Path, *, progress: bool = True, replace_all: bool = True,
-          process: Callable[[bytes], Any] | None = None) -> BuildReport:
-    """Build (or, with ``replace_all=False``, extend) the gallery of ``model_folder`` from ``photos``."""
+          process: Callable[[bytes], Any] | None = None, approximate_from: int | None = None) -> BuildReport:
+    """Build (or, with ``replace_all=False``, extend) the gallery of ``model_folder`` from ``photos``, and its
+    search index when it has ``approximate_from`` rows of 512 floats or more (default
+    :data:`app.nets.search.APPROXIMATE_FROM`)."""
     import time
 
     started = time.perf_counter()
@@ -423,19 +450,23 @@ def build(model_folder: Path, photos: Path, *, progress: bool = True, replace_al
     if not all_rows:
         raise ModelFolderError("no photo could be encoded; the gallery was left as it was: "
                                + "; ".join(f"{s['image_id']}: {s['reason']}" for s in skipped[:5]))
-    _commit(model, all_rows, labels, stored.skipped + skipped, [*stored.sources, str(photos)])
+    index = _commit(model, all_rows, labels, stored.skipped + skipped, [*stored.sources, str(photos)],
+                    approximate_from=approximate_from)
     return BuildReport(folder=Path(model_folder), added=len(rows), skipped=skipped, rows=len(all_rows),
-                       syndromes=len({r.syndrome_id for r in all_rows}), seconds=time.perf_counter() - started)
+                       syndromes=len({r.syndrome_id for r in all_rows}), seconds=time.perf_counter() - started,
+                       index=index)
 
 
 def add_photos(model_folder: Path, photos: Path, *, progress: bool = True,
-               process: Callable[[bytes], Any] | None = None) -> BuildReport:
-    return build(model_folder, photos, progress=progress, replace_all=False, process=process)
+               process: Callable[[bytes], Any] | None = None, approximate_from: int | None = None) -> BuildReport:
+    return build(model_folder, photos, progress=progress, replace_all=False, process=process,
+                 approximate_from=approximate_from)
 
 
 def remove_rows(model_folder: Path, *, image_ids: Sequence[str] = (), subject_ids: Sequence[str] = (),
-                syndrome_ids: Sequence[str] = ()) -> BuildReport:
-    """Remove images, every image of some subjects, or whole syndromes; unknown names are refused."""
+                syndrome_ids: Sequence[str] = (), approximate_from: int | None = None) -> BuildReport:
+    """Remove images, every image of some subjects, or whole syndromes; unknown names are refused. The
+    gallery is rewritten, so its search index is rebuilt for the rows left (or dropped below the threshold)."""
     model = read_model_folder(model_folder)
     stored = _read_stored(model)
     known = {"image": {r.image_id for r in stored.rows}, "subject": {r.subject_id for r in stored.rows},
@@ -447,9 +478,9 @@ def remove_rows(model_folder: Path, *, image_ids: Sequence[str] = (), subject_id
         raise RefusedRows(problems)
     keep = [r for r in stored.rows if r.image_id not in set(image_ids) and r.subject_id not in set(subject_ids)
             and r.syndrome_id not in set(syndrome_ids)]
-    _commit(model, keep, stored.labels, stored.skipped, stored.sources)
+    index = _commit(model, keep, stored.labels, stored.skipped, stored.sources, approximate_from=approximate_from)
     return BuildReport(folder=Path(model_folder), removed=len(stored.rows) - len(keep), rows=len(keep),
-                       syndromes=len({r.syndrome_id for r in keep}))
+                       syndromes=len({r.syndrome_id for r in keep}), index=index)
 
 
 def gallery_summary(model: LoadedModel) -> list[dict[str, Any]]:

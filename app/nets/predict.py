@@ -15,9 +15,10 @@ threads that race to build it keep the first) — so several threads may call :f
 The trainer measures its metrics with :func:`rank_classes` too, so the reported accuracy is the accuracy
 of exactly this ranking.
 
-Ranking goes through the gallery's :class:`~app.nets.search.NearestIndex` (one per loaded gallery, built
-on first use). Only the syndromes that can reach the top ``top_k`` are scored in float64 and ranked: on a
-gallery below the index's size threshold, those whose best float32 score is within the rounding
+Ranking goes through the gallery's :class:`~app.nets.search.NearestIndex` (one per loaded gallery: the
+one saved beside the gallery file and loaded with the model, else built on first use; see
+:mod:`app.nets.gallery_index`). Only the syndromes that can reach the top ``top_k`` are scored in float64
+and ranked: on a gallery below the index's size threshold, those whose best float32 score is within the rounding
 tolerance of the ``top_k``-th best syndrome (so the ranking, distances and image ids are exactly those of
 scoring every image in float64, as before); on a larger gallery, the syndromes of the approximate index's
 nearest images (recall measured in ``bench/bench_matching.py``), with an exact scan when those do not
@@ -26,23 +27,21 @@ name ``top_k`` syndromes.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from app.nets import search as nearest
 from app.nets.card import Label
 from app.nets.ensemble import encode_views
 from app.nets.gallery import Gallery
+from app.nets.gallery_index import GallerySearch, gallery_search
 from app.nets.iresnet import IResNet
 from app.nets.ood import OodResult, assess
 from app.nets.preprocess import preprocess
 from app.nets.registry import LoadedModel
-from app.nets.search import NearestIndex, tolerance
+from app.nets.search import tolerance
 
 __all__ = [
     "Prediction",
@@ -50,6 +49,7 @@ __all__ = [
     "class_distances",
     "embed",
     "encode_query",
+    "gallery_search",
     "infer",
     "predict",
     "rank_classes",
@@ -184,51 +184,14 @@ def encode_query(model: LoadedModel, aligned_rgb: np.ndarray) -> tuple[np.ndarra
     return probabilities, np.stack([v.embedding for v in views]).astype(np.float32)
 
 
-@dataclass(frozen=True, eq=False)
-class _GallerySearch:
-    """A gallery's search index and its rows grouped by syndrome (for per-syndrome best scores)."""
-
-    index: NearestIndex
-    order: np.ndarray  # rows sorted by class index (stable)
-    starts: np.ndarray  # where each class's run begins in ``order``
-    classes: np.ndarray  # the class index of each run
-
-
-_SEARCHES: weakref.WeakKeyDictionary[Gallery, _GallerySearch] = weakref.WeakKeyDictionary()
-_SEARCH_LOCK = threading.Lock()
-
-
-def _index_rows(gallery: Gallery) -> np.ndarray:
-    """(N, V·512) unit rows whose inner product with :func:`_index_query` is the mean cosine over views.
-    One view: the gallery's own unit rows (no copy); several: their concatenation / √V (a copy)."""
-    if gallery.unit_views is None:
-        return gallery.unit
-    return np.concatenate(list(gallery.unit_views), axis=1) / np.float32(np.sqrt(gallery.views))
-
-
 def _index_query(views: np.ndarray) -> np.ndarray:
+    """A query's (V, 512) views as one row for :func:`~app.nets.gallery_index.index_rows`: unit views,
+    concatenated, / √V."""
     unit = _unit(views).astype(np.float32)
     return (unit.reshape(1, -1) / np.float32(np.sqrt(unit.shape[0]))).astype(np.float32)
 
 
-def gallery_search(gallery: Gallery) -> _GallerySearch:
-    """The gallery's index (exact or approximate by its size; exact for a transient gallery), built once."""
-    with _SEARCH_LOCK:
-        found = _SEARCHES.get(gallery)
-        if found is not None:
-            return found
-    rows = _index_rows(gallery)
-    index = NearestIndex(rows.shape[1], approximate_from=None if gallery.transient else nearest.APPROXIMATE_FROM)
-    index.add(rows)
-    order = np.argsort(gallery.label_indices, kind="stable")
-    sorted_labels = gallery.label_indices[order]
-    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-    found = _GallerySearch(index=index, order=order, starts=starts, classes=sorted_labels[starts])
-    with _SEARCH_LOCK:
-        return _SEARCHES.setdefault(gallery, found)
-
-
-def _full_scores(gallery: Gallery, search: _GallerySearch, views: np.ndarray) -> np.ndarray:
+def _full_scores(gallery: Gallery, search: GallerySearch, views: np.ndarray) -> np.ndarray:
     """(N,) float32 mean cosine over views from every gallery image to the query (a full scan)."""
     if not search.index.approximate:
         return search.index.scores(_index_query(views))[0]
@@ -238,7 +201,7 @@ def _full_scores(gallery: Gallery, search: _GallerySearch, views: np.ndarray) ->
     return sum(gallery.unit_views[v] @ query[v] for v in range(gallery.views)) / np.float32(gallery.views)
 
 
-def _rows_for_top(gallery: Gallery, search: _GallerySearch, views: np.ndarray, top_k: int) -> np.ndarray:
+def _rows_for_top(gallery: Gallery, search: GallerySearch, views: np.ndarray, top_k: int) -> np.ndarray:
     """Ascending gallery rows that hold the nearest image of each syndrome that can rank in the top ``top_k``.
 
     Exact: with s_k the ``top_k``-th largest per-syndrome best float32 score, every row scoring at least

@@ -1,14 +1,16 @@
 """Model folders: find them, check them, load them once per process.
 
 A model is a folder ``<root>/<id>/`` holding ``model.json`` (the card), ``labels.json``, the weights
-(optionally with a separate ``head_weights`` file) and optionally ``gallery.npz``. The root is a
-parameter (the web app passes ``PROJECT_ROOT / "models"``); the id is the folder name.
+(optionally with a separate ``head_weights`` file) and optionally ``gallery.npz`` (with, for a gallery large
+enough for the approximate search index, that index saved beside it: see :mod:`app.nets.gallery_index`).
+The root is a parameter (the web app passes ``PROJECT_ROOT / "models"``); the id is the folder name.
 
 :func:`read_model_folder` checks everything a wrong deployment could get wrong — sha256 digests given in
 the card, label count against the card, architecture, every weight key and shape, head size against the
 labels, gallery labels and embedding size — and refuses with a :class:`ModelFolderError` saying exactly
 what is wrong. :func:`load_model` adds a process-wide cache guarded by a lock, so the configured model is
-read once per process however many request threads ask for it at start-up.
+read once per process however many request threads ask for it at start-up, and loads the gallery's saved
+search index (or rebuilds a missing or stale one, saying so in the log) with it.
 
 The loaded network is in eval mode and is never mutated afterwards (no hooks, no training), so it can be
 shared by concurrent prediction threads. Its parameters keep ``requires_grad`` as trained, because
@@ -31,6 +33,7 @@ from app.nets.checkpoint import load_weights_into, read_state_dict
 from app.nets.ensemble import Member, MemberSpec, Tta, parse_ensemble
 from app.nets.errors import ModelFolderError
 from app.nets.gallery import Gallery, read_gallery
+from app.nets.gallery_index import prepare as prepare_search
 from app.nets.iresnet import IResNet, build_network
 
 __all__ = [
@@ -208,14 +211,21 @@ def _folder(root: Path, model_id: str) -> Path:
     return Path(root) / model_id
 
 
-def load_model(root: Path, model_id: str = DEFAULT_MODEL_ID) -> LoadedModel:
-    """The model ``root/model_id``, loaded once per process (thread-safe); later calls return the same object."""
+def load_model(root: Path, model_id: str = DEFAULT_MODEL_ID, *, approximate_from: int | None = None) -> LoadedModel:
+    """The model ``root/model_id``, loaded once per process (thread-safe); later calls return the same object.
+
+    Its gallery's search index is loaded here when one was saved for this very gallery file (seconds: the
+    gallery file is hashed to prove it), and otherwise built here when the gallery is large enough to need
+    one (``approximate_from``: rows of 512 floats, :data:`app.nets.search.APPROXIMATE_FROM` by default):
+    minutes at a million rows, logged, and saved for the next start when the folder is writable."""
     folder = _folder(root, model_id)
     key = (str(folder.resolve()), model_id)
     with _cache_lock:  # held while loading, so concurrent first requests wait instead of loading twice
         model = _cache.get(key)
         if model is None:
             model = read_model_folder(folder)
+            if model.gallery is not None and model.card.gallery:
+                prepare_search(model.gallery, folder / model.card.gallery, approximate_from=approximate_from)
             _cache[key] = model
             _log.info("loaded model %s from %s", model.version, folder)
         return model

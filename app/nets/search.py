@@ -33,8 +33,10 @@ average of 11–14; clustered 512-d rows; per-query times):
   recall also drops (0.77–0.81 at 10k, where the bench's clusters hold 5 rows and half of each top 10 is
   noise-level neighbours), another reason to stay exact there.
 
-Building the IVF index happens on first use (a gallery's first ranking): about three minutes at 1M rows
-on 2 cores, once per loaded gallery.
+Building the IVF index takes about three minutes at 1M rows on 2 cores, so a model gallery's index is built
+when the gallery is written and saved beside it (:meth:`NearestIndex.save`, :meth:`NearestIndex.load`; which
+file, and when it is stale, is :mod:`app.nets.gallery_index`'s business); an index nobody saved is built on
+first use.
 
 The threshold counts floats scanned (rows × dim, scaled to 512-d rows), so a multi-view gallery (a row is
 the concatenation of its V views) switches at 150k/V rows.
@@ -50,12 +52,18 @@ taking the first k gives exactly the result of a full float64 sort.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import struct
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["APPROXIMATE_FROM", "NPROBE", "NearestIndex", "ivf_cells", "tolerance"]
+__all__ = ["APPROXIMATE_FROM", "NPROBE", "IndexFileError", "NearestIndex", "ivf_cells", "read_index_header",
+           "tolerance"]
 
 #: rows of 512 floats from which an index turns approximate (see the module docstring)
 APPROXIMATE_FROM = 150_000
@@ -65,6 +73,15 @@ NPROBE = 32
 TRAIN_PER_CELL = 64
 _REFERENCE_DIM = 512
 _QUERY_BLOCK_BYTES = 64 * 2**20  # one (queries × rows) float32 score block at most
+#: first bytes of a saved index: a JSON header (its length as 4 little-endian bytes) follows, then faiss's own
+#: serialisation (``faiss.write_index``), so a reader learns what the index was built from before loading it
+INDEX_MAGIC = b"GLSEARCH"
+INDEX_FORMAT = "gestaltlens-ivf/1"
+_MAX_HEADER = 1 << 20
+
+
+class IndexFileError(ValueError):
+    """A saved index that cannot be used: not an index file, truncated, or not what its header says."""
 
 
 def tolerance(dim: int) -> float:
@@ -102,6 +119,11 @@ class NearestIndex:
     @property
     def approximate(self) -> bool:
         return self._ivf is not None
+
+    @property
+    def approximate_at(self) -> int | None:
+        """The row count from which this index is approximate (None: it always stays exact)."""
+        return self._switch
 
     @property
     def nbytes(self) -> int:
@@ -152,6 +174,56 @@ class NearestIndex:
         ivf.add(rows)
         ivf.nprobe = min(self.nprobe, cells)
         self._ivf, self._blocks, self._trained_on, self._rows = ivf, [], rows.shape[0], rows.shape[0]
+
+    def save(self, path: Path, header: dict[str, Any] | None = None) -> Path:
+        """Write the approximate index to ``path`` atomically: a temporary file in the same folder, fsynced,
+        then renamed, so a reader sees the old file or the complete new one, and a failure leaves neither a
+        partial file nor a temporary one. ``header`` (JSON) is stored before the faiss data, with the index's
+        own parameters; :func:`read_index_header` reads it without loading the index. Only an approximate
+        index is saved: an exact one is its rows, which the caller already has."""
+        import faiss
+
+        if self._ivf is None:
+            raise ValueError("only an approximate index is saved (an exact index is the rows themselves)")
+        path = Path(path)
+        meta = {**(header or {}), "format": INDEX_FORMAT, "dim": self.dim, "rows": self._rows,
+                "cells": int(self._ivf.nlist), "nprobe": self.nprobe, "seed": self.seed,
+                "trained_on": self._trained_on}
+        encoded = json.dumps(meta, sort_keys=True).encode("utf-8")
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(INDEX_MAGIC + struct.pack("<I", len(encoded)) + encoded)
+                faiss.write_index(self._ivf, faiss.PyCallbackIOWriter(out.write))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[NearestIndex, dict[str, Any]]:
+        """(the index, its header) from a file :meth:`save` wrote; :class:`IndexFileError` when the file is
+        not one, is cut short, or holds another index than its header describes."""
+        import faiss
+
+        path = Path(path)
+        with path.open("rb") as handle:
+            header = _read_header(handle, path.name)
+            try:
+                ivf = faiss.read_index(faiss.PyCallbackIOReader(handle.read))  # already its own class
+            except RuntimeError as exc:  # faiss reports a short or garbled file as a RuntimeError
+                raise IndexFileError(f"{path.name}: faiss cannot read it ({str(exc).splitlines()[0][:200]})") from exc
+        if (not isinstance(ivf, faiss.IndexIVFFlat) or ivf.metric_type != faiss.METRIC_INNER_PRODUCT
+                or ivf.d != header["dim"] or ivf.ntotal != header["rows"] or ivf.nlist != header["cells"]):
+            raise IndexFileError(f"{path.name}: the faiss data is not the inner-product IVF index its header "
+                                 "describes")
+        index = cls(header["dim"], approximate_from=1, nprobe=header["nprobe"], seed=header["seed"])
+        ivf.nprobe = min(index.nprobe, int(ivf.nlist))
+        index._ivf, index._rows, index._trained_on = ivf, int(ivf.ntotal), int(header["trained_on"])
+        return index, header
 
     def _queries(self, queries: np.ndarray) -> np.ndarray:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -212,6 +284,33 @@ class NearestIndex:
                 kth = row[np.argpartition(-row, k - 1)[k - 1]]
                 out.append(np.flatnonzero(row >= kth - slack))
         return out
+
+
+def read_index_header(path: Path) -> dict[str, Any]:
+    """The header of a saved index (cheap: the faiss data is not read); :class:`IndexFileError` when the
+    file is not a saved index."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        return _read_header(handle, path.name)
+
+
+def _read_header(handle: Any, name: str) -> dict[str, Any]:
+    start = handle.read(len(INDEX_MAGIC) + 4)
+    if len(start) < len(INDEX_MAGIC) + 4 or not start.startswith(INDEX_MAGIC):
+        raise IndexFileError(f"{name} is not a saved search index")
+    (size,) = struct.unpack("<I", start[len(INDEX_MAGIC):])
+    if size > _MAX_HEADER:
+        raise IndexFileError(f"{name}: header of {size} bytes")
+    try:
+        header = json.loads(handle.read(size).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IndexFileError(f"{name}: the header is not JSON ({exc})") from exc
+    required = {"format": str, "dim": int, "rows": int, "cells": int, "nprobe": int, "seed": int, "trained_on": int}
+    if not isinstance(header, dict) or any(not isinstance(header.get(k), t) for k, t in required.items()):
+        raise IndexFileError(f"{name}: the header lacks the index's parameters")
+    if header["format"] != INDEX_FORMAT:
+        raise IndexFileError(f"{name} has format {header['format']!r}, this version reads {INDEX_FORMAT!r}")
+    return header
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

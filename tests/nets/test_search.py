@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,39 @@ def test_gallery_ranking_on_the_approximate_path(monkeypatch: pytest.MonkeyPatch
     # top_k beyond what the approximate candidates name: the exact scan takes over, nothing is lost
     best, _ = _distances(gallery, len(LABELS), gallery.unit[:1], 60)
     np.testing.assert_array_equal(np.isfinite(best), np.isfinite(_full_float64(gallery, gallery.unit[:1])[0]))
+
+
+def test_a_saved_index_round_trips_and_other_files_are_refused(tmp_path) -> None:
+    """save/load keep every answer; an exact index is not saved; a file that is not a saved index, or whose
+    faiss data is cut short or is not what the header says, is refused rather than half-read."""
+    rows = clustered(2000, seed=6)
+    index = NearestIndex(512, approximate_from=1000, nprobe=8, seed=3)
+    index.add(rows)
+    path = index.save(tmp_path / "g.ivf.faiss", {"gallery_sha256": "ab" * 32})
+    loaded, header = NearestIndex.load(path)
+    assert header["gallery_sha256"] == "ab" * 32 and search.read_index_header(path) == header
+    assert (header["rows"], header["nprobe"], header["seed"], loaded.nprobe) == (2000, 8, 3, 8)
+    queries = clustered(20, seed=7)
+    for got, want in zip(loaded.search(queries, 10), index.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [p.name for p in tmp_path.iterdir()] == ["g.ivf.faiss"]  # no temporary file left
+
+    exact = NearestIndex(512)
+    exact.add(rows[:10])
+    with pytest.raises(ValueError, match="only an approximate"):
+        exact.save(tmp_path / "e.ivf.faiss")
+    (tmp_path / "n.ivf.faiss").write_bytes(b"\x93NUMPY not an index")
+    with pytest.raises(search.IndexFileError, match="not a saved search index"):
+        NearestIndex.load(tmp_path / "n.ivf.faiss")
+    data = path.read_bytes()
+    (tmp_path / "cut.ivf.faiss").write_bytes(data[:len(data) // 2])
+    with pytest.raises(search.IndexFileError, match="faiss cannot read"):
+        NearestIndex.load(tmp_path / "cut.ivf.faiss")
+    size = int.from_bytes(data[8:12], "little")
+    lying = json.loads(data[12:12 + size])
+    lying["rows"] = 1999
+    encoded = json.dumps(lying).encode()
+    (tmp_path / "lie.ivf.faiss").write_bytes(data[:8] + len(encoded).to_bytes(4, "little") + encoded
+                                             + data[12 + size:])
+    with pytest.raises(search.IndexFileError, match="not the inner-product IVF index"):
+        NearestIndex.load(tmp_path / "lie.ivf.faiss")
