@@ -27,6 +27,9 @@ KEYS = {
     "rater-one": [["4", "2", "5"], ["3", "3", "1"]],
     "rater-two": [["5", "2", "4"], ["3", "1", "1"]],
 }
+# A map's status once its save has been answered. A plain has_text="Saved" would also match "Not saved: …"
+# (Playwright matches a string case-insensitively, as a substring).
+SAVED = re.compile(r"^Saved ")
 
 
 def assert_blind(html: str, where: str) -> None:
@@ -42,8 +45,39 @@ def wait_progress(page, rated: int, total: int) -> None:
     expect(page.locator("#maps-total")).to_have_text(str(total))
 
 
+class Saves:
+    """The one route every rating save of a rater's pass goes through: passed on, answered with a 503
+    (``fail``) or held in ``held`` (``hold``), chosen by the end of the save's URL.
+
+    It is added before the first rating page loads, never right before the keystroke it concerns: page.route()
+    switches Chromium's request interception on, and the browser then pushes intercepting loader factories to
+    the page's renderer without waiting for it to take them. A busy renderer can handle the keystroke first,
+    and its save goes to the server unseen (CI: the wait for the held save of Map C timed out after 180 s; on a
+    loaded 2-core machine the save was answered 201 and Playwright never reported the request). A page that
+    loads after the route gets the intercepting factories with its document, so no keystroke can overtake them.
+    """
+
+    def __init__(self, study_id: str) -> None:
+        self.pattern = re.compile(rf".*/api/v1/studies/{study_id}/cases/[0-9]+/maps/[A-Z]/ratings$")
+        self.fail: str | None = None  # e.g. "/cases/2/maps/A/ratings"
+        self.hold: str | None = None
+        self.held: list = []
+
+    def handle(self, route) -> None:
+        url = route.request.url
+        if self.fail and url.endswith(self.fail):
+            route.fulfill(status=503, content_type="application/json",
+                          body='{"detail": "try again", "code": "unavailable"}')
+        elif self.hold and url.endswith(self.hold):
+            self.held.append(route)
+        else:
+            route.continue_()
+
+
 def rate_study(page, server: Server, study_id: str, username: str, keys: list[list[str]], seen: list[str]) -> None:
     """One rater's pass through the study; ``seen`` collects every page's HTML (checked for ids later)."""
+    saves = Saves(study_id)
+    page.route(saves.pattern, saves.handle)  # before the rating pages load (see Saves)
     page.goto(server.url + "/studies")
     page.click(f"a[href='/studies/{study_id}/rate']")
     page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/1$"))
@@ -68,10 +102,10 @@ def rate_study(page, server: Server, study_id: str, username: str, keys: list[li
         page.keyboard.press(keys[0][0])
     assert saved.value.status == 201
     page.evaluate("htmx.config.defaultSettleDelay = 20")
-    page.locator("#map-A .rate-status").filter(has_text="Saved").wait_for()
+    page.locator("#map-A .rate-status").filter(has_text=SAVED).wait_for()
     # Regions are ticked with the mouse; the change is saved at once.
     page.locator("#map-B input[name=regions][value=eyes]").check()
-    page.locator("#map-B .rate-status").filter(has_text="Saved").wait_for()
+    page.locator("#map-B .rate-status").filter(has_text=SAVED).wait_for()
     page.keyboard.press("n")
     page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/2$"))
     assert "case 2 of 2 · 3/6 maps rated" in page.locator("#rating-progress").inner_text()
@@ -82,19 +116,17 @@ def rate_study(page, server: Server, study_id: str, username: str, keys: list[li
         page.keyboard.press(key)
     wait_progress(page, 6, 6)
     # A save that fails keeps the rater on the page (with a message) instead of leaving it unsaved behind.
-    failing = re.compile(rf".*/api/v1/studies/{study_id}/cases/2/maps/A/ratings$")
-    page.route(failing, lambda route: route.fulfill(status=503, content_type="application/json",
-                                                    body='{"detail": "try again", "code": "unavailable"}'))
+    saves.fail = "/cases/2/maps/A/ratings"
     page.locator("#map-A h2").click()
     page.keyboard.press(keys[1][0])
     page.locator("#map-A .rate-status").filter(has_text="Not saved: try again").wait_for()
     page.keyboard.press("p")
     page.locator(".toast", has_text="was not saved").wait_for()
     assert page.url.endswith(f"/studies/{study_id}/cases/2")
-    page.unroute(failing)
+    saves.fail = None
     page.locator("#map-A h2").click()
     page.keyboard.press(keys[1][0])
-    page.locator("#map-A .rate-status").filter(has_text="Saved").wait_for()
+    page.locator("#map-A .rate-status").filter(has_text=SAVED).wait_for()
     # Back to case 1: the ratings are there; re-score Map C by focusing it (append-only edit).
     page.keyboard.press("p")
     page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/1$"))
@@ -105,12 +137,8 @@ def rate_study(page, server: Server, study_id: str, username: str, keys: list[li
     assert page.evaluate("document.activeElement.id") == "map-C"
     # The saves are held on the way to the server: the score is in flight, the region ticked right after it
     # waits behind it (hx-sync "queue last"), and "n" must not leave before both have been saved.
-    held: list = []
-    saves = re.compile(rf".*/api/v1/studies/{study_id}/cases/1/maps/C/ratings$")
-    def hold(route) -> None:
-        held.append(route)
-
-    page.route(saves, hold)
+    saves.hold = "/cases/1/maps/C/ratings"
+    held = saves.held
     page.keyboard.press("3")
     wait_until(page, lambda: len(held) == 1)
     page.locator("#map-C input[name=regions][value=nose]").check()
@@ -121,8 +149,8 @@ def rate_study(page, server: Server, study_id: str, username: str, keys: list[li
     wait_until(page, lambda: len(held) == 1)  # the queued save goes out only now
     page.wait_for_timeout(300)
     assert page.url.endswith(f"/studies/{study_id}/cases/1"), "left the page with a save queued"
+    saves.hold = None
     held.pop().continue_()
-    page.unroute(saves)
     page.wait_for_url(re.compile(rf"/studies/{study_id}/cases/2$"))
     keys[0][2] = "3"  # what counts now (with the nose ticked)
     page.keyboard.press("n")  # past the last case: the study overview
