@@ -14,8 +14,10 @@
    progress weights use it.
 3. ``--loads 0,2,4``: the same reduced scorecard with ``N`` busy processes beside it (each a one-thread torch
    matmul loop), once with 2 threads and once with the threads :func:`app.evaluate.threads.fair_threads`
-   picks; prints the time ratio to the unloaded run and the share of the cores the run could expect
-   (2 / (N + 1)). A run that degrades no worse than its share has ratio ≤ (N + 1) / 2.
+   picks; prints the time ratio to the unloaded run and the share of the cores the run could expect: it is one
+   of N + 1 busy processes on 2 cores, so 2 / (N + 1) cores against the 2 it had alone. A run that degrades no
+   worse than its share has ratio ≤ N + 1. (An earlier version printed (N + 1) / 2, as if the run were owed
+   2 / (N + 1) *of the machine*: twice its fair share.)
 4. ``--run``: the default ``gestaltlens evaluate`` (all ten methods), timed, with its phase times.
 5. ``--face-counts``: the 95 % interval half-width of the scorecard's columns as a function of the number of
    faces, by subsampling a run's per-face values (``--from`` a stored ``scorecard.json``, or a pool run of
@@ -179,7 +181,7 @@ def under_load(model, benchmark, loads: list[int]) -> None:
     print(f"\n### A reduced scorecard (3 methods, {len(benchmark.faces)} faces) beside N busy processes "
           f"(load before: {_load()})\n")
     print("| busy processes | fair threads | s with 2 threads | s with fair threads | ratio (fair / unloaded) | "
-          "allowed by its share |")
+          "allowed by its share (N + 1) |")
     print("|---|---|---|---|---|---|")
     base = None
     for n in loads:
@@ -195,7 +197,7 @@ def under_load(model, benchmark, loads: list[int]) -> None:
         for w in workers:
             w.join()
         base = base or mine
-        print(f"| {n} | {fair} | {two:.1f} | {mine:.1f} | {mine / base:.2f} | {(n + 1) / 2 if n else 1:.1f} |")
+        print(f"| {n} | {fair} | {two:.1f} | {mine:.1f} | {mine / base:.2f} | {n + 1:.1f} |")
 
 
 def full_run(fit_path: Path | None = None) -> None:
