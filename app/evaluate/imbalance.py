@@ -111,9 +111,13 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
                    shortcut: bool = True, epochs: int = 8, methods: tuple[str, ...] = ("gradcam", "saliency",
                    "integrated_gradients", "guided_backprop"), faces_per_other: int = 2,
                    road_percentages: tuple[float, ...] = (0.3, 0.7), threads: int = 2, seeds: int = 3,
-                   log: Any = print, command: str = "") -> dict[str, Any]:
+                   log: Any = print, command: str = "", resume: bool = False) -> dict[str, Any]:
     """Train and evaluate every condition with ``seeds`` training seeds (0, 1, …); write report.json, report.md
-    and plots into ``out``. Intervals pool faces and seeds, so they cover the training's randomness too."""
+    and plots into ``out``. Intervals pool faces and seeds, so they cover the training's randomness too.
+
+    ``resume``: keep the conditions an earlier, stopped run already wrote to ``out/report.json`` with the same
+    settings (a 3-seed run takes most of an hour on 2 cores; a stop should not cost the finished conditions).
+    Settings that differ start the run afresh, and the log says so."""
     import torch
 
     from app.evaluate.benchmark import BenchmarkSet, load_dataset_split
@@ -138,8 +142,12 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
                              faces=chosen, skipped=test.skipped)
     options = EvaluationOptions(road_percentages=road_percentages, sanity_faces=0, robustness_samples=0,
                                 similarity_methods=(), ig_tolerance=0.0)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = _kept_conditions(out, [c[0] for c in conditions], log, {
+        "rare_class": rare_class, "epochs": epochs, "methods": list(methods), "seeds": seeds, "threads": threads,
+        "road_percentages": list(road_percentages), "n_eval_faces": len(benchmark.faces)}) if resume else {}
     for name, fraction, cue in conditions:
+        if name in results:
+            continue
         started = time.perf_counter()
         log(f"[{name}] data")
         counts = derive_dataset(data, work / f"data-{name}", rare_class=rare_class, keep_fraction=fraction,
@@ -189,8 +197,28 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
         _write_report(out, results, complete=len(results) == len(conditions), command=command, data=data,
                       rare_class=rare_class, epochs=epochs, methods=methods, road_percentages=road_percentages,
                       threads=threads, n_faces=len(benchmark.faces), seeds=seeds)
+    if len(results) == len(conditions):  # written again so that a fully resumed run is marked complete too
+        _write_report(out, results, complete=True, command=command, data=data, rare_class=rare_class,
+                      epochs=epochs, methods=methods, road_percentages=road_percentages, threads=threads,
+                      n_faces=len(benchmark.faces), seeds=seeds)
     shutil.rmtree(work, ignore_errors=True)
     return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def _kept_conditions(out: Path, names: list[str], log: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The finished conditions of an earlier run in ``out`` whose settings equal ``settings``, else nothing."""
+    path = out / "report.json"
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    differ = [key for key, value in settings.items() if earlier.get(key) != value]
+    if differ:
+        log(f"[resume] {path} was made with other settings ({', '.join(differ)}): starting afresh")
+        return {}
+    kept = {name: earlier["conditions"][name] for name in names if name in earlier.get("conditions", {})}
+    for name in kept:
+        log(f"[{name}] kept from {path}")
+    return kept
 
 
 def _write_report(out: Path, results: dict[str, Any], *, complete: bool, command: str, data: Path,
@@ -225,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-shortcut", action="store_true")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per condition")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GESTALTLENS_THREADS", "2")))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the conditions a stopped run with the same settings wrote to OUT/report.json")
     args = parser.parse_args(argv)
     run_experiment(args.data, args.out, rare_class=args.rare_class,
                    ratios=tuple(int(r) for r in args.ratios.split(",") if r),
@@ -232,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                    seeds=args.seeds, methods=tuple(args.methods.split(",")),
                    faces_per_other=args.faces_per_other, threads=args.threads,
                    road_percentages=tuple(float(p) for p in args.road.split(",") if p),
-                   log=lambda m: print(m, file=sys.stderr, flush=True),
+                   log=lambda m: print(m, file=sys.stderr, flush=True), resume=args.resume,
                    command="python -m app.evaluate.imbalance " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 

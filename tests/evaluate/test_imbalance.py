@@ -71,3 +71,12 @@ def test_small_experiment_writes_the_report_of_its_numbers(tiny_data: Path, tmp_
     # the context column is the rare class's own faces, not the mean over every face
     rows = [r for c in [rare["scorecard"]] for r in c["per_image"] if r["label"] == "syn_a"]
     assert rows and "hair_background" in rows[0]["methods"]["gradcam"]
+
+    # a resumed run keeps every condition written with the same settings and trains nothing again
+    said: list[str] = []
+    again = run_experiment(tiny_data, out, rare_class="syn_a", ratios=(4,), epochs=1, methods=("gradcam",),
+                           faces_per_other=1, road_percentages=(0.5,), threads=1, seeds=2, log=said.append,
+                           resume=True)
+    assert said == ["[balanced] kept from " + str(out / "report.json"), "[rare_1to4] kept from "
+                    + str(out / "report.json"), "[shortcut] kept from " + str(out / "report.json")]
+    assert again["conditions"] == on_disk["conditions"] and again["complete"] is True
