@@ -58,9 +58,9 @@ cli.command("demo-cohort")(with_registrations(demo_cohort_command))
 
 
 def _sessions():
-    from app.db import make_engine, make_sessionmaker
+    from app.migrate import command_sessions
 
-    return make_sessionmaker(make_engine(get_settings().resolved_database_url))
+    return command_sessions(get_settings().resolved_database_url)
 
 
 @cli.command()
@@ -186,7 +186,21 @@ def worker(
 
 
 def main() -> None:
-    cli()
+    """Run the command; a database that is missing its schema or cannot be reached is one line on stderr, not a
+    traceback through SQLAlchemy (exit status 2)."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.migrate import SchemaNotCurrent
+
+    try:
+        cli(standalone_mode=True)
+    except SchemaNotCurrent as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OperationalError as exc:
+        typer.echo(f"error: the database {_safe_url()} cannot be used: {str(exc.orig).strip().splitlines()[0]}",
+                   err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

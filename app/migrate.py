@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import PROJECT_ROOT
 
@@ -27,3 +28,44 @@ def upgrade(url: str | None = None, *, engine: Engine | None = None, revision: s
             command.upgrade(config, revision)
         return
     command.upgrade(config, revision)
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database has no schema yet, or one older or newer than this code's migrations.
+
+    Commands that open the database (``user add``, ``gaze …``, ``demo-cohort``) raise this before touching a table,
+    so a fresh data directory gets "run ``gestaltlens db upgrade``" instead of SQL's "no such table: users"."""
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why the database behind ``engine`` does not match this code's migrations, or None when it is at head."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    head = scripts.get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current == head:
+        return None
+    if current is None:
+        return "has no schema yet: run `gestaltlens db upgrade` (`gestaltlens serve` also does it when it starts)"
+    known = {revision.revision for revision in scripts.walk_revisions()}
+    if current not in known:
+        return (f"is at revision {current}, which this version of GestaltLens does not know (migrated by a newer "
+                f"version?); this one expects {head}")
+    return f"is at revision {current}, this version expects {head}: run `gestaltlens db upgrade`"
+
+
+def command_sessions(url: str) -> sessionmaker[Session]:
+    """Sessions for a command-line command, after checking the schema is the one this code expects."""
+    from sqlalchemy.engine import make_url
+
+    from app.db import make_engine, make_sessionmaker
+
+    engine = make_engine(url)
+    problem = schema_problem(engine)
+    if problem is not None:
+        engine.dispose()
+        raise SchemaNotCurrent(f"the database {make_url(url).render_as_string(hide_password=True)} {problem}")
+    return make_sessionmaker(engine)

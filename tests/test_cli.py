@@ -51,6 +51,33 @@ def test_cli_migrates_adds_users_and_issues_tokens(db_url: str, tmp_path: Path) 
     app.state.engine.dispose()
 
 
+def test_commands_on_a_database_without_the_current_schema_say_what_to_run(tmp_path: Path) -> None:
+    """A fresh data directory used to answer `user add` with SQLAlchemy's traceback ("no such table: users")."""
+    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(tmp_path / "data")}
+    env.pop("GESTALTLENS_DATABASE_URL", None)
+    fresh = _cli(["user", "add", "dr-who", "--role", "admin", "--password-stdin"], env, stdin="a long secret pass\n")
+    assert fresh.returncode == 2
+    assert "has no schema yet" in fresh.stderr and "gestaltlens db upgrade" in fresh.stderr
+    assert "Traceback" not in fresh.stderr and "no such table" not in fresh.stderr
+    gaze = _cli(["gaze", "results"], env)
+    assert gaze.returncode == 2 and "has no schema yet" in gaze.stderr
+
+    assert _cli(["db", "upgrade", "0015"], env).returncode == 0  # one migration behind
+    behind = _cli(["user", "list"], env)
+    assert behind.returncode == 2 and "is at revision 0015" in behind.stderr and "db upgrade" in behind.stderr
+    assert _cli(["db", "upgrade"], env).returncode == 0
+    added = _cli(["user", "add", "dr-who", "--password-stdin"], env, stdin="a long secret pass\n")
+    assert added.returncode == 0, added.stderr
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "GESTALTLENS_DATA_DIR": str(tmp_path / "data"),
+           "GESTALTLENS_DATABASE_URL": "postgresql+psycopg://nobody:secret@127.0.0.1:1/test"}
+    down = _cli(["user", "list"], env)
+    assert down.returncode == 2 and "cannot be used" in down.stderr
+    assert "Traceback" not in down.stderr and "secret" not in down.stderr  # the password is never echoed
+
+
 def test_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
     first = Settings(data_dir=tmp_path).resolved_secret_key
     second = Settings(data_dir=tmp_path).resolved_secret_key

@@ -168,13 +168,13 @@ def demo_cohort_command(
     from app.auth import service as auth_service
     from app.cases.storage import PhotoStore
     from app.cohorts.demo import import_demo_cohort
-    from app.db import make_engine, make_sessionmaker
+    from app.migrate import command_sessions
     from app.nets.registry import load_model
     from app.settings import get_settings
     from app.synth.command import ProgressBar
 
     settings = get_settings()
-    sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
+    sessions = command_sessions(settings.resolved_database_url)
     with sessions() as session:
         user = auth_service.get_user_by_name(session, username=username)
         if user is None or not user.is_active:

@@ -16,10 +16,10 @@ SYNTHETIC_PEOPLE = [("CG01", "clinical_geneticist"), ("CG02", "clinical_genetici
 
 
 def _sessions():  # type: ignore[no-untyped-def]
-    from app.db import make_engine, make_sessionmaker
+    from app.migrate import command_sessions
     from app.settings import get_settings
 
-    return make_sessionmaker(make_engine(get_settings().resolved_database_url))
+    return command_sessions(get_settings().resolved_database_url)
 
 
 def _admin(session, username: str):  # type: ignore[no-untyped-def]
