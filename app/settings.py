@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # Explanation compute mode when a request names none (app.explain.fast): "exact" (naive Captum's maps) or
     # "fast" (measured approximations for the methods offered in fast mode; every map records its mode).
     explain_mode: Literal["exact", "fast"] = "exact"
+    # Read the served model in a background thread when the app starts, so the first clinician's upload does not
+    # wait for it (a GestaltMatcher model with a large gallery takes most of a minute to read); requests that need
+    # the model meanwhile wait for that one load. Off, the model is read by the first request that needs it.
+    preload_model: bool = True
     # Derived group data (composites, syndrome-wise maps) needs this many distinct patients; never below 5.
     cohort_min_patients: int = Field(default=5, ge=5)
 

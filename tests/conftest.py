@@ -33,6 +33,10 @@ POSTGRES_URL = os.environ.get(
     "GESTALTLENS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 PASSWORD = "correct horse battery"
+# Hundreds of test apps start and stop; each reading the demo model in the background would add minutes of CPU
+# on a 2-core machine. Tests that need the model read it on first use; tests/predictions/test_provider.py covers
+# the preload itself (and servers started by tests inherit this unless they set it).
+os.environ.setdefault("GESTALTLENS_PRELOAD_MODEL", "false")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -6,6 +6,7 @@ aligned, and the reason the ranking is unavailable is shown instead of a ranking
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -27,6 +28,26 @@ class ModelProvider:
         self._lock = threading.Lock()
         self._model: LoadedModel | None = None
         self._error: str | None = None
+
+    def state(self) -> str:
+        """``ok``, ``unavailable`` (its reason is :meth:`get`'s error), ``loading`` or ``not_loaded``; never waits."""
+        if self._model is not None:
+            return "ok"
+        if self._error is not None:
+            return "unavailable"
+        return "loading" if self._lock.locked() else "not_loaded"
+
+    def preload(self) -> threading.Thread:
+        """Start reading the model in a daemon thread (see ``Settings.preload_model``); a failure is kept and
+        logged exactly as on first use, so the requests that need the model answer with its reason."""
+
+        def load() -> None:
+            with contextlib.suppress(ModelUnavailable):  # logged; requests answer 503 model_unavailable with it
+                self.get()
+
+        thread = threading.Thread(target=load, name=f"preload-{self.model_id}", daemon=True)
+        thread.start()
+        return thread
 
     def get(self) -> LoadedModel:
         if self._model is not None:

@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except OperationalError:
             # Start anyway: /healthz answers, /readyz and every database route say 503 until it is back.
             log.error("the database is unreachable at start-up; serving 503 until it answers")
+        if settings.preload_model:
+            app.state.models.preload()
         app.state.jobs.start()
         try:
             yield

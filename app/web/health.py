@@ -79,7 +79,10 @@ async def readyz(request: Request) -> JSONResponse:
     broker = await run_in_threadpool(_broker_status, request)
     storage = await run_in_threadpool(_storage_status, request)
     ready = database == "ok" and broker in ("ok", "not_used") and storage == "ok"
-    body = {"status": "ok" if ready else "unavailable", "database": database, "broker": broker, "storage": storage}
+    # The model's state is reported, not required: intake works without it, and requests that need it wait for
+    # the load in progress or answer 503 model_unavailable with the reason.
+    body = {"status": "ok" if ready else "unavailable", "database": database, "broker": broker, "storage": storage,
+            "model": request.app.state.models.state()}
     if storage == "full":
         body.update(detail="The data directory's storage is full: uploads and maps cannot be saved.",
                     code="storage_full")
