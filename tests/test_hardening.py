@@ -226,7 +226,8 @@ def test_an_unreachable_database_is_a_json_503_and_readiness_says_so(tmp_path: P
 
 def test_readiness_reports_database_and_broker(client: TestClient) -> None:
     assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "broker": "not_used",
-                                             "storage": "ok"}
+                                             "storage": "ok", "model": "not_loaded"}  # preload is off in tests
+
 
 
 # --- 9. dates at the end of the calendar ----------------------------------------------------------------
