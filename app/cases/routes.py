@@ -73,7 +73,9 @@ async def create_case(
         max_pixels=settings.max_pixels,
         detector=request.app.state.detector,
     )
-    model = served_model(request)
+    # Off the loop: the first request after start-up may wait for the model's load (most of a minute with a
+    # large gallery), and the loop would serve nobody meanwhile.
+    model = await run_in_threadpool(served_model, request)
     references = await run_in_threadpool(references_for, db, model) if model else None  # shared cases
     result = await run_in_threadpool(rank_crop, model, processed.aligned.crop, references=references) \
         if model else None

@@ -21,19 +21,21 @@ pages = APIRouter(include_in_schema=False)
 
 @pages.post("/demo-cohort")
 async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) -> Response:
-    def _create() -> Job:
+    def _create() -> tuple[Job, bool]:
         running = db.scalar(select(Job).where(Job.kind == KIND, Job.owner_id == user.id,
                                               Job.state.in_((QUEUED, RUNNING))).limit(1))
         if running is not None and not job_service.is_lost(db, running):
-            return running  # a dead one (its worker died, its queue stalled) is never handed out again
+            return running, False  # a dead one (its worker died, its queue stalled) is never handed out again
         payload = {"per_syndrome": PER_SYNDROME, "syndromes": SYNDROMES}
         job = job_service.create_job(db, kind=KIND, payload=payload, owner=user)
         db.commit()
-        return job
+        return job, True
 
-    job = await run_in_threadpool(_create)
-    # a broker that is down fails the job at once (never handed out again); off the loop: it may touch the database
-    await run_in_threadpool(submit_or_fail, request, job.id, job.lane)
+    job, created = await run_in_threadpool(_create)
+    if created:  # a live job is already with the runner: submitting it again could only fail it
+        # a broker that is down fails the new job at once (never handed out again); off the loop: it may touch the
+        # database
+        await run_in_threadpool(submit_or_fail, request, job.id, job.lane)
     return render(request, "demo/_progress.html", {"job": job})
 
 

@@ -116,7 +116,7 @@ def get_threshold(request: Request, user: CurrentUser) -> dict[str, Any]:
 
 @pages.get("/matching/threshold.png")
 async def threshold_plot(request: Request, user: CurrentUser) -> Response:
-    report = _threshold(require_model(request))
+    report = _threshold(await run_in_threadpool(require_model, request))  # a first load must not hold the loop
     if report is None:
         raise Conflict("no_gallery", "The served model has no gallery of two or more syndromes to measure on.")
     png = await run_in_threadpool(threshold.plot_png, report)
@@ -162,18 +162,19 @@ async def start_encode(request: Request, admin: AdminUser, db: DbSession) -> dic
     from app.jobs.models import QUEUED, RUNNING, Job
     from app.matching.worker import KIND
 
-    require_model(request)
+    await run_in_threadpool(require_model, request)  # a first load (or one in progress) must not hold the loop
 
-    def _create() -> Job:
+    def _create() -> tuple[Job, bool]:
         running = db.scalar(select(Job).where(Job.kind == KIND, Job.state.in_((QUEUED, RUNNING))).limit(1))
-        if running is not None:
-            return running
+        if running is not None and not job_service.is_lost(db, running):
+            return running, False  # a dead one is never handed out again
         job = job_service.create_job(db, kind=KIND, payload={}, owner=admin)
         db.commit()
-        return job
+        return job, True
 
-    job = await run_in_threadpool(_create)
-    submit_or_fail(request, job.id, job.lane)
+    job, created = await run_in_threadpool(_create)
+    if created:  # a live job is already with the runner: submitting it again could only fail it
+        await run_in_threadpool(submit_or_fail, request, job.id, job.lane)  # off the loop: it may write a failure
     return {"job_id": job.id}
 
 

@@ -59,6 +59,11 @@ class ModelProvider:
                 except (ModelFolderError, FileNotFoundError) as exc:
                     self._error = f"model {self.model_id!r} cannot be loaded: {exc}"
                     log.error(self._error)
+                except Exception as exc:  # the gallery's search index, faiss, memory, permissions…
+                    # Kept like a broken folder: requests answer 503 with the reason instead of a 500 each, and no
+                    # request starts another load of minutes (a large gallery's index) while holding the lock.
+                    self._error = f"model {self.model_id!r} cannot be loaded: {type(exc).__name__}: {exc}"
+                    log.exception(self._error)
         if self._model is None:
             raise ModelUnavailable(self._error or f"model {self.model_id!r} is unavailable")
         return self._model

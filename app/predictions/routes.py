@@ -24,7 +24,7 @@ __all__ = ["gm_router", "router"]
 @router.post("/api/v1/cases/{case_id}/predictions", status_code=201, summary="Rank the case again")
 async def rerun_prediction(case_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = await run_in_threadpool(case_service.get_case, db, user=user, case_id=case_id)
-    model = require_model(request)
+    model = await run_in_threadpool(require_model, request)  # a load in progress must not hold the loop
     crop = decode_png(request.app.state.photo_store.read(case.aligned_path))
     references = await run_in_threadpool(references_for, db, model, exclude_case=case.id)  # shared cases
     result = await run_in_threadpool(rank_crop, model, crop, references=references)

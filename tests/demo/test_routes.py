@@ -82,3 +82,29 @@ def test_an_unreachable_broker_fails_the_demo_job_and_says_so(settings) -> None:
                 assert session.scalar(select(func.count()).select_from(Job).where(Job.kind == KIND)) == 2
     finally:
         application.state.engine.dispose()
+
+
+def test_asking_again_while_the_broker_is_down_leaves_the_live_job_alone(settings) -> None:  # type: ignore[no-untyped-def]
+    """A second click used to hand the live job to the runner again: with the broker down that failed the job a
+    worker was still running (its result then dropped), and the next click started a second demo cohort."""
+    broken = settings.model_copy(update={"job_runner": "celery", "broker_url": "redis://127.0.0.1:9/0"})
+    application = create_app(broken)
+    alice = make_account(application, "alice", "clinician")
+    try:
+        with application.state.sessions() as session:  # claimed by a worker elsewhere, heartbeat fresh
+            owner = session.scalar(select(User.id).where(User.username == alice.username))
+            job = Job(kind=KIND, payload={"per_syndrome": 1, "syndromes": ["syn_a"]}, owner_id=owner,
+                      state="running", attempts=1, worker="other-host:4242", started_at=utcnow())
+            session.add(job)
+            session.commit()
+            live = job.id
+        with TestClient(application) as client:
+            token = login(client, alice)
+            again = client.post("/demo-cohort", headers=browser_headers(token))
+            assert again.status_code == 200, again.text
+            assert _job_id(again.text) == live
+        with application.state.sessions() as session:
+            assert session.get(Job, live).state == "running"
+            assert session.scalar(select(func.count()).select_from(Job).where(Job.kind == KIND)) == 1
+    finally:
+        application.state.engine.dispose()

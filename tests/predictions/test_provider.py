@@ -70,3 +70,30 @@ def test_preload_failure_is_kept_for_the_requests(tmp_path: Path) -> None:
         assert "missing" in str(exc)
     else:
         raise AssertionError("a missing model folder must stay unavailable")
+
+
+def test_an_unexpected_load_failure_is_kept_with_its_reason(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Not only a broken folder: memory, the search index, permissions. Before, such an error escaped the preload
+    thread, left the state ``not_loaded`` and made every request that needed the model try again (a 500 each)."""
+    import shutil
+
+    import numpy
+
+    from app.settings import PROJECT_ROOT
+
+    shutil.copytree(PROJECT_ROOT / "models" / "demo", tmp_path / "demo")  # a folder no other test has loaded
+
+    def out_of_memory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError("cannot allocate the gallery")
+
+    monkeypatch.setattr(numpy, "load", out_of_memory)  # the machine, not our code, fails
+    provider = ModelProvider(tmp_path, "demo")
+    provider.preload().join(timeout=LOAD_BOUND_S)
+    assert provider.state() == "unavailable"
+    for _ in range(2):  # kept: no second load is tried
+        try:
+            provider.get()
+        except ModelUnavailable as exc:
+            assert "MemoryError" in str(exc) and "cannot allocate" in str(exc)
+        else:
+            raise AssertionError("the failure must be kept")
