@@ -142,9 +142,11 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
                              faces=chosen, skipped=test.skipped)
     options = EvaluationOptions(road_percentages=road_percentages, sanity_faces=0, robustness_samples=0,
                                 similarity_methods=(), ig_tolerance=0.0)
+    data_sha256 = _manifest_digest(data)
     results: dict[str, Any] = _kept_conditions(out, [c[0] for c in conditions], log, {
         "rare_class": rare_class, "epochs": epochs, "methods": list(methods), "seeds": seeds, "threads": threads,
-        "road_percentages": list(road_percentages), "n_eval_faces": len(benchmark.faces)}) if resume else {}
+        "road_percentages": list(road_percentages), "n_eval_faces": len(benchmark.faces),
+        "faces_per_other": faces_per_other, "data_sha256": data_sha256}) if resume else {}
     for name, fraction, cue in conditions:
         if name in results:
             continue
@@ -196,13 +198,23 @@ def run_experiment(data: Path, out: Path, *, rare_class: str = "syn_a", ratios: 
             f"{rare_class} {results[name]['per_class_top1'][rare_class]:.3f}")
         _write_report(out, results, complete=len(results) == len(conditions), command=command, data=data,
                       rare_class=rare_class, epochs=epochs, methods=methods, road_percentages=road_percentages,
-                      threads=threads, n_faces=len(benchmark.faces), seeds=seeds)
+                      threads=threads, n_faces=len(benchmark.faces), seeds=seeds,
+                      faces_per_other=faces_per_other, data_sha256=data_sha256)
     if len(results) == len(conditions):  # written again so that a fully resumed run is marked complete too
         _write_report(out, results, complete=True, command=command, data=data, rare_class=rare_class,
                       epochs=epochs, methods=methods, road_percentages=road_percentages, threads=threads,
-                      n_faces=len(benchmark.faces), seeds=seeds)
+                      n_faces=len(benchmark.faces), seeds=seeds, faces_per_other=faces_per_other,
+                      data_sha256=data_sha256)
     shutil.rmtree(work, ignore_errors=True)
     return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def _manifest_digest(data: Path) -> str:
+    """sha256 of the data set's manifest: a resumed run must use the same faces, and a path alone does not say
+    so (a folder regenerated with another seed keeps its name)."""
+    import hashlib
+
+    return hashlib.sha256((Path(data) / "manifest.jsonl").read_bytes()).hexdigest()
 
 
 def _kept_conditions(out: Path, names: list[str], log: Any, settings: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +235,8 @@ def _kept_conditions(out: Path, names: list[str], log: Any, settings: dict[str, 
 
 def _write_report(out: Path, results: dict[str, Any], *, complete: bool, command: str, data: Path,
                   rare_class: str, epochs: int, methods: tuple[str, ...], road_percentages: tuple[float, ...],
-                  threads: int, n_faces: int, seeds: int = 1) -> None:
+                  threads: int, n_faces: int, seeds: int = 1, faces_per_other: int | None = None,
+                  data_sha256: str | None = None) -> None:
     """report.json and report.md after every condition, so a long run that is stopped keeps what it measured."""
     import torch
 
@@ -235,6 +248,7 @@ def _write_report(out: Path, results: dict[str, Any], *, complete: bool, command
         "command": command, "data": str(data), "rare_class": rare_class, "epochs": epochs, "methods": list(methods),
         "road_percentages": list(road_percentages), "threads": threads, "n_eval_faces": n_faces,
         "torch": torch.__version__, "complete": complete, "conditions": results, "seeds": seeds,
+        "faces_per_other": faces_per_other, "data_sha256": data_sha256,
     }
     _write_json(out / "report.json", experiment)
     write_imbalance_report(experiment, out)

@@ -80,3 +80,15 @@ def test_small_experiment_writes_the_report_of_its_numbers(tiny_data: Path, tmp_
     assert said == ["[balanced] kept from " + str(out / "report.json"), "[rare_1to4] kept from "
                     + str(out / "report.json"), "[shortcut] kept from " + str(out / "report.json")]
     assert again["conditions"] == on_disk["conditions"] and again["complete"] is True
+
+    # ... but not those of another data set, even at the same path (a folder regenerated with another seed)
+    from app.evaluate.imbalance import _kept_conditions
+
+    settings = {key: on_disk[key] for key in ("rare_class", "epochs", "methods", "seeds", "threads",
+                                              "road_percentages", "n_eval_faces", "faces_per_other", "data_sha256")}
+    assert settings["data_sha256"] and settings["faces_per_other"] == 1
+    assert set(_kept_conditions(out, list(on_disk["conditions"]), said.append, settings)) == set(on_disk["conditions"])
+    said.clear()
+    other = {**settings, "data_sha256": "0" * 64}
+    assert _kept_conditions(out, list(on_disk["conditions"]), said.append, other) == {}
+    assert "data_sha256" in said[0] and "starting afresh" in said[0]
