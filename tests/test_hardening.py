@@ -256,6 +256,29 @@ def test_an_empty_authorization_header_does_not_skip_csrf(app, client: TestClien
     assert client.get(f"/api/v1/cases/{case['id']}").status_code == 200  # still there
 
 
+def test_a_malformed_cookie_beside_the_session_does_not_skip_csrf(app, client: TestClient, alice: Account,
+                                                                  face_jpeg: bytes) -> None:
+    """Python's SimpleCookie dropped the whole Cookie header when one cookie in it was malformed, so the CSRF
+    middleware saw no session while authentication (Starlette's parser) did: a same-site page that planted
+    ``theme=dark mode`` could delete cases or create admins with the victim's session."""
+    case = upload(client, alice, face_jpeg).json()
+    token = login(client, alice)
+    session, csrf = client.cookies.get("gl_session"), client.cookies.get("gl_csrf")
+    assert session and csrf
+    client.cookies.clear()
+    url = f"/api/v1/cases/{case['id']}"
+    for planted in ('x={"a":1}', "theme=dark mode", 'q="unterminated', "emoji=\u00e9t\u00e9"):
+        for cookie in (f"{planted}; gl_session={session}; gl_csrf={csrf}", f"gl_session={session}; {planted}"):
+            refused = client.delete(url, headers={"Cookie": cookie.encode(), "Origin": "https://evil.example"})
+            assert refused.status_code == 403, (cookie, refused.status_code, refused.text)
+            assert refused.json()["code"] == "csrf_failed"
+    assert client.get(url, headers={"Cookie": f"gl_session={session}"}).status_code == 200  # still there
+    # a real browser with such a cookie and the page's token still works
+    done = client.delete(url, headers={"Cookie": f"theme=dark mode; gl_session={session}; gl_csrf={csrf}",
+                                       "Origin": "http://testserver", "X-CSRF-Token": token})
+    assert done.status_code == 204, done.text
+
+
 def test_http_basic_only_authenticates_the_gestaltmatcher_routes(client: TestClient, alice: Account) -> None:
     basic = _basic(f"alice:{alice.password}")
     assert client.get("/api/v1/cases", headers=basic).status_code == 401

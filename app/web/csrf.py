@@ -15,9 +15,9 @@ used. Anonymous requests are checked too on ``/login`` and ``/setup`` (login CSR
 from __future__ import annotations
 
 import secrets
-from http.cookies import SimpleCookie
 
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,13 +51,13 @@ def csrf_token_for(secret: str, cookie_value: str) -> str:
 
 
 def _cookies(headers: Headers) -> dict[str, str]:
-    jar = SimpleCookie()
-    for raw in headers.getlist("cookie"):
-        try:
-            jar.load(raw)
-        except Exception:  # noqa: S112 - a malformed cookie header counts as no cookie
-            continue
-    return {key: morsel.value for key, morsel in jar.items()}
+    """The cookies exactly as authentication reads them (Starlette's lenient parser, ``request.cookies``).
+
+    ``http.cookies.SimpleCookie`` drops the *whole* header when one cookie in it is malformed (a space, a quote,
+    a brace — ``theme=dark mode``): the session cookie then looked absent here while authentication still found
+    it, so a signed-in request skipped every CSRF check. Every Cookie header counts (joined), so a session cookie
+    sent in a second header is checked too."""
+    return cookie_parser("; ".join(headers.getlist("cookie")))
 
 
 def _same_origin(scope: Scope, headers: Headers) -> bool:
