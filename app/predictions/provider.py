@@ -1,7 +1,9 @@
 """The served model, loaded once per process on first use.
 
 A missing or broken model folder must not take photo intake down with it: cases are still created and
-aligned, and the reason the ranking is unavailable is shown instead of a ranking.
+aligned, and a ranking that is unavailable says so. *Why* (a path, a checksum, an exception) goes to the server
+log and :attr:`ModelProvider.reason` only: ``/status`` answers without authentication, and no user needs the
+server's file layout.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ log = logging.getLogger("gestaltlens.models")
 
 
 class ModelUnavailable(RuntimeError):
-    """The configured model cannot be served; the message says why."""
+    """The configured model cannot be served; the message is safe to show anyone (no paths, no checksums)."""
 
 
 class ModelProvider:
@@ -28,6 +30,15 @@ class ModelProvider:
         self._lock = threading.Lock()
         self._model: LoadedModel | None = None
         self._error: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the model could not be loaded, in full (for the log and operators), or None."""
+        return self._error
+
+    def public_problem(self) -> str:
+        return (f"The model {self.model_id!r} cannot be loaded: its folder is missing, damaged or unreadable. "
+                "The server log says which.")
 
     def state(self) -> str:
         """``ok``, ``unavailable`` (its reason is :meth:`get`'s error), ``loading`` or ``not_loaded``; never waits."""
@@ -65,5 +76,5 @@ class ModelProvider:
                     self._error = f"model {self.model_id!r} cannot be loaded: {type(exc).__name__}: {exc}"
                     log.exception(self._error)
         if self._model is None:
-            raise ModelUnavailable(self._error or f"model {self.model_id!r} is unavailable")
+            raise ModelUnavailable(self.public_problem())
         return self._model

@@ -137,4 +137,8 @@ def test_a_missing_model_does_not_stop_intake(migrated_url: str, tmp_path: Path,
         assert client.get("/status").json()["status"] == "degraded"
         rerun = client.post(f"/api/v1/cases/{case.json()['id']}/predictions", headers=account.headers)
         assert rerun.status_code == 503 and "cannot be loaded" in rerun.json()["detail"]
+        status = client.get("/status").json()  # public: the reason without the server's paths
+        assert "cannot be loaded" in status["message"] and str(tmp_path) not in status["message"]
+        assert str(tmp_path) not in rerun.json()["detail"]
+        assert str(tmp_path / "no-models") in app.state.models.reason  # the full reason is the operator's
     app.state.engine.dispose()

@@ -55,8 +55,9 @@ def test_a_model_that_cannot_be_read_is_reported_with_its_reason(settings: Setti
                                                  "model": "missing"}))
     with TestClient(app) as client:
         assert _wait_for(client, {"unavailable", "ok"}) == "unavailable"
-        status = client.get("/status").json()  # the GestaltMatcher-shaped status gives the reason
+        status = client.get("/status").json()  # the GestaltMatcher-shaped status says so, without paths
         assert status["status"] == "degraded" and "'missing'" in status["message"]
+        assert str(tmp_path) not in status["message"] and str(tmp_path) in app.state.models.reason
     app.state.engine.dispose()
 
 
@@ -67,9 +68,10 @@ def test_preload_failure_is_kept_for_the_requests(tmp_path: Path) -> None:
     try:
         provider.get()
     except ModelUnavailable as exc:
-        assert "missing" in str(exc)
+        assert "missing" in str(exc) and str(tmp_path) not in str(exc)
     else:
         raise AssertionError("a missing model folder must stay unavailable")
+    assert str(tmp_path) in provider.reason
 
 
 def test_an_unexpected_load_failure_is_kept_with_its_reason(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -94,6 +96,7 @@ def test_an_unexpected_load_failure_is_kept_with_its_reason(tmp_path: Path, monk
         try:
             provider.get()
         except ModelUnavailable as exc:
-            assert "MemoryError" in str(exc) and "cannot allocate" in str(exc)
+            assert "cannot be loaded" in str(exc)
+            assert "MemoryError" in provider.reason and "cannot allocate" in provider.reason
         else:
             raise AssertionError("the failure must be kept")
