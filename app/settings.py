@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_device(cls, value: str) -> str:
         device = value.strip().lower()
-        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is None:
+        if re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device) is None:
             raise ValueError(f"GESTALTLENS_DEVICE must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index); "
                              f"got {value!r}")
         return device

@@ -299,8 +299,17 @@ def test_requests_that_must_be_refused_are(app, client: TestClient, alice: Accou
     assert long_name.status_code == 422 and long_name.json()["code"] == "invalid_request"
     control = upload(client, alice, face_jpeg, pseudonym="a\x07b")
     assert control.status_code == 422
+    # a right-to-left override displays as other text than it holds (the name is shown to other clinicians)
+    for bidi in ("\u202e", "\u2067", "\u202a"):
+        spoof = upload(client, alice, face_jpeg, pseudonym=f"patient{bidi}fdp.exe")
+        assert spoof.status_code == 422, bidi
+    assert upload(client, alice, face_jpeg, pseudonym="\u05d3\u05e0\u05d4 \u200f7").status_code == 201  # RLM
+    # full-width digits are not an OMIM id (stored, they would never match the model's syndrome)
+    wide = client.put(f"/api/v1/cases/{case['id']}/diagnosis", headers=alice.headers,
+                      json={"name": "x", "omim": "\uff16\uff11\uff12\uff13\uff14\uff15"})
+    assert wide.status_code == 422 and wide.json()["code"] == "invalid_omim", wide.text
     with app.state.sessions() as session:
-        assert len(session.scalars(select(Case)).all()) == 1  # the refused uploads stored nothing
+        assert len(session.scalars(select(Case)).all()) == 2  # the refused uploads stored nothing
     huge = client.get("/api/v1/cases", headers={**alice.headers, "X-Padding": "x" * (64 * 1024)})
     assert huge.status_code == 431 and huge.json()["code"] == "headers_too_large"
     hours = client.post(url, headers=alice.headers, json={

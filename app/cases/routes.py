@@ -121,7 +121,7 @@ def _hpo_id(text: str | None) -> str | None:
     text = (text or "").strip()
     if not text:
         return None
-    if re.fullmatch(r"(?i)(HP:)?\d{7}", text):
+    if re.fullmatch(r"(?i)(HP:)?[0-9]{7}", text):
         return text.upper()
     from app.phenotypes.ontology import ontology  # the shipped HPO, parsed once
 

@@ -34,7 +34,7 @@ from app.predictions.service import decode_png
 
 __all__ = ["GalleryImage", "case_embedding", "gallery_image", "reference_objective"]
 
-_SYNTH_ID = re.compile(r"(?P<cls>[a-z_]+)-(?P<index>\d{5})")
+_SYNTH_ID = re.compile(r"(?P<cls>[a-z_]+)-(?P<index>[0-9]{5})")
 _RENDER_LOCK = threading.Lock()
 
 

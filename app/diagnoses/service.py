@@ -22,7 +22,7 @@ from app.nets.card import Label
 from app.text import has_controls
 
 MAX_NAME = 200
-_OMIM = re.compile(r"(?:omim\s*:?\s*)?(\d{6})", re.IGNORECASE)
+_OMIM = re.compile(r"(?:omim\s*:?\s*)?([0-9]{6})", re.IGNORECASE)
 
 
 def normalise_omim(value: str | None) -> str | None:

@@ -58,7 +58,7 @@ __all__ = ["DEFAULT_BATCH_SIZE", "Explainer", "LogitsOnly", "prepare_input", "re
 DEFAULT_BATCH_SIZE = 16
 
 
-_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(\d+))?")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::([0-9]+))?")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

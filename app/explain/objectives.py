@@ -126,7 +126,7 @@ def parse_key(key: str) -> tuple[str, str, str]:
 
     ValueError for anything else (keys come back from URLs and files).
     """
-    if isinstance(key, str) and re.fullmatch(r"logit:\d{1,6}", key):
+    if isinstance(key, str) and re.fullmatch(r"logit:[0-9]{1,6}", key):
         return "logit", "", key.split(":", 1)[1]
     if isinstance(key, str) and _NAME.fullmatch(key):
         _, what, ident = key.split(":", 2)

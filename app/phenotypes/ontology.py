@@ -14,6 +14,7 @@ first within a rank.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["HpoOntology", "Term", "ontology", "region_ids_for_terms"]
 
-HPO_ID = re.compile(r"^(?:HP:)?(\d{7})$", re.IGNORECASE)
+HPO_ID = re.compile(r"^(?:HP:)?([0-9]{7})$", re.IGNORECASE)
 _SYNONYM = re.compile(r'^synonym: "((?:[^"\\]|\\.)*)"')
 
 
@@ -43,11 +44,33 @@ class Term:
         return data
 
 
+#: The root of the terms that describe a patient. The ontology's other branches (mode of inheritance, onset,
+#: clinical modifier, frequency, and the root "All" itself) describe syndromes or qualify findings: a patient
+#: "has" none of them, and a ranking must not score them as features.
+PHENOTYPIC_ABNORMALITY = "HP:0000118"
+
+
 @dataclass
 class HpoOntology:
     version: str
     terms: dict[str, Term]
     alt: dict[str, str] = field(default_factory=dict)  # alternative id -> primary id
+
+    @functools.cached_property
+    def phenotype_ids(self) -> frozenset[str]:
+        """Every term below "Phenotypic abnormality" (computed once: one walk down from it)."""
+        children: dict[str, list[str]] = {}
+        for term in self.terms.values():
+            for parent in term.parents:
+                children.setdefault(parent, []).append(term.id)
+        seen: set[str] = set()
+        stack = list(children.get(PHENOTYPIC_ABNORMALITY, ()))
+        while stack:
+            term_id = stack.pop()
+            if term_id not in seen:
+                seen.add(term_id)
+                stack.extend(children.get(term_id, ()))
+        return frozenset(seen)
 
     def get(self, term_id: str) -> Term | None:
         """The current term for an id (alternative ids resolve to the term they were merged into)."""
@@ -77,13 +100,14 @@ class HpoOntology:
         if not query:
             return []
         by_id = self.get(query)
-        if by_id is not None and not by_id.obsolete:
+        if by_id is not None and not by_id.obsolete and by_id.id in self.phenotype_ids:
             return [by_id.to_json()]
         needle = query.lower()
         word = re.compile(r"\b" + re.escape(needle))
         ranked: list[tuple[int, int, str, Term, str]] = []
+        phenotypes = self.phenotype_ids
         for term in self.terms.values():
-            if term.obsolete:
+            if term.obsolete or term.id not in phenotypes:
                 continue
             best: tuple[int, str] | None = None
             for rank_base, text in ((0, term.name), *((1, s) for s in term.synonyms)):

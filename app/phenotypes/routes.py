@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -34,7 +34,10 @@ class TermIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(max_length=16, description="an HPO id, e.g. HP:0000316")
-    excluded: bool = Field(False, description="the patient does not have it (counts against syndromes that do)")
+    # Strict: "yes", "no", 1 or "false" in JSON are refused (422), not read as a truth value the sender may not
+    # have meant (an excluded term counts *against* the syndromes that have it).
+    excluded: StrictBool = Field(False, description="the patient does not have it (counts against syndromes "
+                                                    "that do)")
 
 
 def _terms_json(db: Session, case: Case, request: Request | None = None) -> dict[str, Any]:

@@ -54,6 +54,10 @@ def check_term(term_id: str) -> Term:
             hint = f"; use {replacement.id} ({replacement.name}) instead"
         raise ObsoleteTerm(term_id, f"{raw.id} ({raw.name.removeprefix('obsolete ')}) is obsolete in the "
                                     f"Human Phenotype Ontology (release {hpo.version}){hint}")
+    if raw.id not in hpo.phenotype_ids:
+        raise UnknownTerm(term_id, f"{raw.id} ({raw.name}) is not a phenotypic abnormality: mode of inheritance, "
+                                   "onset, clinical modifiers and frequencies describe a syndrome or qualify a "
+                                   "finding, not a feature the patient has", code="not_a_phenotype")
     return raw
 
 

@@ -50,7 +50,7 @@ _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _STANDARD = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _URLSAFE = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
-_OMIM = re.compile(r"^(?:OMIM:)?\s*(\d{1,9})$", re.IGNORECASE)
+_OMIM = re.compile(r"^(?:OMIM:)?\s*([0-9]{1,9})$", re.IGNORECASE)
 
 
 class InvalidBase64(ValueError):

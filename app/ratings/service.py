@@ -332,10 +332,10 @@ def all_ratings(session: Session, *, study_id: str | None, rater_id: int | None 
 
 def rating_out(rating: Rating, *, reveal_method: bool) -> dict[str, Any]:
     """A rating as JSON. Without ``reveal_method`` (a blinded study) neither the method nor the explanation id
-    is given: the id is global (case page, other studies, exports) and would name the method."""
+    is given: the id is global (case page, other studies, exports) and would name the method. Nor the case id:
+    the case is another clinician's, and a rater knows it by its position in the study."""
     out: dict[str, Any] = {
         "id": rating.id,
-        "case_id": rating.case_id,
         "study_id": rating.study_id,
         "rater": rating.rater.username,
         "target_id": rating.target_id,
@@ -348,6 +348,7 @@ def rating_out(rating: Rating, *, reveal_method: bool) -> dict[str, Any]:
         "created_at": rating.created_at.isoformat(),
     }
     if reveal_method:
+        out["case_id"] = rating.case_id
         out["explanation_id"] = rating.explanation_id
         out["method"] = rating.method
     return out

@@ -104,6 +104,18 @@ def test_unknown_and_obsolete_terms_are_clear_422s(client: TestClient, alice: Ac
     body = refused.json()
     assert refused.status_code == 422 and body["code"] == "obsolete_hpo_term"
     assert obsolete.id in body["detail"] and obsolete.replaced_by in body["detail"] and "obsolete" in body["detail"]
+    # terms a patient cannot have: the root, a mode of inheritance, onset; and the search does not offer them
+    for not_a_feature in ("HP:0000001", "HP:0000006", "HP:0003577", "HP:0000118"):
+        refused = client.post(url, json={"id": not_a_feature}, headers=alice.headers)
+        assert refused.status_code == 422 and refused.json()["code"] == "not_a_phenotype", refused.text
+        assert not_a_feature in refused.json()["detail"]
+        assert hpo.search(not_a_feature) == []
+    assert hpo.search("autosomal dominant") == [] and hpo.search("HP:0000316")[0]["id"] == "HP:0000316"
+    # Unicode digits are not an id, and "excluded" must be a JSON boolean, not a word that looks like one
+    assert client.post(url, json={"id": "HP:\u0660\u0660\u0660\u0660\u0663\u0661\u0666"},
+                       headers=alice.headers).json()["code"] == "unknown_hpo_term"
+    for vague in ("yes", "no", 1, "true"):
+        assert client.post(url, json={"id": "HP:0000316", "excluded": vague}, headers=alice.headers).status_code == 422
     assert client.get(url, headers=alice.headers).json()["terms"] == []
 
 

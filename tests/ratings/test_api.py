@@ -129,6 +129,7 @@ def test_two_raters_complete_a_study_and_the_summary_and_csv_follow_from_their_r
             assert out["blinded"] is True and out["blinded_label"] == item["label"]
             # A blinded study's answers name neither the method nor the (global) explanation id.
             assert "method" not in out and "explanation_id" not in out
+            assert "case_id" not in out  # nor the owner's case id: raters know cases by their position
     assert client.get(f"/api/v1/studies/{study['id']}", headers=alice.headers).json()["progress"] == {
         "rated": 6, "total": 6, "pending": 0, "complete": True}
 
