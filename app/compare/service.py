@@ -144,17 +144,28 @@ def _rows(session: Session, *, case: Case, user: User, model: LoadedModel, metho
     return rows, pending
 
 
+def _case_name(case: Case, *, on: Case) -> str:
+    """How ``case`` is named on the maps stored with case ``on``: by its pseudonym only when one clinician owns
+    both. An admin may compare two clinicians' cases; each owner then sees the maps on their own case, and they
+    must not learn the other's pseudonym from them."""
+    if case.owner_id == on.owner_id:
+        return f"case {case.pseudonym or case.id[:8]}"
+    return "another clinician's case"
+
+
 def _sides(reference: Reference, case: Case, model: LoadedModel) -> list[dict[str, Any]]:
     """(case the rows belong to, objective, subject) of the query side and, if drawn, the reference side."""
     ids = [label.id for label in model.labels]
     syndrome = reference.syndrome_id or "case"
     index = ids.index(syndrome) if syndrome in ids else 0
-    name = _label_name(model, syndrome) if reference.syndrome_id else reference.label
+    other = reference.other_case if reference.kind == "case" else None
+    name = _label_name(model, syndrome) if reference.syndrome_id else \
+        _case_name(other, on=case) if other is not None else reference.label
     common = {"target_id": syndrome, "target_index": index, "target_name": name[:200]}
     sides = [{"side": "query", "case": case, "objective": reference.key, "subject": "", **common}]
-    if reference.kind == "case" and reference.other_case is not None:
-        sides.append({"side": "reference", "case": reference.other_case, "objective": f"similarity:case:{case.id}",
-                      "subject": "", **common})
+    if other is not None:  # the reference case's maps name the query case (the face they are compared with)
+        sides.append({"side": "reference", "case": other, "objective": f"similarity:case:{case.id}",
+                      "subject": "", **common, "target_name": _case_name(case, on=other)[:200]})
     elif reference.kind == "gallery" and not reference.other_reason:
         sides.append({"side": "reference", "case": case, "objective": f"similarity:case:{case.id}",
                       "subject": f"gallery:{reference.ident}", **common})

@@ -124,6 +124,24 @@ def test_comparisons_are_isolated_between_users(client: TestClient, alice: Accou
     assert client.get(f"/cases/{alices['id']}/compare", headers=bob.headers).status_code == 404
 
 
+def test_an_admins_comparison_of_two_clinicians_cases_names_neither_pseudonym_to_the_other(
+        client: TestClient, admin: Account, alice: Account, bob: Account, faces: list[bytes]) -> None:
+    alices = upload(client, alice, faces[0], pseudonym="ALICE-PATIENT-7").json()
+    bobs = upload(client, bob, faces[1], pseudonym="BOB-PATIENT-9").json()
+    body = client.post(f"/api/v1/cases/{alices['id']}/compare", headers=admin.headers,
+                       json={"reference": f"case:{bobs['id']}", "methods": ["saliency"]})
+    assert body.status_code == 202, body.text
+    _finish(client, admin, body.json())
+    for owner, case, foreign in ((alice, alices, "BOB-PATIENT-9"), (bob, bobs, "ALICE-PATIENT-7")):
+        maps = client.get(f"/api/v1/cases/{case['id']}/explanations", headers=owner.headers)
+        assert maps.status_code == 200 and maps.json(), maps.text
+        assert foreign not in maps.text
+        assert {m["target"]["name"] for m in maps.json()} == {"another clinician's case"}
+        for page in (f"/cases/{case['id']}", f"/cases/{case['id']}/history"):
+            answer = client.get(page, headers=owner.headers)
+            assert answer.status_code == 200 and foreign not in answer.text, page
+
+
 @pytest.mark.parametrize("reference", ["friend:x", "gallery:nope-00001", "centroid:no_such", "case:"])
 def test_bad_references_are_refused(client: TestClient, alice: Account, faces: list[bytes], reference: str) -> None:
     case = upload(client, alice, faces[0]).json()
