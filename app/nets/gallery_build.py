@@ -7,9 +7,11 @@ content, de-identification, detection, roll correction, alignment; several faces
 gallery row must be the patient) and is encoded with the model's own views (members × test-time
 augmentations) by :func:`app.nets.predict.encode_query`.
 
-Input: a folder with one sub-folder per syndrome (the folder name is the syndrome id and name; the file
-stem is the subject id), or a CSV with the columns ``path, syndrome_id, syndrome_name, omim, gene,
-subject_id`` (paths relative to the CSV; ``gene`` may list several genes separated by ``;``).
+Input (:mod:`app.nets.gallery_sources`): a folder with one sub-folder per syndrome (the folder name is the
+syndrome id and name; the file stem names the subject), or a CSV with the columns ``path, syndrome_id,
+syndrome_name, omim, gene, subject_id, image_id`` (paths relative to the CSV; ``gene`` may list several genes
+separated by ``;``). Ids made from file names are published as keyed pseudonyms (``img-…``, ``subj-…``); ids
+the CSV states are kept (see that module).
 
 What is written into the model folder (nothing else changes):
 
@@ -38,12 +40,10 @@ skipped and listed with its reason.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import json
 import os
-import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -53,48 +53,31 @@ from typing import Any
 
 import numpy as np
 
-from app.nets.card import Gene, Label
+from app.nets.card import Label
 from app.nets.errors import ModelFolderError
 from app.nets.gallery import build_gallery, write_gallery
 from app.nets.gallery_index import describe as describe_index
 from app.nets.gallery_index import index_file, write_index
+from app.nets.gallery_sources import (
+    PhotoSource,
+    RefusedRows,
+    existing_key,
+    id_key,
+    read_sources,
+    resolve_names,
+)
 from app.nets.registry import LoadedModel, read_model_folder, sha256_file
 
 __all__ = [
     "BuildReport",
     "GalleryRow",
     "PhotoSource",
+    "RefusedRows",
     "add_photos",
     "build",
     "gallery_summary",
-    "read_csv_sources",
-    "read_folder_sources",
     "remove_rows",
 ]
-
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
-CSV_COLUMNS = ("path", "syndrome_id", "syndrome_name", "omim", "gene", "subject_id")
-_OMIM = re.compile(r"^(?:OMIM:)?\s*([0-9]{6})$", re.IGNORECASE)
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:+()/-]{0,63}$")
-
-
-class RefusedRows(ModelFolderError):
-    """Rows of the input that cannot be built from; nothing was encoded or written."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        super().__init__(f"{len(problems)} row(s) refused, nothing was written: {shown}")
-        self.problems = list(problems)
-
-
-@dataclass(frozen=True)
-class PhotoSource:
-    """One photo to add: where it is and what it shows."""
-
-    path: Path
-    image_id: str
-    label: Label
-    subject_id: str
 
 
 @dataclass(frozen=True)
@@ -124,103 +107,6 @@ class BuildReport:
                 if self.seconds > 0 else None}
 
 
-# ---------------------------------------------------------------- reading the input
-
-def _omim(value: str, where: str, problems: list[str]) -> str | None:
-    value = (value or "").strip()
-    if not value:
-        return None
-    match = _OMIM.match(value)
-    if match is None:
-        problems.append(f"{where}: OMIM id {value[:20]!r} is not six digits")
-        return None
-    return match.group(1)
-
-
-def read_csv_sources(path: Path) -> list[PhotoSource]:
-    """Rows of a gallery CSV; raises :class:`RefusedRows` listing every bad row (nothing is half-read)."""
-    path = Path(path)
-    base = path.parent.resolve()
-    problems: list[str] = []
-    sources: list[PhotoSource] = []
-    labels: dict[str, Label] = {}
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in ("path", "syndrome_id") if c not in (reader.fieldnames or [])]
-            if missing:
-                raise RefusedRows([f"{path.name} has no column {', '.join(missing)} "
-                                   f"(columns: {', '.join(CSV_COLUMNS)})"])
-            for number, row in enumerate(reader, start=2):
-                where = f"line {number}"
-                raw = (row.get("path") or "").strip()
-                syndrome_id = (row.get("syndrome_id") or "").strip()
-                if not raw or not syndrome_id:
-                    problems.append(f"{where}: path and syndrome_id are required")
-                    continue
-                if not _ID.match(syndrome_id):
-                    problems.append(f"{where}: syndrome_id {syndrome_id[:40]!r} has characters outside "
-                                    "A-Z 0-9 ._:+()/-")
-                    continue
-                photo = (base / raw).resolve()
-                if base not in photo.parents:
-                    problems.append(f"{where}: {raw!r} is outside the CSV's folder")
-                    continue
-                omim = _omim(row.get("omim") or "", where, problems)
-                genes = tuple(Gene(name=g.strip(), entrez=None)
-                              for g in (row.get("gene") or "").split(";") if g.strip())
-                label = Label(id=syndrome_id, name=(row.get("syndrome_name") or "").strip() or syndrome_id,
-                              omim=omim, genes=genes)
-                known = labels.setdefault(syndrome_id, label)
-                if (known.name, known.omim) != (label.name, label.omim) and (label.name != syndrome_id or label.omim):
-                    problems.append(f"{where}: syndrome {syndrome_id!r} is named or numbered differently on an "
-                                    "earlier line")
-                    continue
-                if label.genes and not known.genes:
-                    labels[syndrome_id] = replace(known, genes=label.genes)
-                subject = (row.get("subject_id") or "").strip() or Path(raw).stem
-                sources.append(PhotoSource(path=photo, image_id=raw.replace("\\", "/"), label=known,
-                                           subject_id=subject))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise RefusedRows([f"{path.name} cannot be read as a UTF-8 CSV: {exc}"]) from exc
-    sources = [replace(s, label=labels[s.label.id]) for s in sources]
-    _check_duplicates(sources, problems)
-    if problems:
-        raise RefusedRows(problems)
-    return sources
-
-
-def read_folder_sources(root: Path) -> list[PhotoSource]:
-    """``root/<syndrome id>/<subject>.<ext>``: one folder per syndrome, the file stem as subject id."""
-    root = Path(root)
-    problems: list[str] = []
-    sources: list[PhotoSource] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not _ID.match(folder.name):
-            problems.append(f"folder {folder.name[:40]!r}: a syndrome id has only A-Z 0-9 ._:+()/-")
-            continue
-        label = Label(id=folder.name, name=folder.name.replace("_", " "))
-        for photo in sorted(folder.iterdir()):
-            if photo.is_file() and photo.suffix.lower() in PHOTO_SUFFIXES:
-                sources.append(PhotoSource(path=photo, image_id=f"{folder.name}/{photo.name}", label=label,
-                                           subject_id=photo.stem))
-    _check_duplicates(sources, problems)
-    if problems:
-        raise RefusedRows(problems)
-    if not sources:
-        raise RefusedRows([f"{root} has no syndrome folders with photos ({', '.join(sorted(PHOTO_SUFFIXES))})"])
-    return sources
-
-
-def read_sources(photos: Path) -> list[PhotoSource]:
-    return read_csv_sources(photos) if Path(photos).is_file() else read_folder_sources(photos)
-
-
-def _check_duplicates(sources: Sequence[PhotoSource], problems: list[str]) -> None:
-    counts = Counter(s.image_id for s in sources)
-    problems.extend(f"image {image_id!r} is listed {n} times" for image_id, n in counts.items() if n > 1)
-
-
 # ---------------------------------------------------------------- encoding
 
 def encode_sources(
@@ -244,14 +130,14 @@ def encode_sources(
         try:
             data = source.path.read_bytes()
         except OSError as exc:
-            skipped.append({"image_id": source.image_id, "code": "unreadable",
+            skipped.append({"image_id": source.image_id, "source": source.name, "code": "unreadable",
                             "reason": f"cannot be read: {exc.strerror}"})
             continue
         try:
             processed = process(data)
         except IntakeError as exc:
             reason = {"no_face": "no face", "multiple_faces": "several faces"}.get(exc.code, exc.code.replace("_", " "))
-            skipped.append({"image_id": source.image_id, "code": exc.code, "reason": reason})
+            skipped.append({"image_id": source.image_id, "source": source.name, "code": exc.code, "reason": reason})
             continue
         _, views = encode_query(model, processed.aligned.crop)
         rows.append(GalleryRow(image_id=source.image_id, syndrome_id=source.label.id, subject_id=source.subject_id,
@@ -437,11 +323,12 @@ def build(model_folder: Path, photos: Path, *, progress: bool = True, replace_al
 
     started = time.perf_counter()
     model = read_model_folder(model_folder)
-    sources = read_sources(photos)
+    sources = read_sources(photos, id_key(model_folder))
     stored = _Stored([], {}, [], []) if replace_all else _read_stored(model)
-    clash = sorted({s.image_id for s in sources} & {r.image_id for r in stored.rows})
+    held = {r.image_id for r in stored.rows}
+    clash = sorted(s.name for s in sources if s.image_id in held)
     if clash:
-        raise RefusedRows([f"image {i!r} is already in the gallery (remove it first)" for i in clash])
+        raise RefusedRows([f"image {name!r} is already in the gallery (remove it first)" for name in clash])
     labels = _labels_for(model, sources, stored.labels)
     rows, skipped = encode_sources(model, sources, progress=progress, process=process)
     if stored.rows and rows and stored.rows[0].embedding.shape != rows[0].embedding.shape:
@@ -469,11 +356,12 @@ def remove_rows(model_folder: Path, *, image_ids: Sequence[str] = (), subject_id
     gallery is rewritten, so its search index is rebuilt for the rows left (or dropped below the threshold)."""
     model = read_model_folder(model_folder)
     stored = _read_stored(model)
-    known = {"image": {r.image_id for r in stored.rows}, "subject": {r.subject_id for r in stored.rows},
-             "syndrome": {r.syndrome_id for r in stored.rows}}
-    problems = [f"{kind} {name!r} is not in the gallery" for kind, names in
-                (("image", image_ids), ("subject", subject_ids), ("syndrome", syndrome_ids))
-                for name in names if name not in known[kind]]
+    key = existing_key(model_folder)
+    image_ids, image_problems = resolve_names(image_ids, {r.image_id for r in stored.rows}, "image", key)
+    subject_ids, subject_problems = resolve_names(subject_ids, {r.subject_id for r in stored.rows}, "subject", key)
+    syndromes = {r.syndrome_id for r in stored.rows}
+    problems = image_problems + subject_problems + [f"syndrome {name!r} is not in the gallery"
+                                                    for name in syndrome_ids if name not in syndromes]
     if problems:
         raise RefusedRows(problems)
     keep = [r for r in stored.rows if r.image_id not in set(image_ids) and r.subject_id not in set(subject_ids)

@@ -41,7 +41,9 @@ def _run(action, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
 @gallery_cli.command("build")
 def build_command(
     photos: Annotated[Path, typer.Argument(exists=True, help="A folder per syndrome, or a CSV (path, syndrome_id, "
-                                                             "syndrome_name, omim, gene, subject_id).")],
+                                                             "syndrome_name, omim, gene, subject_id, image_id). "
+                                                             "Ids not stated in a CSV are published as "
+                                                             "pseudonyms, never file names.")],
     model: ModelOption,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -66,8 +68,10 @@ def add_command(
 @gallery_cli.command("remove")
 def remove_command(
     model: ModelOption,
-    image: Annotated[list[str] | None, typer.Option(help="Image id to remove (repeatable).")] = None,
-    subject: Annotated[list[str] | None, typer.Option(help="Remove every image of this subject.")] = None,
+    image: Annotated[list[str] | None, typer.Option(help="Image to remove: its id or its source name, "
+                                                         "e.g. syn_a/P1.jpg (repeatable).")] = None,
+    subject: Annotated[list[str] | None, typer.Option(help="Remove every image of this subject (its id or the "
+                                                           "file stem it was made from).")] = None,
     syndrome: Annotated[list[str] | None, typer.Option(help="Remove every image of this syndrome.")] = None,
 ) -> None:
     """Remove images, subjects or syndromes from the gallery."""

@@ -8,6 +8,7 @@ import base64
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_a_built_gallery_turns_predict_into_a_distance_ranking(imported: Path, p
 
     report = build(folder, photos, progress=False)
     assert report.added == 9 and report.rows == 9 and report.syndromes == 3
-    assert sorted((s["image_id"], s["code"]) for s in report.skipped) == [
+    assert sorted((s["source"], s["code"]) for s in report.skipped) == [
         ("syn_a/blank.png", "no_face"), ("syn_c/broken.jpg", "corrupt_image")]
     model = read_model_folder(folder)
     provenance = gallery_build.provenance_of(model)
@@ -136,6 +137,12 @@ def test_a_built_gallery_turns_predict_into_a_distance_ranking(imported: Path, p
         sid = next(s for s in SYNDROMES if s.replace("_", " ") == row["syndrome_name"])
         best = int(np.flatnonzero(labels == sid)[np.argmin(distance[labels == sid])])
         assert row["image_id"] == ids[best] and abs(row["distance"] - round(float(distance[best]), 3)) <= 1e-3
+    # what clinicians see names no file: pseudonyms, stable under the model folder's key
+    for row in rows:
+        assert re.fullmatch(r"img-[0-9a-f]{16}", row["image_id"]) and re.fullmatch(r"subj-[0-9a-f]{16}",
+                                                                                   row["subject_id"])
+    assert ".jpg" not in json.dumps(after) and "Pc0" not in json.dumps(after)
+    assert oct((folder / "gallery_id_key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_refused_rows_and_crashes_leave_the_folder_as_it_was(imported: Path, photos: Path, tmp_path: Path) -> None:
@@ -194,13 +201,20 @@ def test_add_remove_and_list(imported: Path, photos: Path, tmp_path: Path, monke
     summary = {row["syndrome_id"]: row for row in json.loads(listed.output)["syndromes"]}
     assert summary["ultra_rare"]["images"] == 1 and summary["ultra_rare"]["omim"] == "612345"
     assert refused.exit_code == 2
+    with np.load(folder / model.card.gallery) as stored:  # a CSV's stated subject id is kept as given
+        assert "S9" in stored["subject_ids"].tolist() and not any(".jpg" in i for i in stored["image_ids"])
     removed = remove_rows(folder, syndrome_ids=["ultra_rare"])
     assert removed.removed == 1 and removed.rows == 1
-    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(("gallery", ".model", ".check"))]
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(("gallery", ".model", ".check"))
+                 and p.name != "gallery_id_key"]
     assert len(leftovers) == 3  # the new gallery, its labels and its provenance; the old ones are gone
-    remove_rows(folder, syndrome_ids=["syn_a"])
+    with pytest.raises(RefusedRows):
+        remove_rows(folder, subject_ids=["Pz9"])
+    by_source = remove_rows(folder, subject_ids=["Pa0"])  # the admin's name for it finds its pseudonym
+    assert by_source.removed == 1 and by_source.rows == 0
     emptied = read_model_folder(folder)
-    assert emptied.gallery is None and not [p for p in folder.iterdir() if p.name.startswith("gallery")]
+    assert emptied.gallery is None
+    assert [p.name for p in folder.iterdir() if p.name.startswith("gallery")] == ["gallery_id_key"]
 
 
 def test_without_a_gallery_no_higher_is_better_number_is_a_distance() -> None:
