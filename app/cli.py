@@ -60,7 +60,7 @@ cli.command("demo-cohort")(with_registrations(demo_cohort_command))
 def _sessions():
     from app.migrate import command_sessions
 
-    return command_sessions(get_settings().resolved_database_url)
+    return command_sessions()
 
 
 @cli.command()

@@ -57,12 +57,17 @@ def schema_problem(engine: Engine) -> str | None:
     return f"is at revision {current}, this version expects {head}: run `gestaltlens db upgrade`"
 
 
-def command_sessions(url: str) -> sessionmaker[Session]:
-    """Sessions for a command-line command, after checking the schema is the one this code expects."""
+def command_sessions(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions for a command-line command (the configured database when ``url`` is None), after checking the
+    schema is the one this code expects. Every mapped class is imported first, so relationships between
+    domains resolve whichever command runs."""
     from sqlalchemy.engine import make_url
 
+    import app.models  # noqa: F401
     from app.db import make_engine, make_sessionmaker
+    from app.settings import get_settings
 
+    url = url or get_settings().resolved_database_url
     engine = make_engine(url)
     problem = schema_problem(engine)
     if problem is not None:

@@ -69,30 +69,20 @@ def cohort_command(
 
     from app.cohorts.service import MIN_PATIENTS
     from app.compare.references import case_embedding
+    from app.explain.cli_options import methods_option, model_or_exit
     from app.explain.cohort_batch import CASES_PER_BATCH, CohortItem, explain_cohort
     from app.explain.composite import cohort_maps, register, sharpness
     from app.explain.engine import Explainer
     from app.explain.figure import FigurePanel, panel_figure_png
     from app.explain.objectives import Objective
-    from app.explain.registry import DEFAULT_PANEL, METHODS, UnknownMethod, require_methods
+    from app.explain.registry import METHODS
     from app.explain.render import encode_png
-    from app.nets.errors import ModelFolderError
-    from app.nets.registry import load_model
-    from app.settings import get_settings
 
-    settings = get_settings()
-    try:
-        chosen = require_methods(m.strip() for m in methods.split(",") if m.strip()) or list(DEFAULT_PANEL)
-    except UnknownMethod as exc:
-        raise typer.BadParameter(exc.detail, param_hint="--methods") from exc
+    chosen = methods_option(methods)
     if objective not in ("logit", "similarity"):
         raise typer.BadParameter("objective must be logit or similarity", param_hint="--objective")
     floor = max(MIN_PATIENTS, min_images)
-    try:
-        loaded = load_model(settings.models_dir, model or settings.model)
-    except (ModelFolderError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    loaded = model_or_exit(model)
     ids = [label.id for label in loaded.labels]
     groups, skipped = _read_folder(folder)
     explainer = Explainer(loaded.network, gradcam_layer=loaded.card.gradcam_layer)

@@ -181,11 +181,8 @@ def evaluate_command(
     """Score every explanation method of a model on the synthetic benchmark (ground-truth masks)."""
     from tqdm import tqdm
 
-    from app.nets.errors import ModelFolderError
-    from app.nets.registry import load_model
-    from app.settings import get_settings
+    from app.explain.cli_options import model_or_exit
 
-    settings = get_settings()
     try:
         spec = EvaluationSpec(methods=_split(methods), per_class=per_class, seed=seed, classes=_split(classes),
                               tolerance_px=tolerance, road_percentages=tuple(float(p) for p in _split(road)),
@@ -193,11 +190,7 @@ def evaluate_command(
                               robustness_samples=robustness_samples).resolved()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    try:
-        loaded = load_model(settings.models_dir, model or settings.model)
-    except (ModelFolderError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    loaded = model_or_exit(model)
     with tqdm(total=100, desc="evaluating", unit="%", bar_format="{desc} {bar} {percentage:3.0f}% "
               "{elapsed}<{remaining}") as bar:
         def advance(fraction: float, message: str) -> None:

@@ -29,26 +29,18 @@ def explain_command(
     import numpy as np
     from tqdm import tqdm
 
+    from app.explain.cli_options import methods_option, model_or_exit
     from app.explain.engine import Explainer
     from app.explain.figure import FigurePanel, panel_figure_png
-    from app.explain.registry import DEFAULT_PANEL, METHODS, UnknownMethod, require_methods
-    from app.nets.errors import ModelFolderError
+    from app.explain.registry import METHODS
     from app.nets.predict import predict
-    from app.nets.registry import load_model
     from app.settings import get_settings
     from app.vision.errors import IntakeError
     from app.vision.pipeline import process_photo
 
     settings = get_settings()
-    try:
-        chosen = require_methods(m.strip() for m in methods.split(",") if m.strip()) or list(DEFAULT_PANEL)
-    except UnknownMethod as exc:
-        raise typer.BadParameter(exc.detail, param_hint="--methods") from exc
-    try:
-        loaded = load_model(settings.models_dir, model or settings.model)
-    except (ModelFolderError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    chosen = methods_option(methods)
+    loaded = model_or_exit(model)
     try:
         processed = process_photo(photo.read_bytes(), face_index=face_index, max_pixels=settings.max_pixels)
     except IntakeError as exc:

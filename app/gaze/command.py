@@ -17,9 +17,8 @@ SYNTHETIC_PEOPLE = [("CG01", "clinical_geneticist"), ("CG02", "clinical_genetici
 
 def _sessions():  # type: ignore[no-untyped-def]
     from app.migrate import command_sessions
-    from app.settings import get_settings
 
-    return command_sessions(get_settings().resolved_database_url)
+    return command_sessions()
 
 
 def _admin(session, username: str):  # type: ignore[no-untyped-def]
@@ -37,7 +36,6 @@ def participant(code: str, group: Annotated[str, typer.Option(help="clinical_gen
                                                               "non_clinician or a lab-defined group")],
                 experience: Annotated[float | None, typer.Option(help="years of experience")] = None) -> None:
     """Register a participant by code (never a name)."""
-    import app.models  # noqa: F401
     from app.gaze import service
 
     with _sessions()() as session:
@@ -57,7 +55,6 @@ def synth(out: Path, per_case: Annotated[int, typer.Option(help="fixations per p
     """Write SYNTHETIC fixation files in every format for the newest cases (for demos and tests)."""
     from sqlalchemy import select
 
-    import app.models  # noqa: F401
     from app.cases.models import Case
     from app.gaze import service, synthetic
     from app.gaze.models import Participant
@@ -99,7 +96,6 @@ def import_file(path: Path, user: Annotated[str, typer.Option("--as", help="an a
                 group: Annotated[str | None, typer.Option(help="group for unregistered participants")] = None,
                 stimulus_column: Annotated[str, typer.Option(help="EyeLink: the image column")] = "image") -> None:
     """Import one fixation file; prints the report. Nothing is imported when it is refused (exit 2)."""
-    import app.models  # noqa: F401
     from app.gaze import importer, service
 
     with _sessions()() as session:
@@ -125,7 +121,6 @@ def results_command(csv: Annotated[Path | None, typer.Option(help="write every n
                     study: Annotated[str | None, typer.Option(help="one attention study's fixations")] = None,
                     angle: float = 1.0, q: float = 10.0) -> None:
     """Print pooled metrics per method and group (mean [95% CI]) with the ceiling; optionally write the CSV."""
-    import app.models  # noqa: F401
     from app.cases.storage import PhotoStore
     from app.gaze import results
     from app.settings import get_settings
