@@ -296,19 +296,12 @@ def occlusion_detail(network: IResNet, x: torch.Tensor, repeat: int) -> None:
 
 # --- main ---------------------------------------------------------------------------------------------
 
-from app.explain.fast_plan import cpu_name  # noqa: E402  (one definition: the plan keys on it too)
+from app.machine import cpu_flags, cpu_name  # noqa: E402  (one definition: the plan keys on it too)
 
 
 def cpu_features() -> str:
     """What decides fast mode's precision: torch's vector ISA and the CPU's bf16 / AMX flags (from /proc/cpuinfo)."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
     present = [f for f in wanted if f in flags]
     absent = [f for f in wanted if f not in flags]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.auth import service as auth_service
 from app.db import make_engine, make_sessionmaker
+from app.machine import cpu_name
 from app.settings import PROJECT_ROOT
 from app.synth.generate import generate_one
 from bench.bench_load import fresh_database, pct
@@ -48,13 +48,6 @@ from tests.conftest import PASSWORD
 from tests.fault_support import free_port, serve, spawn, stop
 
 REDIS_URL = os.environ.get("GESTALTLENS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def accounts(url: str, clinicians: int) -> tuple[dict[str, str], list[dict[str, str]]]:

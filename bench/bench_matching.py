@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -45,6 +44,8 @@ import numpy as np
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.machine import cpu_name
 
 DIM = 512
 CHUNK = 65_536
@@ -118,17 +119,6 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def resident_mib() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> str:
@@ -272,7 +262,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    print(f"{datetime.datetime.now().isoformat(timespec='seconds')}  CPU: {cpu_model()}, cores: {os.cpu_count()}, "
+    print(f"{datetime.datetime.now().isoformat(timespec='seconds')}  CPU: {cpu_name()}, cores: {os.cpu_count()}, "
           f"threads: {args.threads}, numpy {np.__version__}")
     print(f"before: {load()}")
     search_bench([int(x) for x in args.sizes.split(",")], args.queries, args.exact_budget_s, args.hnsw_up_to,

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from app.machine import cpu_name
 
 __all__ = [
     "BFLOAT16",
@@ -208,16 +209,6 @@ def clear_memory_cache() -> None:
     """Forget the plans held in memory (the files stay): the next use reads the file or measures again."""
     with _LOCK:
         _MEMORY.clear()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_name(device: torch.device) -> str:

@@ -169,26 +169,11 @@ def _rank_of(model: LoadedModel, crop: np.ndarray, syndrome: str, extra: Any,
     return next((p.rank for p in result.ranked if p.syndrome_id == syndrome), None)
 
 
-def _cpu_id() -> str:
-    """Vendor, family, model and stepping from /proc/cpuinfo (a virtual machine's model name can be generic)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break  # the first processor is enough
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except OSError:
-        return platform.machine()
-    return (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
-            f"stepping {fields.get('stepping', '?')}")
-
-
 def machine() -> dict[str, Any]:
     """Where the run happened: the CPU's model, cores, load, interpreter and torch."""
     import torch
 
-    from app.explain.fast_plan import cpu_name
+    from app.machine import cpu_id, cpu_name
 
     git = shutil.which("git")
     commit, dirty = None, None
@@ -200,7 +185,7 @@ def machine() -> dict[str, Any]:
                                         capture_output=True, text=True, timeout=5).stdout.strip())
         except (OSError, subprocess.SubprocessError):
             commit, dirty = None, None
-    return {"cpu": cpu_name(), "cpu_id": _cpu_id(), "cpus": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu_name(), "cpu_id": cpu_id(), "cpus": len(os.sched_getaffinity(0)),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "torch": torch.__version__,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "git_commit": commit, "app_tree_dirty": dirty}
