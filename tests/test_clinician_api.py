@@ -40,6 +40,24 @@ def test_real_photo_is_flagged_out_of_range_in_the_case_json_page_and_predict(
     gm = client.post("/predict", json=body, headers=alice.headers).json()
     assert gm["out_of_distribution"]["flagged"] is True and gm["suggested_syndromes_list"]
 
+    # ... and wherever it stands beside other faces: a small distance of a far-away face is not a lead
+    similar = client.get(f"/api/v1/cases/{synthetic['id']}/similar", headers=alice.headers).json()["items"]
+    assert {s["case_id"]: s["out_of_range"] for s in similar} == {real["id"]: True}
+    assert client.get(f"/api/v1/cases/{real['id']}/similar", headers=alice.headers).json()["items"][0][
+        "out_of_range"] is False  # the synthetic face, as seen from the flagged one
+    beside = client.get(f"/cases/{synthetic['id']}/similar").text
+    assert beside.count('data-ood="flagged"') == 1 and "ood-badge" in beside
+    own = client.get(f"/cases/{real['id']}/similar").text
+    assert "ood-warning" in own  # the flagged case's own panel warns about all its distances
+    listed = client.get("/cases").text
+    assert listed.count('data-ood="flagged"') == 1
+    matches = client.get("/api/v1/matches", headers=alice.headers).json()
+    for item in matches["items"]:
+        assert item["case_a_out_of_range"] is (item["case_a"] == real["id"])
+        assert item["case_b_out_of_range"] is (item["case_b"] == real["id"])
+    page = client.get("/matches").text
+    assert ('id="ood-note"' in page) is bool(matches["items"])
+
 
 def test_hpo_terms_are_added_searched_listed_filtered_and_removed(
     client: TestClient, alice: Account, bob: Account, synthetic_jpeg: bytes

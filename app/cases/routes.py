@@ -21,8 +21,8 @@ from app.diagnoses.service import current_diagnoses, current_diagnosis
 from app.diagnoses.views import diagnosis_context
 from app.phenotypes.ranking import case_rankings
 from app.phenotypes.service import terms_for_cases
-from app.predictions.service import latest_run, rank_crop, references_for, store_run
-from app.predictions.serving import latest_runs, model_problem, served_model, served_version
+from app.predictions.service import latest_run, latest_runs, out_of_range_for, rank_crop, references_for, store_run
+from app.predictions.serving import model_problem, served_model, served_version
 from app.settings import Settings
 from app.studies.access import case_in_study
 from app.vision.pipeline import process_photo
@@ -268,6 +268,7 @@ def cases_page(
     ctx: dict[str, object] = {
         "cases": items, "total": total, "page": page, "pages": pages_total, "q": filters.q or "",
         "filters": filters, "query_string": _filter_query_string(filters),
+        "ood": out_of_range_for(db, case_ids=[c.id for c in items]),  # flagged faces carry their warning here too
     }
     if request.headers.get("hx-target") == "case-rows":
         return render(request, "cases/_rows.html", ctx)

@@ -19,6 +19,7 @@ from app.errors import Conflict, DomainError
 from app.matching import service, threshold
 from app.nets.registry import LoadedModel
 from app.predictions.provider import ModelUnavailable
+from app.predictions.service import out_of_range
 from app.predictions.serving import provider, require_model
 from app.web.deps import AdminUser, CurrentUser, DbSession, client_ip
 from app.web.jobs import submit_or_fail
@@ -53,7 +54,8 @@ def _panel(request: Request, db: Session, *, user: User, case: Case, error: str 
     rows = service.similar_cases(db, user=user, case=case, model=model) if model else []
     ctx = {"case": case, "similar": rows, "shared": service.is_shared(db, case_id=case.id),
            "confirmed": current_diagnosis(db, case_id=case.id) is not None, "matching_error": error,
-           "has_embedding": bool(model and service.embeddings_for(db, model=model, case_ids=[case.id]))}
+           "has_embedding": bool(model and service.embeddings_for(db, model=model, case_ids=[case.id])),
+           "ood": out_of_range(db, case_id=case.id)}
     response = render(request, "matching/_similar.html", ctx, status_code)
     response.headers.update(_NO_STORE)
     return response
@@ -102,7 +104,9 @@ def _matches(request: Request, db: Session, user: User) -> dict[str, Any]:
 @api.get("/matches", summary="Pairs of unsolved cases closer than the model's match threshold")
 def get_matches(request: Request, user: CurrentUser, db: DbSession) -> Response:
     data = _matches(request, db, user)
-    items = [{"distance": p["distance"], "case_a": p["a"].id, "case_b": p["b"].id} for p in data["items"]]
+    items = [{"distance": p["distance"], "case_a": p["a"].id, "case_b": p["b"].id,
+              "case_a_out_of_range": p["a_out_of_range"], "case_b_out_of_range": p["b_out_of_range"]}
+             for p in data["items"]]
     return JSONResponse({**data, "items": items}, headers=_NO_STORE)
 
 

@@ -38,6 +38,7 @@ from app.nets.gallery import build_gallery
 from app.nets.registry import LoadedModel
 from app.nets.search import NearestIndex
 from app.predictions.references import References
+from app.predictions.service import out_of_range_for
 
 ANONYMOUS = "a confirmed case at this site"
 
@@ -248,6 +249,7 @@ def similar_cases(session: Session, *, user: User, case: Case, model: LoadedMode
     order, distances = nearest(mine, stacked, limit)
     cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(list(own))))} if own else {}
     diagnoses = current_diagnoses(session, case_ids=list(own))
+    flagged = out_of_range_for(session, case_ids=ids)  # a far-away face's distances are not evidence
     shared_by_id = {s.case_id: s for s in shared}
     out = []
     for i, distance in zip(order.tolist(), distances.tolist(), strict=True):
@@ -257,13 +259,13 @@ def similar_cases(session: Session, *, user: User, case: Case, model: LoadedMode
             diagnosis = diagnoses.get(cid)
             out.append({"case_id": cid, "pseudonym": other.pseudonym, "distance": round(distance, 4),
                         "diagnosis": diagnosis.name if diagnosis else None, "solved": diagnosis is not None,
-                        "shared": cid in shared_by_id, "anonymous": False,
+                        "shared": cid in shared_by_id, "anonymous": False, "out_of_range": cid in flagged,
                         "compare_url": f"/cases/{case.id}/compare?reference=case:{cid}"})
         else:
             s = shared_by_id[cid]
             out.append({"case_id": None, "pseudonym": None, "distance": round(distance, 4),
                         "diagnosis": s.syndrome.name, "solved": True, "shared": True, "anonymous": True,
-                        "label": ANONYMOUS, "compare_url": None})
+                        "out_of_range": cid in flagged, "label": ANONYMOUS, "compare_url": None})
     return out
 
 
@@ -281,5 +283,7 @@ def unsolved_matches(session: Session, *, user: User, model: LoadedModel, thresh
         return []
     pairs = closest_pairs(np.stack([embeddings[k] for k in keys]), threshold, limit)
     cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(keys)))}
+    flagged = out_of_range_for(session, case_ids=[keys[k] for _, i, j in pairs for k in (i, j)])
     return [{"distance": round(d, 4), "a": cases[keys[i]], "b": cases[keys[j]],
+             "a_out_of_range": keys[i] in flagged, "b_out_of_range": keys[j] in flagged,
              "compare_url": f"/cases/{keys[i]}/compare?reference=case:{keys[j]}"} for d, i, j in pairs]

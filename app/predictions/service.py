@@ -108,6 +108,23 @@ def out_of_range(session: Session, *, case_id: str) -> dict[str, Any] | None:
     return verdict if verdict and verdict.get("flagged") else None
 
 
+def latest_runs(session: Session, *, case_ids: list[str]) -> dict[str, PredictionRun]:
+    """Newest run per case for a page of cases, in one query (no N+1 on the case list)."""
+    if not case_ids:
+        return {}
+    rows = session.scalars(
+        select(PredictionRun).where(PredictionRun.case_id.in_(case_ids)).order_by(PredictionRun.id.asc())
+    )
+    return {row.case_id: row for row in rows}
+
+
+def out_of_range_for(session: Session, *, case_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """:func:`out_of_range` for many cases in one query: only the flagged ones are keys. Lists that put a face
+    beside others (matches, similar patients, the case list) flag it like the case page does."""
+    verdicts = {cid: run.out_of_distribution for cid, run in latest_runs(session, case_ids=case_ids).items()}
+    return {cid: v for cid, v in verdicts.items() if v and v.get("flagged")}
+
+
 def out_of_range_text(verdict: dict[str, Any]) -> str:
     """One sentence for figures and other places without the page's markup."""
     distance, threshold = float(verdict["distance"]), float(verdict["threshold"])

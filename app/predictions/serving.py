@@ -9,12 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.errors import Unavailable
 from app.nets.registry import LoadedModel
-from app.predictions.models import PredictionRun
 from app.predictions.provider import ModelProvider, ModelUnavailable
 
 
@@ -53,13 +50,3 @@ def model_problem(request: Request) -> str | None:
     except ModelUnavailable as exc:
         return str(exc)
     return None
-
-
-def latest_runs(session: Session, *, case_ids: list[str]) -> dict[str, PredictionRun]:
-    """Newest run per case for a page of cases, in one query (no N+1 on the case list)."""
-    if not case_ids:
-        return {}
-    rows = session.scalars(
-        select(PredictionRun).where(PredictionRun.case_id.in_(case_ids)).order_by(PredictionRun.id.asc())
-    )
-    return {row.case_id: row for row in rows}
