@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,10 +64,24 @@ def wants_json(request: Request) -> bool:
     return "text/html" not in request.headers.get("accept", "") and "hx-request" not in request.headers
 
 
+def _return_to(request: Request) -> str:
+    """Where to land after logging in again: the *page* the person was on. An htmx request's own path is a
+    fragment or an action (``POST /cases/…/explanations``), and a form's POST path answers 405 to the GET a
+    login redirect makes, so those go back to the page that sent them (htmx's ``HX-Current-URL``, else the
+    ``Referer``), and only when it is this site's own; a plain GET returns to itself."""
+    if request.method == "GET" and "hx-request" not in request.headers:
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    for header in ("hx-current-url", "referer"):
+        page = urlsplit(request.headers.get(header, ""))
+        if page.path.startswith("/") and not page.path.startswith("//") and page.netloc in ("", request.url.netloc):
+            return page.path + (f"?{page.query}" if page.query else "")
+    return "/cases"
+
+
 def error_response(request: Request, status_code: int, code: str, detail: str, **extra: Any) -> Response:
     headers = {"Cache-Control": "no-store"}
     if status_code == 401 and not wants_json(request):
-        target = "/login?next=" + quote(request.url.path)
+        target = "/login?next=" + quote(_return_to(request), safe="/?=&")
         if "hx-request" in request.headers:
             return Response(status_code=401, headers={**headers, "HX-Redirect": target})
         return RedirectResponse(target, status_code=303, headers=headers)

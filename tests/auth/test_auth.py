@@ -210,3 +210,27 @@ def test_setup_code_guessing_is_throttled(app, client: TestClient) -> None:
     # The right code is refused too while the address is locked out.
     locked = client.post("/setup", data={**form, "code": app.state.setup_code}, headers=browser_headers(token))
     assert locked.status_code == 429
+
+
+def test_an_expired_session_returns_to_the_page_not_to_the_button(client: TestClient, alice: Account) -> None:
+    """After the session ends, the next click on a page (an htmx action, a form post) asks for the login
+    again; logging in must land on that page, not on the action's own address (405, or a bare fragment)."""
+    token = login(client, alice)
+    client.post("/logout", headers=browser_headers(token))
+    page = "http://testserver/cases/abc123?tab=maps"
+    explain = client.post("/cases/abc123/explanations", headers={**browser_headers(token), "HX-Current-URL": page},
+                          follow_redirects=False)
+    assert explain.status_code == 401 and explain.headers["hx-redirect"] == "/login?next=/cases/abc123?tab=maps"
+    search = client.get("/cases/abc123/phenotype/search?hpo_q=eye",
+                        headers={"HX-Request": "true", "HX-Current-URL": page})
+    assert search.headers["hx-redirect"] == "/login?next=/cases/abc123?tab=maps"
+    form = client.post("/cases/abc123/phenotype", headers={"Origin": "http://testserver", "X-CSRF-Token": token,
+                                                         "Accept": "text/html", "Referer": page},
+                       follow_redirects=False)
+    assert form.status_code == 303 and form.headers["location"] == "/login?next=/cases/abc123?tab=maps"
+    # another site's page is never a place to return to; a plain page load returns to itself
+    foreign = client.post("/cases/abc123/explanations", follow_redirects=False, headers={
+        **browser_headers(token), "HX-Current-URL": "https://evil.example/cases"})
+    assert foreign.headers["hx-redirect"] == "/login?next=/cases"
+    direct = client.get("/cases/abc123?tab=maps", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert direct.headers["location"] == "/login?next=/cases/abc123?tab=maps"
