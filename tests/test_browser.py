@@ -43,6 +43,17 @@ def test_setup_upload_review_and_delete_in_a_real_browser(
     assert "not" in error.inner_text().lower() and "jpeg" in error.inner_text().lower()
     assert page.locator("#preview").is_hidden() and page.locator("#upload-button").is_disabled()
 
+    # BMP and TIFF, which the server takes, are taken here too (the page refused them once); TIFF without a
+    # preview, since browsers cannot draw it.
+    for fmt, suffix in (("BMP", "bmp"), ("TIFF", "tif")):
+        other = tmp_path / f"astronaut.{suffix}"
+        other.write_bytes(encode(astronaut_rgb, fmt))
+        page.set_input_files("#photo-input", str(other))
+        wait_js(page, "!document.getElementById('upload-button').disabled")
+        assert page.locator("#upload-error").is_hidden(), fmt
+        assert page.locator("#preview").is_visible() is (fmt == "BMP"), fmt
+    assert "cannot preview TIFF" in page.locator("#upload-status").inner_text()
+
     # Several faces: the page shows them; clicking one uploads again with that face.
     page.set_input_files("#photo-input", str(pair))
     page.click("#upload-button")

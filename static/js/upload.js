@@ -40,26 +40,40 @@
     // text file never shows an image preview before being refused.
     candidate.slice(0, 16).arrayBuffer().then(function (head) {
       if (file !== candidate) { return; }
-      if (!looksLikePhoto(new Uint8Array(head))) {
-        showError("This file is not a photo GestaltLens can read (JPEG, PNG, WebP or HEIC).");
+      const kind = photoKind(new Uint8Array(head));
+      if (!kind) {
+        showError("This file is not a photo GestaltLens can read (JPEG, PNG, WebP, HEIC, BMP or TIFF).");
         preview.classList.add("hidden");
         file = null;
         return;
       }
       if (img.src) { URL.revokeObjectURL(img.src); }
-      img.src = URL.createObjectURL(candidate);
-      preview.classList.remove("hidden");
-      statusEl.textContent = "Ready to upload (" + (candidate.size / 1048576).toFixed(2) + " MB).";
+      const size = "(" + (candidate.size / 1048576).toFixed(2) + " MB)";
+      if (kind === "tiff") {  // browsers do not draw TIFF: upload it without a preview (the server reads it)
+        img.removeAttribute("src");
+        preview.classList.add("hidden");
+        statusEl.textContent = "Ready to upload " + size + ". This browser cannot preview TIFF; the aligned face is shown after the upload.";
+      } else {
+        img.src = URL.createObjectURL(candidate);
+        preview.classList.remove("hidden");
+        statusEl.textContent = "Ready to upload " + size + ".";
+      }
       button.disabled = false;
     });
   }
 
-  function looksLikePhoto(b) {
+  // The formats the server takes (app/vision/intake.py), by their first bytes as the server decides; null otherwise.
+  function photoKind(b) {
     const ascii = function (from, to) { return String.fromCharCode.apply(null, Array.from(b.slice(from, to))); };
-    if (b[0] === 0xFF && b[1] === 0xD8 && b[2] === 0xFF) { return true; }  // JPEG
-    if (b[0] === 0x89 && ascii(1, 4) === "PNG") { return true; }  // PNG
-    if (ascii(0, 4) === "RIFF" && ascii(8, 12) === "WEBP") { return true; }  // WebP
-    return ascii(4, 8) === "ftyp";  // HEIC / HEIF (the server checks the brand)
+    if (b[0] === 0xFF && b[1] === 0xD8 && b[2] === 0xFF) { return "jpeg"; }
+    if (b[0] === 0x89 && ascii(1, 4) === "PNG") { return "png"; }
+    if (ascii(0, 4) === "RIFF" && ascii(8, 12) === "WEBP") { return "webp"; }
+    if (ascii(4, 8) === "ftyp") { return "heic"; }  // HEIC / HEIF (the server checks the brand)
+    if (ascii(0, 2) === "BM") { return "bmp"; }
+    if ((ascii(0, 2) === "II" && b[2] === 42 && b[3] === 0) || (ascii(0, 2) === "MM" && b[2] === 0 && b[3] === 42)) {
+      return "tiff";
+    }
+    return null;
   }
 
   function clearPicker() {
