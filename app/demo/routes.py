@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from app.auth.models import User
 from app.cases.job_access import get_job_for
 from app.demo.worker import KIND, PER_SYNDROME, SYNDROMES
 from app.jobs import service as job_service
@@ -19,13 +21,30 @@ from app.web.templating import render
 pages = APIRouter(include_in_schema=False)
 
 
+def _live_job(db: Session, user: User) -> Job | None:
+    """The user's demo-cohort job still queued or running; a dead one (its worker died, its queue stalled) is
+    never handed out again."""
+    running = db.scalar(select(Job).where(Job.kind == KIND, Job.owner_id == user.id,
+                                          Job.state.in_((QUEUED, RUNNING))).limit(1))
+    return running if running is not None and not job_service.is_lost(db, running) else None
+
+
+@pages.get("/demo-cohort/current")
+def current_demo_cohort(request: Request, user: CurrentUser, db: DbSession) -> Response:
+    """The case list asks on load: a demo cohort still loading shows its progress again after a refresh (the
+    list only offered it while empty, and the cases arriving made the list non-empty). Empty when none runs."""
+    job = _live_job(db, user)
+    if job is None:
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
+    return render(request, "demo/_progress.html", {"job": job})
+
+
 @pages.post("/demo-cohort")
 async def start_demo_cohort(request: Request, user: CurrentUser, db: DbSession) -> Response:
     def _create() -> tuple[Job, bool]:
-        running = db.scalar(select(Job).where(Job.kind == KIND, Job.owner_id == user.id,
-                                              Job.state.in_((QUEUED, RUNNING))).limit(1))
-        if running is not None and not job_service.is_lost(db, running):
-            return running, False  # a dead one (its worker died, its queue stalled) is never handed out again
+        running = _live_job(db, user)
+        if running is not None:
+            return running, False
         payload = {"per_syndrome": PER_SYNDROME, "syndromes": SYNDROMES}
         job = job_service.create_job(db, kind=KIND, payload=payload, owner=user)
         db.commit()

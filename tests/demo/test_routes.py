@@ -108,3 +108,25 @@ def test_asking_again_while_the_broker_is_down_leaves_the_live_job_alone(setting
             assert session.scalar(select(func.count()).select_from(Job).where(Job.kind == KIND)) == 1
     finally:
         application.state.engine.dispose()
+
+
+def test_a_refreshed_case_list_shows_the_demo_cohort_still_loading(app, client: TestClient, alice: Account,
+                                                                   bob: Account) -> None:
+    """The progress lived only in the button's answer: after F5 the list (already holding the first demo cases)
+    showed no sign that more were coming."""
+    token = login(client, alice)
+    assert 'hx-get="/demo-cohort/current"' in client.get("/cases").text
+    idle = client.get("/demo-cohort/current", headers={"HX-Request": "true"})
+    assert idle.status_code == 200 and idle.text == ""
+    with app.state.sessions() as session:  # claimed by a worker, heartbeat fresh
+        owner = session.scalar(select(User.id).where(User.username == alice.username))
+        job = Job(kind=KIND, payload={"per_syndrome": 1, "syndromes": ["syn_a"]}, owner_id=owner,
+                  state="running", attempts=1, worker="other-host:4242", started_at=utcnow(), progress=0.4)
+        session.add(job)
+        session.commit()
+        live = job.id
+    shown = client.get("/demo-cohort/current", headers={"HX-Request": "true"})
+    assert _job_id(shown.text) == live and "<progress" in shown.text and "40%" in shown.text
+    client.post("/logout", headers=browser_headers(token))
+    login(client, bob)  # another clinician's job is not theirs to follow
+    assert client.get("/demo-cohort/current", headers={"HX-Request": "true"}).text == ""
