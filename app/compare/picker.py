@@ -36,6 +36,7 @@ class Choices:
     cases_title: str
     nearest: list[Choice]
     centroids: list[Choice]
+    cases_empty: str = "No other case yet."  # what an empty case list means: nothing found, or nothing there
 
 
 def _visible(user: User):
@@ -78,4 +79,5 @@ def choices(session: Session, *, user: User, case: Case, model: LoadedModel, q: 
         centroids = [Choice(f"centroid:{label.id}", f"centroid of {label.name}") for label in model.labels
                      if label.id in present and (not q or q.lower() in label.name.lower())]
     title = f"Cases matching “{q}”" if q else "Recent cases"
-    return Choices(cases=cases, cases_title=title, nearest=nearest, centroids=centroids)
+    empty = "No case you may see has a pseudonym with that text." if q else "No other case yet."
+    return Choices(cases=cases, cases_title=title, nearest=nearest, centroids=centroids, cases_empty=empty)

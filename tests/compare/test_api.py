@@ -149,3 +149,15 @@ def test_bad_references_are_refused(client: TestClient, alice: Account, faces: l
                            json={"reference": reference})
     assert response.status_code in (404, 422), response.text
     assert response.json()["code"] in ("unknown_reference", "not_found")
+
+
+def test_the_reference_picker_says_why_its_case_list_is_empty(client: TestClient, alice: Account,
+                                                              faces: list[bytes]) -> None:
+    only = upload(client, alice, faces[0], pseudonym="ONLY-1").json()
+    url = f"/cases/{only['id']}/compare/references"
+    alone = client.get(url, headers={**alice.headers, "HX-Request": "true"})
+    assert alone.status_code == 200 and "No other case yet." in alone.text and "pseudonym" not in alone.text
+    upload(client, alice, faces[1], pseudonym="SECOND-2")
+    assert "SECOND-2" in client.get(url, headers=alice.headers).text
+    searched = client.get(url, params={"q": "nobody"}, headers=alice.headers).text
+    assert "No case you may see has a pseudonym with that text." in searched
