@@ -36,7 +36,8 @@ def current_demo_cohort(request: Request, user: CurrentUser, db: DbSession) -> R
     job = _live_job(db, user)
     if job is None:
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
-    return render(request, "demo/_progress.html", {"job": job})
+    # its own id: an empty list's offer (id demo-offer) may be on the page too, and ids must stay unique
+    return render(request, "demo/_progress.html", {"job": job, "element_id": "demo-live-progress"})
 
 
 @pages.post("/demo-cohort")
@@ -63,7 +64,9 @@ def demo_cohort_progress(job_id: str, request: Request, user: CurrentUser, db: D
     job = get_job_for(db, job_id=job_id, user=user)
     if job is None or job.kind != KIND:
         raise NotFound("job")
-    response = render(request, "demo/_progress.html", {"job": job})
+    # the polling element keeps its id (htmx names it in HX-Target): the offer's, or the refreshed list's own
+    element_id = "demo-live-progress" if request.headers.get("hx-target") == "demo-live-progress" else "demo-offer"
+    response = render(request, "demo/_progress.html", {"job": job, "element_id": element_id})
     if job.state == "done":
         response.headers["HX-Redirect"] = "/cases"
     return response

@@ -249,7 +249,7 @@ def similar_cases(session: Session, *, user: User, case: Case, model: LoadedMode
     order, distances = nearest(mine, stacked, limit)
     cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(list(own))))} if own else {}
     diagnoses = current_diagnoses(session, case_ids=list(own))
-    flagged = out_of_range_for(session, case_ids=ids)  # a far-away face's distances are not evidence
+    flagged = out_of_range_for(session, case_ids=[ids[i] for i in order.tolist()])  # far-away faces: no evidence
     shared_by_id = {s.case_id: s for s in shared}
     out = []
     for i, distance in zip(order.tolist(), distances.tolist(), strict=True):

@@ -26,6 +26,8 @@ What is written into the model folder (nothing else changes):
   that the server loads it instead of training it on a clinician's first ranking; its header records the
   gallery file's sha256 (:mod:`app.nets.gallery_index`). ``remove`` writes a new gallery and so a new index,
   or none when the gallery shrank below the threshold;
+* ``gallery_id_key`` — the key of the gallery's pseudonymous ids (:mod:`app.nets.gallery_sources`), made by the
+  first build (even one that is then refused) and kept for every later one;
 * ``model.json`` — pointing at the gallery, its labels and provenance (and their sha256 when the card lists
   digests). The index is found by the gallery's name and proven by its digest, not listed in the card.
 
@@ -326,7 +328,13 @@ def build(model_folder: Path, photos: Path, *, progress: bool = True, replace_al
     sources = read_sources(photos, id_key(model_folder))
     stored = _Stored([], {}, [], []) if replace_all else _read_stored(model)
     held = {r.image_id for r in stored.rows}
-    clash = sorted(s.name for s in sources if s.image_id in held)
+    # A gallery built before ids were pseudonymised holds source names as ids: those count as clashes too, and a
+    # subject it already knows by its name keeps that id, so one person is not split in two.
+    clash = sorted(s.name for s in sources if s.image_id in held or s.source in held)
+    known_subjects = {r.subject_id for r in stored.rows}
+    sources = [replace(s, subject_id=Path(s.source).stem)
+               if s.source and Path(s.source).stem in known_subjects and s.subject_id.startswith("subj-") else s
+               for s in sources]
     if clash:
         raise RefusedRows([f"image {name!r} is already in the gallery (remove it first)" for name in clash])
     labels = _labels_for(model, sources, stored.labels)
@@ -336,7 +344,7 @@ def build(model_folder: Path, photos: Path, *, progress: bool = True, replace_al
     all_rows = stored.rows + rows
     if not all_rows:
         raise ModelFolderError("no photo could be encoded; the gallery was left as it was: "
-                               + "; ".join(f"{s['image_id']}: {s['reason']}" for s in skipped[:5]))
+                               + "; ".join(f"{s.get('source', s['image_id'])}: {s['reason']}" for s in skipped[:5]))
     index = _commit(model, all_rows, labels, stored.skipped + skipped, [*stored.sources, str(photos)],
                     approximate_from=approximate_from)
     return BuildReport(folder=Path(model_folder), added=len(rows), skipped=skipped, rows=len(all_rows),

@@ -68,8 +68,9 @@ def add_command(
 @gallery_cli.command("remove")
 def remove_command(
     model: ModelOption,
-    image: Annotated[list[str] | None, typer.Option(help="Image to remove: its id or its source name, "
-                                                         "e.g. syn_a/P1.jpg (repeatable).")] = None,
+    image: Annotated[list[str] | None, typer.Option(help="Image to remove: its id, or the source name a "
+                                                         "pseudonym was made from, e.g. syn_a/P1.jpg "
+                                                         "(repeatable).")] = None,
     subject: Annotated[list[str] | None, typer.Option(help="Remove every image of this subject (its id or the "
                                                            "file stem it was made from).")] = None,
     syndrome: Annotated[list[str] | None, typer.Option(help="Remove every image of this syndrome.")] = None,

@@ -15,12 +15,14 @@ name, and ``gallery remove`` accepts either the source name or the pseudonym.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -60,22 +62,34 @@ class PhotoSource:
         return self.source or self.image_id
 
 
+KEY_BYTES = 32
+
+
 def id_key(model_folder: Path) -> bytes:
-    """The model folder's key for gallery pseudonyms, made (random, mode 600) on first use."""
+    """The model folder's key for gallery pseudonyms, made (random, mode 600) on first use. Written whole under a
+    temporary name and linked into place, so a crash or a full disk never leaves an empty key (under which the
+    pseudonyms would be plain hashes anyone could confirm), and two builds at once agree on one key."""
     path = Path(model_folder) / ID_KEY_FILE
+    if not path.exists():
+        descriptor, temporary = tempfile.mkstemp(prefix=".gallery_id_key-", dir=model_folder)
+        try:
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o600)
+            with contextlib.suppress(FileExistsError):  # another build linked its key first: use that one
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    try:
-        return bytes.fromhex(path.read_text(encoding="ascii").strip())
-    except ValueError as exc:
-        raise ModelFolderError(f"{path.name} is not a hex key; remove it only with the gallery it names") from exc
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except ValueError:
+        key = b""
+    if len(key) < KEY_BYTES:
+        raise ModelFolderError(f"{path.name} does not hold a {KEY_BYTES}-byte hex key; restore it from a backup "
+                               "(the gallery's pseudonyms were made with it) or rebuild the gallery without it")
+    return key
 
 
 def pseudonym(key: bytes, kind: str, name: str) -> str:
@@ -195,9 +209,10 @@ def resolve_names(names: Sequence[str], known: set[str], kind: str,
     problems for names that are neither."""
     found, problems = [], []
     for name in names:
-        stored = name if name in known or key is None else pseudonym(key, kind, name)
-        if stored in known:
-            found.append(stored)
+        # both: a gallery extended after ids were pseudonymised can hold one photo or person under each
+        stored = [n for n in (name, pseudonym(key, kind, name) if key is not None else None) if n in known]
+        if stored:
+            found.extend(stored)
         else:
             problems.append(f"{kind} {name!r} is not in the gallery")
     return found, problems

@@ -99,7 +99,7 @@ def gallery_version(model: LoadedModel) -> str:
 @gm_router.post("/predict", summary="GestaltMatcher-service shape: rank a base64 photo (nothing is stored)")
 async def gm_predict(body: GmImage, request: Request, user: CurrentUser, settings: AppSettings) -> Response:
     try:
-        model = _model(request)
+        model = await run_in_threadpool(_model, request)  # a load in progress must not hold the event loop
         processed = await _aligned(body, request, settings, alignment_status=200)
     except GmFailure as failure:
         return failure.response()
@@ -126,7 +126,7 @@ def _encode_all(model: LoadedModel, crop: np.ndarray) -> list[Any]:
 async def gm_encode(body: GmImage, request: Request, user: CurrentUser, settings: AppSettings) -> Response:
     """Every member × flip × grey, as the service's ``/encode`` (which always encodes all four views)."""
     try:
-        model = _model(request)
+        model = await run_in_threadpool(_model, request)  # a load in progress must not hold the event loop
         processed = await _aligned(body, request, settings, alignment_status=422)
     except GmFailure as failure:
         return failure.response()

@@ -30,6 +30,7 @@ class ModelProvider:
         self._lock = threading.Lock()
         self._model: LoadedModel | None = None
         self._error: str | None = None
+        self._preloading = False
 
     @property
     def reason(self) -> str | None:
@@ -41,21 +42,25 @@ class ModelProvider:
                 "The server log says which.")
 
     def state(self) -> str:
-        """``ok``, ``unavailable`` (its reason is :meth:`get`'s error), ``loading`` or ``not_loaded``; never waits."""
+        """``ok``, ``unavailable`` (why: :attr:`reason`), ``loading`` or ``not_loaded``; never waits."""
         if self._model is not None:
             return "ok"
         if self._error is not None:
             return "unavailable"
-        return "loading" if self._lock.locked() else "not_loaded"
+        return "loading" if self._preloading or self._lock.locked() else "not_loaded"
 
     def preload(self) -> threading.Thread:
         """Start reading the model in a daemon thread (see ``Settings.preload_model``); a failure is kept and
         logged exactly as on first use, so the requests that need the model answer with its reason."""
 
         def load() -> None:
-            with contextlib.suppress(ModelUnavailable):  # logged; requests answer 503 model_unavailable with it
-                self.get()
+            try:
+                with contextlib.suppress(ModelUnavailable):  # logged; requests answer 503 model_unavailable
+                    self.get()
+            finally:
+                self._preloading = False
 
+        self._preloading = True  # "loading" from now on, not from when the thread first takes the lock
         thread = threading.Thread(target=load, name=f"preload-{self.model_id}", daemon=True)
         thread.start()
         return thread

@@ -51,7 +51,8 @@ def csrf_token_for(secret: str, cookie_value: str) -> str:
 
 
 def _cookies(headers: Headers) -> dict[str, str]:
-    """The cookies exactly as authentication reads them (Starlette's lenient parser, ``request.cookies``).
+    """The cookies as authentication reads them (Starlette's lenient parser, as ``request.cookies``), from every
+    Cookie header (authentication reads the first; checking more only adds checks).
 
     ``http.cookies.SimpleCookie`` drops the *whole* header when one cookie in it is malformed (a space, a quote,
     a brace — ``theme=dark mode``): the session cookie then looked absent here while authentication still found

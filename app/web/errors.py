@@ -81,7 +81,7 @@ def _return_to(request: Request) -> str:
 def error_response(request: Request, status_code: int, code: str, detail: str, **extra: Any) -> Response:
     headers = {"Cache-Control": "no-store"}
     if status_code == 401 and not wants_json(request):
-        target = "/login?next=" + quote(_return_to(request), safe="/?=&")
+        target = "/login?next=" + quote(_return_to(request), safe="/")
         if "hx-request" in request.headers:
             return Response(status_code=401, headers={**headers, "HX-Redirect": target})
         return RedirectResponse(target, status_code=303, headers=headers)

@@ -220,17 +220,22 @@ def test_an_expired_session_returns_to_the_page_not_to_the_button(client: TestCl
     page = "http://testserver/cases/abc123?tab=maps"
     explain = client.post("/cases/abc123/explanations", headers={**browser_headers(token), "HX-Current-URL": page},
                           follow_redirects=False)
-    assert explain.status_code == 401 and explain.headers["hx-redirect"] == "/login?next=/cases/abc123?tab=maps"
+    assert explain.status_code == 401 and explain.headers["hx-redirect"] == "/login?next=/cases/abc123%3Ftab%3Dmaps"
     search = client.get("/cases/abc123/phenotype/search?hpo_q=eye",
                         headers={"HX-Request": "true", "HX-Current-URL": page})
-    assert search.headers["hx-redirect"] == "/login?next=/cases/abc123?tab=maps"
+    assert search.headers["hx-redirect"] == "/login?next=/cases/abc123%3Ftab%3Dmaps"
     form = client.post("/cases/abc123/phenotype", headers={"Origin": "http://testserver", "X-CSRF-Token": token,
                                                          "Accept": "text/html", "Referer": page},
                        follow_redirects=False)
-    assert form.status_code == 303 and form.headers["location"] == "/login?next=/cases/abc123?tab=maps"
+    assert form.status_code == 303 and form.headers["location"] == "/login?next=/cases/abc123%3Ftab%3Dmaps"
     # another site's page is never a place to return to; a plain page load returns to itself
     foreign = client.post("/cases/abc123/explanations", follow_redirects=False, headers={
         **browser_headers(token), "HX-Current-URL": "https://evil.example/cases"})
     assert foreign.headers["hx-redirect"] == "/login?next=/cases"
     direct = client.get("/cases/abc123?tab=maps", headers={"Accept": "text/html"}, follow_redirects=False)
-    assert direct.headers["location"] == "/login?next=/cases/abc123?tab=maps"
+    assert direct.headers["location"] == "/login?next=/cases/abc123%3Ftab%3Dmaps"
+    # every filter of the page survives the round trip through the login form
+    listed = client.get("/cases?q=x&sort=name", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert listed.headers["location"] == "/login?next=/cases%3Fq%3Dx%26sort%3Dname"
+    form_page = client.get(listed.headers["location"])
+    assert 'value="/cases?q=x&amp;sort=name"' in form_page.text

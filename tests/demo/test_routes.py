@@ -127,6 +127,9 @@ def test_a_refreshed_case_list_shows_the_demo_cohort_still_loading(app, client: 
         live = job.id
     shown = client.get("/demo-cohort/current", headers={"HX-Request": "true"})
     assert _job_id(shown.text) == live and "<progress" in shown.text and "40%" in shown.text
+    assert 'id="demo-live-progress"' in shown.text  # not the empty list's offer's id: ids stay unique
+    polled = client.get(f"/demo-cohort/{live}", headers={"HX-Request": "true", "HX-Target": "demo-live-progress"})
+    assert 'id="demo-live-progress"' in polled.text
     client.post("/logout", headers=browser_headers(token))
     login(client, bob)  # another clinician's job is not theirs to follow
     assert client.get("/demo-cohort/current", headers={"HX-Request": "true"}).text == ""

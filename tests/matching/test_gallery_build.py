@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from PIL import Image
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.migrate import upgrade
 from app.nets import gallery_build
+from app.nets.errors import ModelFolderError
 from app.nets.gallery_build import RefusedRows, add_photos, build, remove_rows
 from app.nets.import_command import import_checkpoint
 from app.nets.iresnet import build_network
@@ -227,3 +229,44 @@ def test_without_a_gallery_no_higher_is_better_number_is_a_distance() -> None:
     entries = syndrome_entries(ranked)
     assert [e["syndrome_name"] for e in entries] == ["A", "B"]  # still best first
     assert all(e["distance"] is None and e["gestalt_score"] is None for e in entries)
+
+
+def test_a_gallery_built_before_pseudonyms_keeps_its_photos_and_people_whole(imported: Path, photos: Path,
+                                                                           tmp_path: Path) -> None:
+    """Galleries written before ids were pseudonymised hold file names as ids: adding the same photos again must
+    still be refused, a known person keeps their id, and removing by name takes every row of them."""
+    from dataclasses import replace
+
+    from app.nets.gallery_sources import id_key, read_folder_sources
+
+    folder = _copy(imported, tmp_path)
+    subset = tmp_path / "subset"
+    (subset / "syn_a").mkdir(parents=True)
+    for name in ("Pa0.jpg", "Pa1.jpg"):
+        (subset / "syn_a" / name).write_bytes((photos / "syn_a" / name).read_bytes())
+    build(folder, subset, progress=False)
+    model = read_model_folder(folder)
+    stored = gallery_build._read_stored(model)
+    sources = {s.image_id: s.source for s in read_folder_sources(subset, id_key(folder))}
+    legacy = [replace(r, image_id=sources[r.image_id], subject_id=Path(sources[r.image_id]).stem)
+              for r in stored.rows]
+    gallery_build._commit(model, legacy, stored.labels, [], [])  # as the older version wrote it
+    with pytest.raises(RefusedRows) as again:
+        add_photos(folder, subset, progress=False)
+    assert "syn_a/Pa0.jpg" in str(again.value)
+
+    more = tmp_path / "more"
+    (more / "syn_a").mkdir(parents=True)  # a second photo of patient Pa0
+    (more / "syn_a" / "Pa0.png").write_bytes(encode(np.asarray(Image.open(photos / "syn_a" / "Pa0.jpg")), "PNG"))
+    assert add_photos(folder, more, progress=False).added == 1
+    with np.load(folder / read_model_folder(folder).card.gallery) as written:
+        assert sorted(written["subject_ids"].tolist()) == ["Pa0", "Pa0", "Pa1"]
+    removed = remove_rows(folder, subject_ids=["Pa0"])
+    assert removed.removed == 2 and removed.rows == 1
+
+
+def test_a_damaged_pseudonym_key_is_refused_not_used(imported: Path, photos: Path, tmp_path: Path) -> None:
+    folder = _copy(imported, tmp_path)
+    (folder / "gallery_id_key").write_text("")  # an empty key would make the pseudonyms plain, guessable hashes
+    with pytest.raises(ModelFolderError, match="gallery_id_key"):
+        build(folder, photos, progress=False)
