@@ -86,14 +86,18 @@ def add_term(session: Session, *, case: Case, term_id: str, user_id: int | None,
              excluded: bool = False) -> CasePhenotype:
     """Add a term, present or ``excluded`` (absent in the patient). Idempotent: adding a term the case has
     returns its row, switched to the ``excluded`` given (a clinician who re-examined changes it so)."""
-    term = check_term(term_id)
-    existing = session.scalar(select(CasePhenotype).where(CasePhenotype.case_id == case.id,
-                                                          CasePhenotype.hpo_id == term.id))
+    # A term the case already holds may be switched even if a later check would refuse it now (one stored before
+    # terms outside "Phenotypic abnormality" were refused); a new term passes every check.
+    match = HPO_ID.match(term_id.strip())
+    stored_id = ontology().alt.get(f"HP:{match.group(1)}", f"HP:{match.group(1)}") if match else None
+    existing = None if stored_id is None else session.scalar(
+        select(CasePhenotype).where(CasePhenotype.case_id == case.id, CasePhenotype.hpo_id == stored_id))
     if existing is not None:
         if existing.excluded != excluded:
             existing.excluded = excluded
             session.flush()
         return existing
+    term = check_term(term_id)
     row = CasePhenotype(case_id=case.id, hpo_id=term.id, name=term.name[:300], added_by=user_id, excluded=excluded)
     session.add(row)
     session.flush()

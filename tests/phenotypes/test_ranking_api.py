@@ -156,3 +156,21 @@ def test_case_page_shows_three_rankings_term_bars_and_map_concordance(client: Te
     concordance = client.get(f"/api/v1/cases/{case['id']}/phenotype", headers=alice.headers).json()["concordance"]
     assert concordance[0]["method"] == "saliency" and concordance[0]["regions"] == ["eyes"]
     assert 0.0 <= concordance[0]["share"] <= 1.0 and 0.0 < concordance[0]["area_share"] < 0.2
+
+
+def test_a_term_stored_before_the_phenotype_check_can_still_be_switched_and_removed(
+        app, client: TestClient, alice: Account, face_jpeg: bytes) -> None:
+    from app.phenotypes.models import CasePhenotype
+
+    case = upload(client, alice, face_jpeg).json()
+    with app.state.sessions() as session:  # as an older version let it in
+        session.add(CasePhenotype(case_id=case["id"], hpo_id="HP:0000006", name="Autosomal dominant inheritance",
+                                  excluded=False))
+        session.commit()
+    url = f"/api/v1/cases/{case['id']}/phenotype"
+    switched = client.post(url, json={"id": "HP:0000006", "excluded": True}, headers=alice.headers)
+    assert switched.status_code == 201, switched.text
+    assert [t["excluded"] for t in switched.json()["terms"] if t["id"] == "HP:0000006"] == [True]
+    assert client.delete(f"{url}/HP:0000006", headers=alice.headers).status_code == 204
+    again = client.post(url, json={"id": "HP:0000006"}, headers=alice.headers)  # a new one is checked
+    assert again.status_code == 422 and again.json()["code"] == "not_a_phenotype"
