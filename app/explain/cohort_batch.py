@@ -36,7 +36,7 @@ import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor
 
-from app.explain.engine import Explainer, _check_target, prepare_input
+from app.explain.engine import Explainer, _check_target, check_request, prepare_input
 from app.explain.fast import EXACT, FAST, check_mode, effective_mode, fast_context
 from app.explain.fast_plan import FastPlan
 from app.explain.methods.base import to_map, upsample
@@ -49,7 +49,7 @@ from app.explain.occlusion import (
     occlusion_map,
     occlusion_windows,
 )
-from app.explain.registry import get_method, normalise_params
+from app.explain.registry import get_method
 
 __all__ = ["BATCHED_METHODS", "CASES_PER_BATCH", "CohortItem", "explain_cohort"]
 
@@ -278,13 +278,7 @@ def explain_cohort(
     after every batch (weighted by the passes' costs; a job's heartbeat). Raises ValueError like ``explain``.
     """
     check_mode(mode)
-    if isinstance(methods, str):
-        raise ValueError("methods must be a sequence of method ids, not a single string")
-    requested = list(dict.fromkeys(methods))
-    if not requested:
-        raise ValueError("no methods requested")
-    params = {} if params is None else params
-    normalised = {method_id: normalise_params(method_id, params.get(method_id)) for method_id in [*params, *requested]}
+    requested, normalised = check_request(methods, params)
     batch_size = explainer._batch_size if batch_size is None else int(batch_size)
     if batch_size < 1 or window_batch < 1:
         raise ValueError(f"batch_size and window_batch must be at least 1, got {batch_size} and {window_batch}")

@@ -169,6 +169,21 @@ def _check_target(target: Any, num_classes: int) -> int:
     return int(target)
 
 
+def check_request(methods: Sequence[str], params: Mapping[str, Any] | None) -> tuple[list[str], dict[str, dict]]:
+    """The requested method ids (in order, each once) and every *given* parameter set normalised, requested or not
+    (a typo must not pass silently); ValueError for anything else. One check for a face and for a cohort."""
+    if isinstance(methods, str):
+        raise ValueError("methods must be a sequence of method ids, not a single string")
+    requested = list(dict.fromkeys(methods))
+    if not requested:
+        raise ValueError("no methods requested")
+    params = {} if params is None else params
+    if not isinstance(params, Mapping):
+        raise ValueError("params must map method ids to parameter mappings")
+    return requested, {method_id: normalise_params(method_id, params.get(method_id))
+                       for method_id in [*params, *requested]}
+
+
 def _plan(methods: Sequence[str], params: dict[str, dict[str, Any]]) -> list[tuple[Method, dict[str, Any]]]:
     """Requested methods, cheapest marginal cost first (ties in requested order), so fast maps stream early."""
     pending = [(get_method(method_id), params[method_id]) for method_id in methods]
@@ -294,17 +309,7 @@ class Explainer:
             objective = Objective.logit(_check_target(target, self._num_classes))
         if not isinstance(objective, Objective):
             raise ValueError(f"objective must be an Objective; got {type(objective).__name__}")
-        if isinstance(methods, str):
-            raise ValueError("methods must be a sequence of method ids, not a single string")
-        requested = list(dict.fromkeys(methods))
-        if not requested:
-            raise ValueError("no methods requested")
-        params = {} if params is None else params
-        if not isinstance(params, Mapping):
-            raise ValueError("params must map method ids to parameter mappings")
-        # every given parameter set is checked, requested or not: a typo must not pass silently
-        normalised = {method_id: normalise_params(method_id, params.get(method_id))
-                      for method_id in [*params, *requested]}
+        requested, normalised = check_request(methods, params)
         if objective.kind == "logit":
             _check_target(objective.target, self._num_classes)
         model, model_target = objective_module(self._network, objective, self._model)

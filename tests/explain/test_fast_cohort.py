@@ -122,6 +122,11 @@ def test_cohort_batch_checks_its_input(demo_explainer: Explainer, crop: np.ndarr
         explain_cohort(demo_explainer, [CohortItem(crop, 0)], methods=["nope"])
     with pytest.raises(ValueError, match="mode must be one of"):
         explain_cohort(demo_explainer, [CohortItem(crop, 0)], methods=["saliency"], mode="turbo")
+    # the same request checks as one face's (app.explain.engine.check_request): params must be a mapping
+    with pytest.raises(ValueError, match="params must map"):
+        explain_cohort(demo_explainer, [CohortItem(crop, 0)], methods=["saliency"], params=["saliency"])
+    with pytest.raises(ValueError, match="single string"):
+        explain_cohort(demo_explainer, [CohortItem(crop, 0)], methods="saliency")
 
 
 def test_capped_occlusion_at_full_width_is_exact(demo_network: IResNet, crop: np.ndarray) -> None:
