@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -30,25 +32,22 @@ from app.nets.registry import LoadedModel
 from app.predictions.service import decode_png
 
 
+def _cached(context: WorkerContext, key: str, build: Callable[[], Any]) -> Any:
+    """The worker's one copy of ``key`` (explainers hold a private network copy: built once per model version)."""
+    if key not in context.cache:
+        context.cache[key] = build()
+    return context.cache[key]
+
+
 def explainer_for(context: WorkerContext, model: LoadedModel) -> Explainer:
-    key = f"explainer:{model.version}"
-    explainer = context.cache.get(key)
-    if explainer is None:
-        explainer = Explainer(model.network, gradcam_layer=model.card.gradcam_layer,
-                              device=resolve_device(context.settings.device))
-        context.cache[key] = explainer
-    return explainer
+    return _cached(context, f"explainer:{model.version}", lambda: Explainer(
+        model.network, gradcam_layer=model.card.gradcam_layer, device=resolve_device(context.settings.device)))
 
 
 def ensemble_explainer_for(context: WorkerContext, model: LoadedModel) -> EnsembleExplainer:
     """One private Explainer per member of an ensemble (maps whose params name a ``member``)."""
-    key = f"ensemble-explainer:{model.version}"
-    explainer = context.cache.get(key)
-    if explainer is None:
-        explainer = EnsembleExplainer(model.ensemble, gradcam_layer=model.card.gradcam_layer,
-                                      device=resolve_device(context.settings.device))
-        context.cache[key] = explainer
-    return explainer
+    return _cached(context, f"ensemble-explainer:{model.version}", lambda: EnsembleExplainer(
+        model.ensemble, gradcam_layer=model.card.gradcam_layer, device=resolve_device(context.settings.device)))
 
 
 def _requeue_rows(context: WorkerContext, ids: list[str]) -> None:

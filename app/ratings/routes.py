@@ -39,18 +39,6 @@ Label = Annotated[str, Path(min_length=1, max_length=2, pattern="^[A-Z]{1,2}$",
                             description="the map's label as this rater sees it (A, B, C…)")]
 
 
-class RatingBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    score: StrictInt = Field(ge=1, le=5, description="clinical plausibility, 1 (not at all) to 5 (fully)")
-    regions: list[StrictStr] = Field(default_factory=list, max_length=40,
-                                     description="region ids of the vocabulary the map highlights")
-    context: StrictBool = Field(default=False, description="the map relies on non-facial context")
-    comment: str | None = Field(default=None, max_length=service.MAX_COMMENT)
-    study_id: str | None = Field(default=None, max_length=32, description="null: an ad-hoc rating; a study "
-                                 "given here must be unblinded (blinded studies are rated by map label)")
-
-
 class StudyRatingBody(BaseModel):
     """A rating in a study, of the map addressed by the URL (case position and label)."""
 
@@ -61,6 +49,13 @@ class StudyRatingBody(BaseModel):
                                      description="region ids of the vocabulary the map highlights")
     context: StrictBool = Field(default=False, description="the map relies on non-facial context")
     comment: str | None = Field(default=None, max_length=service.MAX_COMMENT)
+
+
+class RatingBody(StudyRatingBody):
+    """A rating of a map addressed by its explanation id: ad hoc, or in an unblinded study."""
+
+    study_id: str | None = Field(default=None, max_length=32, description="null: an ad-hoc rating; a study "
+                                 "given here must be unblinded (blinded studies are rated by map label)")
 
 
 class StudyBody(BaseModel):
