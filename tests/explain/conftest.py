@@ -28,7 +28,7 @@ from app.explain.engine import Explainer
 from app.nets.iresnet import IResNet, iresnet18
 from app.nets.registry import load_model
 from app.settings import PROJECT_ROOT
-from tests.nets.helpers import randomise_
+from tests.nets.helpers import responsive, single_torch_thread
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,10 +51,8 @@ def fast_plans_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with single_torch_thread():
+        yield
 
 
 def smooth_crop(seed: int) -> np.ndarray:
@@ -85,12 +83,7 @@ def demo_network() -> IResNet:
 
 @pytest.fixture(scope="session")
 def random_network() -> IResNet:
-    network = randomise_(iresnet18(num_classes=9, width=0.25), seed=1)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, nn.Conv2d):
-                module.weight.mul_(3.0)
-    return network
+    return responsive(iresnet18(num_classes=9, width=0.25), seed=1)
 
 
 @pytest.fixture(scope="session")

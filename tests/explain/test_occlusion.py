@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 from captum.attr import Occlusion
-from torch import nn
 
 from app.explain.occlusion import (
     InferenceForward,
@@ -26,25 +25,7 @@ from app.explain.occlusion import (
 from app.nets.iresnet import IResNet, iresnet18, iresnet34
 from app.nets.registry import load_model
 from app.settings import PROJECT_ROOT
-from tests.nets.helpers import randomise_
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def responsive(network: IResNet, seed: int) -> IResNet:
-    """``randomise_`` weights with convolutions ×3 (``randomise_`` alone leaves the logits nearly constant)."""
-    randomise_(network, seed)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, nn.Conv2d):
-                module.weight.mul_(3.0)
-    return network
+from tests.nets.helpers import responsive
 
 
 @pytest.fixture(scope="module")

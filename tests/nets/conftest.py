@@ -10,17 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import torch
 
 from app.nets.registry import clear_cache
+from tests.nets.helpers import single_torch_thread
 
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with single_torch_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)

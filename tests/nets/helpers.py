@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,28 @@ def randomise_(network: IResNet, seed: int) -> IResNet:
                 fan_in = tensor[0].numel()
                 tensor.copy_(torch.randn(tensor.shape, generator=g) * (0.5 / fan_in**0.5))
     return network.eval()
+
+
+def responsive(network: IResNet, seed: int) -> IResNet:
+    """``randomise_`` weights with convolutions x3: ``randomise_`` alone leaves the logits nearly constant, and a
+    map of a network that does not react to its input tests nothing."""
+    randomise_(network, seed)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.mul_(3.0)
+    return network
+
+
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """torch on one thread while inside (timings and float results that do not depend on the thread count)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def labels_json(n: int) -> list[dict[str, Any]]:
