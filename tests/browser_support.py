@@ -116,6 +116,17 @@ def first_run_setup(page, server: Server) -> None:
     page.wait_for_url(re.compile(r"/cases$"))
 
 
+def upload_photo(page, server: Server, photo: Path, pseudonym: str | None = None) -> str:
+    """Upload ``photo`` through the New case page as a clinician does; the new case's id (its page is open)."""
+    page.goto(server.url + "/cases/new")
+    page.set_input_files("#photo-input", str(photo))
+    if pseudonym is not None:
+        page.fill("#pseudonym", pseudonym)
+    page.click("#upload-button")
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+    return page.url.rsplit("/", 1)[1]
+
+
 def watch(page, problems: list[str]) -> None:
     """Collect the page's console errors and uncaught exceptions (a CSP violation is a console error)."""
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)

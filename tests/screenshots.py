@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from app.synth.generate import generate_one
-from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, Server, first_run_setup
+from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, Server, first_run_setup, upload_photo
 
 VIEWPORT = {"width": 1440, "height": 900}
 
@@ -30,15 +30,6 @@ def wait_until(page, expression: str, timeout: float = 600.0) -> None:
     while not page.evaluate(f"() => Boolean({expression})"):
         assert time.monotonic() < deadline, f"timed out waiting for {expression}"
         time.sleep(0.1)
-
-
-def _upload(page, server: Server, photo: Path, pseudonym: str) -> str:
-    page.goto(server.url + "/cases/new")
-    page.set_input_files("#photo-input", str(photo))
-    page.fill("#pseudonym", pseudonym)
-    page.click("#upload-button")
-    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
-    return page.url.rsplit("/", 1)[1]
 
 
 def make_screenshots(out: Path) -> list[Path]:
@@ -58,7 +49,7 @@ def make_screenshots(out: Path) -> list[Path]:
                 for i, (cls, severity) in enumerate((("syn_e", 1.0), ("syn_a", 0.9))):
                     photo = tmp_path / f"face-{i}.jpg"
                     photo.write_bytes(generate_one(seed=2024 + i, class_id=cls, index=0, severity=severity).jpeg)
-                    cases.append(_upload(page, server, photo, f"DEMO-{i + 1:02d}"))
+                    cases.append(upload_photo(page, server, photo, f"DEMO-{i + 1:02d}"))
                 page.goto(f"{server.url}/cases/{cases[0]}")
                 page.locator("#explanations .explain-form").wait_for()
                 page.click(".explain-form button[type=submit]")

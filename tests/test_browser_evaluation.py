@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.browser_support import Server, first_run_setup
+from tests.browser_support import Server, first_run_setup, upload_photo
 
 
 def test_deletion_curve_one_click_away_and_the_evaluation_page(server: Server, browser, tmp_path: Path) -> None:
@@ -17,10 +17,7 @@ def test_deletion_curve_one_click_away_and_the_evaluation_page(server: Server, b
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(str(e)))
     first_run_setup(page, server)
-    page.goto(server.url + "/cases/new")
-    page.set_input_files("#photo-input", str(photo))
-    page.click("#upload-button")
-    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+    upload_photo(page, server, photo)
     page.locator(".explain-form").wait_for(state="visible")
     page.evaluate("""() => document.querySelectorAll('.explain-form input[name=methods]').forEach(
         box => { box.checked = ['gradcam', 'integrated_gradients'].includes(box.value); })""")

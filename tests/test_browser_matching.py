@@ -8,16 +8,7 @@ import re
 from pathlib import Path
 
 from app.synth.generate import generate_one
-from tests.browser_support import Server, first_run_setup, wait_js, watch
-
-
-def _upload(page, server: Server, photo: Path, pseudonym: str) -> str:
-    page.goto(server.url + "/cases/new")
-    page.set_input_files("#photo-input", str(photo))
-    page.fill("#pseudonym", pseudonym)
-    page.click("#upload-button")
-    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
-    return page.url.rsplit("/", 1)[1]
+from tests.browser_support import Server, first_run_setup, upload_photo, wait_js, watch
 
 
 def test_similar_patients_panel_and_matches_page(server: Server, browser, tmp_path: Path) -> None:
@@ -28,8 +19,8 @@ def test_similar_patients_panel_and_matches_page(server: Server, browser, tmp_pa
     problems: list[str] = []
     watch(page, problems)
     first_run_setup(page, server)
-    one = _upload(page, server, first, "P-one")
-    two = _upload(page, server, again, "P-two")
+    one = upload_photo(page, server, first, "P-one")
+    two = upload_photo(page, server, again, "P-two")
 
     # the case page's panel names the other case, with a compare link
     panel = page.locator("#similar table.similar-table")
