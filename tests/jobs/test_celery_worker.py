@@ -25,6 +25,15 @@ from tests.conftest import make_account, upload
 REDIS_URL = os.environ.get("GESTALTLENS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
+def _stop(process: subprocess.Popen) -> None:
+    """A worker asked to stop gets 20 s to finish its task and leave; then it is killed."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def test_worker_command_connects_to_the_broker(tmp_path: Path) -> None:
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()  # a missing Redis fails loudly here
     env = {**os.environ, "GESTALTLENS_BROKER_URL": REDIS_URL, "GESTALTLENS_DATA_DIR": str(tmp_path)}
@@ -42,11 +51,7 @@ def test_worker_command_connects_to_the_broker(tmp_path: Path) -> None:
         assert replies, "the worker never answered a ping"
         assert all(next(iter(r.values())) == {"ok": "pong"} for r in replies)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
@@ -90,9 +95,5 @@ def test_celery_worker_completes_an_explanation_job(migrated_url: str, tmp_path:
             stored = session.get(Job, body["job_id"])
             assert stored.worker and stored.attempts == 1 and stored.started_at and stored.finished_at
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
         app.state.engine.dispose()
