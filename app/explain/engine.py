@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from app.explain import fast_calibrate
 from app.explain import fast_plan as plans
 from app.explain.fast import EXACT, bf16_inference, check_mode, fast_context
 from app.explain.folded import InferenceForward, inference_forward
@@ -277,7 +278,8 @@ class Explainer:
             if self._digest is None:
                 self._digest = plans.network_digest(self._network)
             with torch.inference_mode(False):
-                self._fast_plan = plans.plan_for(self.fast_networks(), self._digest, log=log)
+                self._fast_plan = plans.plan_for(self.fast_networks(), self._digest, log=log,
+                                                 measure=fast_calibrate.calibrate)
         return self._fast_plan
 
     def explain(

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.explain import fast, fast_plan
+from app.explain import fast, fast_calibrate, fast_plan
 from app.explain.cohort_batch import CohortItem, explain_cohort
 from app.explain.engine import Explainer
 from app.explain.fast_plan import BFLOAT16, FLOAT32, FOLDED, Choice, FastPlan
@@ -102,13 +102,13 @@ def test_every_fast_variant_agrees_with_exact_on_the_demo_model(demo_network: IR
 def test_the_plan_is_measured_once_per_network_and_honoured_from_its_file(
         demo_network: IResNet, crop: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     measured: list[str] = []
-    real = fast_plan.calibrate
+    real = fast_calibrate.calibrate
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         measured.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fast_plan, "calibrate", counting)
+    monkeypatch.setattr(fast_calibrate, "calibrate", counting)
     try:
         first = Explainer(demo_network)
         params = {"integrated_gradients": {"steps": 50}}
