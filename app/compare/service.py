@@ -85,7 +85,7 @@ def resolve_reference(session: Session, *, user: User, case: Case, model: Loaded
             other = found
         if other.id == case.id:
             raise DomainError("unknown_reference", "a case compared with itself has similarity 1 everywhere")
-        return Reference("case", other.id, f"case {other.pseudonym or other.id[:8]}", None, other_case=other)
+        return Reference("case", other.id, _case_label(other), None, other_case=other)
     if gallery is None:
         raise DomainError("unknown_reference", f"model {model.version} has no gallery to compare with")
     if kind == "nearest":
@@ -144,12 +144,16 @@ def _rows(session: Session, *, case: Case, user: User, model: LoadedModel, metho
     return rows, pending
 
 
+def _case_label(case: Case) -> str:
+    return f"case {case.pseudonym or case.id[:8]}"
+
+
 def _case_name(case: Case, *, on: Case) -> str:
     """How ``case`` is named on the maps stored with case ``on``: by its pseudonym only when one clinician owns
     both. An admin may compare two clinicians' cases; each owner then sees the maps on their own case, and they
     must not learn the other's pseudonym from them."""
     if case.owner_id == on.owner_id:
-        return f"case {case.pseudonym or case.id[:8]}"
+        return _case_label(case)
     return "another clinician's case"
 
 

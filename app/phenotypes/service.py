@@ -37,15 +37,22 @@ class ObsoleteTerm(UnknownTerm):
         super().__init__(term_id, detail, code="obsolete_hpo_term")
 
 
+def _primary_id(term_id: str) -> str | None:
+    """``HP:nnnnnnn`` for an id as typed (prefix and case forgiven), an alternative id of a merged term resolved to
+    the term it became; None when it is not an HPO id at all."""
+    match = HPO_ID.match(term_id.strip())
+    if match is None:
+        return None
+    key = f"HP:{match.group(1)}"
+    return ontology().alt.get(key, key)
+
+
 def check_term(term_id: str) -> Term:
     """The current term for an id (alternative ids of merged terms resolve to the term they became);
     :class:`UnknownTerm` or :class:`ObsoleteTerm` otherwise."""
     hpo = ontology()
-    match = HPO_ID.match(term_id.strip())
-    raw = None
-    if match:
-        key = f"HP:{match.group(1)}"
-        raw = hpo.terms.get(hpo.alt.get(key, key))
+    primary = _primary_id(term_id)
+    raw = hpo.terms.get(primary) if primary else None
     if raw is None:
         raise UnknownTerm(term_id)
     if raw.obsolete:
@@ -88,8 +95,7 @@ def add_term(session: Session, *, case: Case, term_id: str, user_id: int | None,
     returns its row, switched to the ``excluded`` given (a clinician who re-examined changes it so)."""
     # A term the case already holds may be switched even if a later check would refuse it now (one stored before
     # terms outside "Phenotypic abnormality" were refused); a new term passes every check.
-    match = HPO_ID.match(term_id.strip())
-    stored_id = ontology().alt.get(f"HP:{match.group(1)}", f"HP:{match.group(1)}") if match else None
+    stored_id = _primary_id(term_id)
     existing = None if stored_id is None else session.scalar(
         select(CasePhenotype).where(CasePhenotype.case_id == case.id, CasePhenotype.hpo_id == stored_id))
     if existing is not None:

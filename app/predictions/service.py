@@ -103,9 +103,7 @@ def out_of_range(session: Session, *, case_id: str) -> dict[str, Any] | None:
     Every place that shows a map or a score of the face (ranking, explanation panel, Compare, rating pages, the
     downloaded figures) shows the warning with it: a map of a face the model cannot read looks as convincing as
     any other (issue 24)."""
-    run = latest_run(session, case_id=case_id)
-    verdict = run.out_of_distribution if run is not None else None
-    return verdict if verdict and verdict.get("flagged") else None
+    return out_of_range_for(session, case_ids=[case_id]).get(case_id)
 
 
 def latest_runs(session: Session, *, case_ids: list[str]) -> dict[str, PredictionRun]:
