@@ -52,6 +52,9 @@ def test_entering_terms_changes_the_combined_ranking(server: Server, browser, tm
         page.fill("#hpo-search", query)
         page.locator(f"#hpo-results input[value='{term}'] ~ button.hpo-add").click()
         page.locator(f"#phenotype li[data-hpo='{term}']").wait_for()
+        # the card re-rendered around the search box, which kept what was typed (and its live search)
+        assert page.input_value("#hpo-search") == query
+        assert page.locator(f"#hpo-results input[value='{term}']").count() == 1
     combined = _wait_for_change(page, "rank-combined", face)
     page.locator("#term-bars figure[data-syndrome='syn_c']").wait_for()
     assert _column(page, "rank-face") == face  # the face-only ranking is untouched

@@ -92,6 +92,8 @@ def rate_study(page, server: Server, study_id: str, username: str, keys: list[li
     # A map that has just finished computing arrives by an htmx swap, and htmx wires its form only when the
     # swap settles: a score pressed in between must still be saved (issue 20: a sixth rating was lost under
     # load). The settle is stretched to 3 s so that the keystroke lands inside it on any machine.
+    settle_ms = page.evaluate("htmx.config.defaultSettleDelay")  # the app's own: 0, content wired as it arrives
+    assert settle_ms == 0  # base.html: no gap between a swap and its content being wired
     page.evaluate("htmx.config.defaultSettleDelay = 3000")
     page.evaluate("(url) => htmx.ajax('GET', url, {target: '#map-A', swap: 'outerHTML'})",
                   f"/studies/{study_id}/cases/1/maps/A")
@@ -101,7 +103,7 @@ def rate_study(page, server: Server, study_id: str, username: str, keys: list[li
                               timeout=WAIT_S * 1000) as saved:
         page.keyboard.press(keys[0][0])
     assert saved.value.status == 201
-    page.evaluate("htmx.config.defaultSettleDelay = 20")
+    page.evaluate(f"htmx.config.defaultSettleDelay = {settle_ms}")
     page.locator("#map-A .rate-status").filter(has_text=SAVED).wait_for()
     # Regions are ticked with the mouse; the change is saved at once.
     page.locator("#map-B input[name=regions][value=eyes]").check()
