@@ -84,13 +84,13 @@ def _timed(device: torch.device, run: Callable[[], Any]) -> tuple[float, Any]:
 def calibrate(networks: FastNetworks, key: str, *, probe: Callable[[], list[Tensor]] | None = None,
               log: Callable[[str], None] | None = None) -> FastPlan:
     """Measure every candidate on the probe faces and choose, per fast method, the fastest that holds the bar on all."""
+    from app.explain.coarse_to_fine import coarse_to_fine
     from app.explain.methods.base import Context
     from app.explain.methods.integrated_gradients import integrated_gradients
     from app.explain.methods.smoothgrad import smoothgrad
     from app.explain.occlusion import (
         _IncrementalOcclusion,
         _positions,
-        coarse_to_fine,
         linear_tail_estimates,
         map_from_differences,
         occlusion_windows,

@@ -16,7 +16,7 @@ Candidates per fast method, each a *precision* (which network computes) and a *w
   operations forward and backward), ``bfloat16`` (the bf16 twin of the folded copy, float32 linear tail);
 * work: integrated gradients with fewer Gauss-Legendre steps (the fewest of :data:`IG_LADDER` that hold the
   bar), SmoothGrad with fewer noisy samples (a prefix of exact's noise, so the samples it keeps are exact's),
-  occlusion evaluated coarse to fine (:func:`app.explain.occlusion.coarse_to_fine`: a fraction of the windows
+  occlusion evaluated coarse to fine (:func:`app.explain.coarse_to_fine.coarse_to_fine`: a fraction of the windows
   evaluated, the rest estimated by the linearised tail plus the interpolated error of that estimate).
 
 A candidate holds the bar if its map correlates at least :data:`CALIBRATION_BAR` (Pearson) with the exact map on

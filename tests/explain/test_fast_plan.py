@@ -16,14 +16,13 @@ import pytest
 import torch
 
 from app.explain import fast, fast_calibrate, fast_plan
+from app.explain.coarse_to_fine import coarse_mask, coarse_to_fine
 from app.explain.cohort_batch import CohortItem, explain_cohort
 from app.explain.engine import Explainer
 from app.explain.fast_plan import BFLOAT16, FLOAT32, FOLDED, Choice, FastPlan
 from app.explain.folded import InferenceForward, inference_forward
 from app.explain.occlusion import (
     _IncrementalOcclusion,
-    coarse_mask,
-    coarse_to_fine,
     linear_tail_estimates,
     map_from_differences,
     occlusion_map,
