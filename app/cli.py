@@ -18,7 +18,7 @@ from app.nets.calibrate import model_cli
 from app.nets.command import train_command
 from app.nets.gallery_command import gallery_cli
 from app.nets.import_command import import_command
-from app.nets.phenotype_command import phenotype_cli
+from app.evaluate.phenotype_command import phenotype_cli
 from app.settings import get_settings
 from app.synth.command import synth_command
 
@@ -44,7 +44,7 @@ user_cli = typer.Typer(help="Accounts and API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(gaze_cli, name="gaze")  # app/gaze/command.py (issue 12)
-cli.add_typer(phenotype_cli, name="phenotype")  # app/nets/phenotype_command.py (issue 23)
+cli.add_typer(phenotype_cli, name="phenotype")  # app/evaluate/phenotype_command.py (issue 23)
 cli.add_typer(model_cli, name="model")  # app/nets/calibrate.py: `model calibrate` (other model commands join it)
 cli.add_typer(gallery_cli, name="gallery")  # app/nets/gallery_command.py (issue 22)
 model_cli.command("import")(import_command)  # app/nets/import_command.py: ONNX / pickled GM checkpoints
