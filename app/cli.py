@@ -12,13 +12,13 @@ import typer
 
 from app.cohorts.command import cohort_command, demo_cohort_command
 from app.evaluate.command import evaluate_command
+from app.evaluate.phenotype_command import phenotype_cli
 from app.explain.command import explain_command
 from app.gaze.command import gaze_cli
 from app.nets.calibrate import model_cli
 from app.nets.command import train_command
 from app.nets.gallery_command import gallery_cli
 from app.nets.import_command import import_command
-from app.evaluate.phenotype_command import phenotype_cli
 from app.settings import get_settings
 from app.synth.command import synth_command
 

@@ -25,6 +25,9 @@ PASSWORD = "browser test password"
 #: the state is reached, so a generous bound costs nothing on an idle machine; on a 2-core machine at load
 #: 10-30 a server start alone took over 60 s (issue 20). GESTALTLENS_TEST_WAIT_S overrides it.
 WAIT_S = float(os.environ.get("GESTALTLENS_TEST_WAIT_S", "180"))
+#: The bound for a computation seen through the page (a panel of maps, a cohort's maps, an evaluation): the same
+#: kind of bound, larger because the work is (a ten-method cohort took over 15 minutes at load 40, issue 22).
+JOB_WAIT_S = 15 * WAIT_S
 
 
 def _free_port() -> int:
@@ -100,6 +103,8 @@ def browser() -> Iterator[object]:
             return context
 
         instance.new_context = new_context
+        # Browser.new_page makes its context inside Playwright, past the patch above: route it through the patch
+        instance.new_page = lambda *args, **kwargs: new_context(*args, **kwargs).new_page()
         yield instance
         instance.close()
 

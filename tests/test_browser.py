@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.browser_support import Server, first_run_setup, wait_js
+from tests.browser_support import JOB_WAIT_S, Server, first_run_setup, wait_js
 from tests.conftest import encode
 
 
@@ -118,7 +118,7 @@ def test_comparison_view_in_a_real_browser(server: Server, browser, tmp_path: Pa
     page.click(".explain-form button[type=submit]")
     page.locator(".map-card").first.wait_for(state="attached")
     page.wait_for_function(f"() => document.querySelectorAll('.map-card.state-done').length === {len(DEFAULT_PANEL)}",
-                           timeout=120_000)
+                           timeout=JOB_WAIT_S * 1000)
     page.locator("a:has-text('Download figure')").wait_for(state="visible")
     page.wait_for_function(
         "() => [...document.querySelectorAll('.heat-crop')].every(i => i.complete && i.naturalWidth)")

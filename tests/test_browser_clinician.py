@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.synth.generate import generate_one
-from tests.browser_support import PASSWORD, Server, first_run_setup
+from tests.browser_support import JOB_WAIT_S, PASSWORD, WAIT_S, Server, first_run_setup
 from tests.conftest import encode
 
 pytestmark = pytest.mark.browser
@@ -27,7 +27,7 @@ PHONE = {"width": 390, "height": 844}
 SERIOUS = ("serious", "critical")
 
 
-def wait_until(page, expression: str, timeout: float = 60.0) -> None:
+def wait_until(page, expression: str, timeout: float = WAIT_S) -> None:
     """Poll a JS expression (Playwright's wait_for_function evaluates strings, which our CSP forbids)."""
     import time
 
@@ -201,7 +201,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     page.check("input[name=methods][value=saliency]")
     page.check("input[name=methods][value=gradcam]")
     page.click(".explain-form button[type=submit]")
-    page.locator(".map-card.state-done").nth(1).wait_for(timeout=60_000)
+    page.locator(".map-card.state-done").nth(1).wait_for(timeout=JOB_WAIT_S * 1000)
     first_target = page.locator("select[name=target]").input_value()
 
     # 8. Colour bars say which end is for and which against; numbers stay inside their cards.
@@ -229,7 +229,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     page.goto(f"{server.url}/cases/{synth_case}")
     status = page.locator("#job-progress .status")
     pattern = r"[12] of 3 maps · now computing (SmoothGrad|Integrated gradients) · about \d+ s left"
-    status.filter(has_text=re.compile(pattern)).wait_for(timeout=60_000)
+    status.filter(has_text=re.compile(pattern)).wait_for(timeout=JOB_WAIT_S * 1000)
 
     # 5. The "Clear" diagnosis button is readable (WCAG AA contrast).
     page.select_option("#diagnosis select[name=syndrome_id]", "syn_a")
@@ -260,7 +260,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     # 7. The rating page: keyboard help above the fold, legend, opacity and overlay controls, an enlarged
     # view at photo resolution with previous / next map, and a synchronised two-map compare.
     page.goto(f"{server.url}/studies/{study}/cases/1")
-    page.locator(".rate-card .rate-enlarge").nth(1).wait_for(timeout=60_000)
+    page.locator(".rate-card .rate-enlarge").nth(1).wait_for(timeout=JOB_WAIT_S * 1000)
     assert page.locator("#rating-keys").bounding_box()["y"] + 20 < DESKTOP["height"]
     assert page.locator("#map-legend").is_visible() and "against" in page.locator("#map-legend").inner_text()
     assert "Hypertelorism" in page.locator("#case-phenotype").inner_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.browser_support import Server, first_run_setup, upload_photo
+from tests.browser_support import JOB_WAIT_S, Server, first_run_setup, upload_photo
 
 
 def test_deletion_curve_one_click_away_and_the_evaluation_page(server: Server, browser, tmp_path: Path) -> None:
@@ -21,12 +21,23 @@ def test_deletion_curve_one_click_away_and_the_evaluation_page(server: Server, b
     page.locator(".explain-form").wait_for(state="visible")
     page.evaluate("""() => document.querySelectorAll('.explain-form input[name=methods]').forEach(
         box => { box.checked = ['gradcam', 'integrated_gradients'].includes(box.value); })""")
+    # The job's progress answers are held until the curve is open: the end of the job must not close it
+    held: list = []
+    page.route("**/jobs/*/progress", lambda route: held.append(route))
     page.click(".explain-form button[type=submit]")
-    page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 2", timeout=120_000)
+    page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 2",
+                           timeout=JOB_WAIT_S * 1000)
 
     card = page.locator(".map-card[data-method=gradcam]")
     card.locator(".map-faithfulness summary").click()
-    card.locator("text=Deletion gap").wait_for(timeout=30_000)
+    card.locator("text=Deletion gap").wait_for()
+    card.locator(".map-faithfulness").evaluate("el => { el.dataset.opened = 'yes'; }")
+    for route in list(held):
+        route.continue_()
+    page.unroute("**/jobs/*/progress")  # (Playwright lets go of any held after the loop itself)
+    page.locator("a:has-text('Download figure')").wait_for()  # the job's end has been shown
+    assert card.locator(".map-faithfulness[open][data-opened=yes]").count() == 1  # the same, still open
+    assert card.locator("text=Deletion gap").is_visible()
     page.wait_for_function("() => [...document.querySelectorAll('.map-faithfulness img')].some("
                            "i => i.complete && i.naturalWidth > 100)")
     assert "context" in card.locator(".map-faithfulness").inner_text()

@@ -147,6 +147,9 @@ def rate_study(page, server: Server, study_id: str, username: str, keys: list[li
     page.keyboard.press("n")
     page.wait_for_timeout(400)
     assert page.url.endswith(f"/studies/{study_id}/cases/1"), "left the page with a save in flight"
+    # A slow save: after 15 s the rater is told, and the page still moves on once everything is saved
+    page.locator(".toast", has_text="still being saved").wait_for()
+    assert page.url.endswith(f"/studies/{study_id}/cases/1"), "left the page with a save in flight"
     held.pop().continue_()
     wait_until(page, lambda: len(held) == 1)  # the queued save goes out only now
     page.wait_for_timeout(300)

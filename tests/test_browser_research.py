@@ -10,17 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.browser_support import Server, first_run_setup
+from tests.browser_support import JOB_WAIT_S, WAIT_S, Server, first_run_setup
 
 QUICK = {"gradcam", "similarity_decomposition", "saliency"}
 
 
 def _loaded(page, selector: str) -> bool:
-    """Every image matching ``selector`` has loaded with real pixels (waits up to 30 s, then says False)."""
+    """Every image matching ``selector`` has loaded with real pixels (waits up to the bound, then says False)."""
     script = ("s => { const els = [...document.querySelectorAll(s)]; "
               "return els.length > 0 && els.every(e => e.complete && e.naturalWidth > 0); }")
     try:
-        page.wait_for_function(script, arg=selector, timeout=30_000)
+        page.wait_for_function(script, arg=selector, timeout=WAIT_S * 1000)
     except Exception:
         return False
     return True
@@ -39,7 +39,7 @@ def test_syndromes_and_compare_pages_in_a_real_browser(server: Server, browser, 
     env = {**os.environ, "GESTALTLENS_DATA_DIR": str(tmp_path / "data")}
     env.pop("GESTALTLENS_DATABASE_URL", None)
     imported = subprocess.run([sys.executable, "-m", "app.cli", "demo-cohort", "dr-admin", "--per-syndrome", "5",
-                               "--syndromes", "syn_a"], env=env, capture_output=True, text=True, timeout=300)
+                               "--syndromes", "syn_a"], env=env, capture_output=True, text=True, timeout=JOB_WAIT_S)
     assert imported.returncode == 0, imported.stderr
     assert "created 5 synthetic case(s)" in imported.stdout
 
@@ -51,7 +51,7 @@ def test_syndromes_and_compare_pages_in_a_real_browser(server: Server, browser, 
     row.locator("a").click()
     page.wait_for_url(re.compile(r"/syndromes/syn_a$"))
     page.click("#cohort-submit")
-    page.wait_for_selector("#composites", timeout=240_000)
+    page.wait_for_selector("#composites", timeout=JOB_WAIT_S * 1000)
     assert _loaded(page, "#composites img")
     assert page.locator(".cohort-grid .map-card").count() == 28  # 10 × mean and composite map, 8 signed agreements
     page.wait_for_function("() => [...document.querySelectorAll('.cohort-grid img.heat')].every(i => i.complete)")
@@ -73,7 +73,8 @@ def test_syndromes_and_compare_pages_in_a_real_browser(server: Server, browser, 
     assert page.locator("#no-maps").count() == 1
     _tick_only(page, QUICK)
     page.click("#compare-submit")
-    page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 6", timeout=120_000)
+    page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 6",
+                           timeout=JOB_WAIT_S * 1000)
     assert re.search(r"cosine similarity\s+0\.\d{3}", page.locator("#similarity").inner_text())
     assert page.locator("h2.compare-side").count() == 2  # the gallery face is re-rendered: both sides drawn
     assert _loaded(page, ".compare-faces img")
@@ -89,6 +90,7 @@ def test_syndromes_and_compare_pages_in_a_real_browser(server: Server, browser, 
     page.goto(server.url + f"/cases/{first}/compare?reference=case:{second}")
     _tick_only(page, {"occlusion"})
     page.click("#compare-submit")
-    page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 2", timeout=120_000)
+    page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 2",
+                           timeout=JOB_WAIT_S * 1000)
     assert page.locator("h2.compare-side").count() == 2
     assert problems == []

@@ -189,25 +189,37 @@
     return true;
   }
 
-  // Leave the page only once every change has been saved: none in flight, none queued behind one. If a save
-  // failed (its map says "Not saved: …") or takes too long, stay and say so; pressing the key again leaves.
+  // Leave the page only once every change has been saved: none in flight, none queued behind one. A save that
+  // failed (its map says "Not saved: …") keeps the rater here, told so. A slow one is waited for — the rater asked
+  // to move on and does once it is saved — with a word after a while; pressing the key again leaves at once.
   let leaving = false;
   let warned = false;
 
   function whenSaved(then) {
-    if (leaving) { return; }
     if (warned) { then(); return; }
+    if (leaving) { return; }
     leaving = true;
     const started = Date.now();
     (function check() {
       const now = unsaved();
       if (!now.waiting && !now.failed) { then(); return; }
-      if (now.waiting && Date.now() - started < 15000) { setTimeout(check, 50); return; }
+      if (now.waiting) {
+        if (!warned && Date.now() - started >= 15000) {
+          warned = true;
+          if (window.GestaltLens) {
+            window.GestaltLens.toast("A rating is still being saved: the page moves on once it is. " +
+                                     "Press the key again to leave now.");
+          }
+        }
+        setTimeout(check, 50);
+        return;
+      }
       leaving = false;
       warned = true;
-      const message = now.waiting ? "A rating is still being saved. Press the key again to leave anyway."
-        : "A rating was not saved (see the map marked “Not saved”). Press the key again to leave anyway.";
-      if (window.GestaltLens) { window.GestaltLens.toast(message); }
+      if (window.GestaltLens) {
+        window.GestaltLens.toast("A rating was not saved (see the map marked “Not saved”). " +
+                                 "Press the key again to leave anyway.");
+      }
     })();
   }
 
