@@ -160,3 +160,14 @@ def wait_js(page, expression: str, timeout_s: float = WAIT_S) -> None:
     while not page.evaluate(f"() => Boolean({expression})"):
         assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {expression}"
         time.sleep(0.1)
+
+
+def wait_job(page, server: Server, job_id: str, timeout_s: float = JOB_WAIT_S) -> dict:
+    """Poll the job through the API (the page's own session) until it has finished; its last state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = page.request.get(f"{server.url}/api/v1/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['state']} after {timeout_s:.0f} s"
+        time.sleep(0.5)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.synth.generate import generate_one
-from tests.browser_support import JOB_WAIT_S, PASSWORD, WAIT_S, Server, first_run_setup
+from tests.browser_support import JOB_WAIT_S, PASSWORD, WAIT_S, Server, first_run_setup, wait_job
 from tests.conftest import encode
 
 pytestmark = pytest.mark.browser
@@ -230,6 +230,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     status = page.locator("#job-progress .status")
     pattern = r"[12] of 3 maps · now computing (SmoothGrad|Integrated gradients) · about \d+ s left"
     status.filter(has_text=re.compile(pattern)).wait_for(timeout=JOB_WAIT_S * 1000)
+    slow_job = answer.json()["job_id"]
 
     # 5. The "Clear" diagnosis button is readable (WCAG AA contrast).
     page.select_option("#diagnosis select[name=syndrome_id]", "syn_a")
@@ -309,7 +310,9 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("none", ""), outline
 
-    # Accessibility: axe-core on every page reachable from the UI (plus the 404 page).
+    # Accessibility: axe-core on every page reachable from the UI (plus the 404 page). Each page is checked once
+    # the network is idle, which the slow job's three pollers (1 s each) can deny for as long as it runs.
+    assert wait_job(page, server, slow_job)["state"] == "done"
     visited = crawl_pages(page, server, ["/cases", f"/cases/{synth_case}", f"/cases/{real_case}", "/studies",
                                          f"/studies/{study}", f"/studies/{study}/cases/1", "/admin/users",
                                          "/cases/new", "/studies/new", "/syndromes", "/evaluation", "/evaluations"])

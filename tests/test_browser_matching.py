@@ -5,10 +5,11 @@ is a recorded click, and a confirmed case leaves the unsolved pairs."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from app.synth.generate import generate_one
-from tests.browser_support import Server, first_run_setup, upload_photo, wait_js, watch
+from tests.browser_support import WAIT_S, Server, first_run_setup, upload_photo, wait_js, watch
 
 
 def test_similar_patients_panel_and_matches_page(server: Server, browser, tmp_path: Path) -> None:
@@ -40,11 +41,31 @@ def test_similar_patients_panel_and_matches_page(server: Server, browser, tmp_pa
     wait_js(page, "document.querySelector('#matches img').complete")
     assert page.locator("#matches img").evaluate("img => img.naturalWidth") > 0
 
-    # confirm P-one's diagnosis, then share it for matching from the panel
+    # confirm P-one's diagnosis, then share it for matching from the panel. The panel's first load is answered
+    # before the diagnosis but the answer is held back until after it: the reload the diagnosis asks for must
+    # still follow that slow first load, not be lost behind it
+    held: list = []
+
+    def hold_first(route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))
+
+    page.route(f"**/cases/{one}/similar", hold_first)
     page.goto(server.url + f"/cases/{one}")
+    deadline = time.monotonic() + WAIT_S
+    while not held:  # Playwright calls the handler while the test waits on the page
+        assert time.monotonic() < deadline, "the panel never loaded"
+        page.wait_for_timeout(50)
+    assert "Loading" in page.locator("#similar").inner_text()
     page.locator("#diagnosis input[name=name]").fill("Ultra-rare face syndrome")
     page.locator("#diagnosis input[name=omim]").fill("OMIM:612345")
     page.locator("#diagnosis form:has(input[name=name]) button[type=submit]").click()
+    page.locator("#diagnosis button:has-text('Clear')").wait_for()  # recorded
+    route, stale = held[0]
+    route.fulfill(response=stale)  # the first load's answer, from before the diagnosis
+    page.unroute(f"**/cases/{one}/similar")
     page.locator("#share-toggle").wait_for(state="visible")  # the panel reloads when the diagnosis changes
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#share-toggle")
