@@ -103,8 +103,13 @@ def browser() -> Iterator[object]:
             return context
 
         instance.new_context = new_context
-        # Browser.new_page makes its context inside Playwright, past the patch above: route it through the patch
-        instance.new_page = lambda *args, **kwargs: new_context(*args, **kwargs).new_page()
+        def new_page(*args, **kwargs):  # Browser.new_page makes its context inside Playwright, past the patch
+            context = new_context(*args, **kwargs)
+            page = context.new_page()
+            page.once("close", lambda _page: context.close())  # the page owns its context, as Playwright's does
+            return page
+
+        instance.new_page = new_page
         yield instance
         instance.close()
 

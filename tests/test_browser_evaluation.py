@@ -23,7 +23,15 @@ def test_deletion_curve_one_click_away_and_the_evaluation_page(server: Server, b
         box => { box.checked = ['gradcam', 'integrated_gradients'].includes(box.value); })""")
     # The job's progress answers are held until the curve is open: the end of the job must not close it
     held: list = []
-    page.route("**/jobs/*/progress", lambda route: held.append(route))
+    holding = [True]
+
+    def progress(route) -> None:
+        if holding[0]:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/jobs/*/progress", progress)
     page.click(".explain-form button[type=submit]")
     page.wait_for_function("() => document.querySelectorAll('.map-card.state-done').length === 2",
                            timeout=JOB_WAIT_S * 1000)
@@ -32,9 +40,10 @@ def test_deletion_curve_one_click_away_and_the_evaluation_page(server: Server, b
     card.locator(".map-faithfulness summary").click()
     card.locator("text=Deletion gap").wait_for()
     card.locator(".map-faithfulness").evaluate("el => { el.dataset.opened = 'yes'; }")
-    for route in list(held):
+    holding[0] = False
+    for route in held:
         route.continue_()
-    page.unroute("**/jobs/*/progress")  # (Playwright lets go of any held after the loop itself)
+    page.unroute("**/jobs/*/progress")
     page.locator("a:has-text('Download figure')").wait_for()  # the job's end has been shown
     assert card.locator(".map-faithfulness[open][data-opened=yes]").count() == 1  # the same, still open
     assert card.locator("text=Deletion gap").is_visible()

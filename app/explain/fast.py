@@ -22,10 +22,10 @@ than exact. The candidates (see the README's Speed section for the figures, the 
   float32 on CPUs that emulate bf16, such as an AVX2-only AMD EPYC: that, not a rebuild, is why the fixed bf16 fast
   mode cost seven times exact in a cohort there);
 * **less work**: integrated gradients with the fewest Gauss-Legendre steps that hold the bar; SmoothGrad with a
-  prefix of exact's noisy samples (one batch when they fit); occlusion **coarse to fine** (:func:`app.explain.occlusion.
-  coarse_to_fine`): every other window position evaluated, the rest estimated by the network's tail linearised at
-  the clean image (one backward pass and the cheap cropped front of each window) plus the interpolated error of
-  that estimate, refining the windows where it is least certain.
+  prefix of exact's noisy samples (one batch when they fit); occlusion **coarse to fine**
+  (:func:`app.explain.coarse_to_fine.coarse_to_fine`): every other window position evaluated, the rest estimated by
+  the network's tail linearised at the clean image (one backward pass and the cheap cropped front of each window)
+  plus the interpolated error of that estimate, refining the windows where it is least certain.
 
 Candidates measured and not used: ``torch.autocast`` around the module (re-converts every weight per call: 1.2-1.4x
 the twin's time); **Krypton-style approximate incremental occlusion** (Nakandala et al., SIGMOD 2019,

@@ -234,8 +234,10 @@ def explain_grid(
     user: CurrentUser,
     db: DbSession,
     target: Annotated[str | None, Query(max_length=64)] = None,
+    methods: Annotated[str | None, Query(max_length=400, description="comma-separated: only these methods")] = None,
 ) -> Response:
-    ctx = views.grid_context(request, db, user=user, case_id=case_id, target=target)
+    wanted = [m for m in methods.split(",") if m] if methods else None
+    ctx = views.grid_context(request, db, user=user, case_id=case_id, target=target, methods=wanted)
     return render(request, "explanations/_grid.html", ctx)
 
 
@@ -252,6 +254,9 @@ def job_progress(job_id: str, request: Request, user: CurrentUser, db: DbSession
     job = get_job_for(db, job_id=job_id, user=user)
     if job is None:
         raise NotFound("job")
-    target = db.scalar(select(Explanation.target_id).where(Explanation.job_id == job.id).limit(1))
+    rows = db.execute(select(Explanation.target_id, Explanation.method).where(Explanation.job_id == job.id)).all()
+    target = rows[0].target_id if rows else None
+    job_methods = ",".join(sorted({row.method for row in rows}, key=lambda m: views.ORDER.get(m, len(views.ORDER))))
     return render(request, "explanations/_progress.html", {"job": job, "target": {"id": target} if target else None,
+                                                           "job_methods": job_methods,
                                                            "progress": views.progress_info(db, job)})

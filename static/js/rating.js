@@ -66,8 +66,9 @@
 
   // Capture phase: counted before htmx (listening on the form) can start the request for this change.
   // A map that has just finished computing arrives by an htmx swap, and htmx wires the new form's
-  // hx-trigger only when the swap *settles* (20 ms later, far more on a loaded machine): a score given in
-  // between changed the radio but sent nothing, and the rating was lost. htmx.process() wires it now (a
+  // hx-trigger only when the swap *settles* (20 ms later by htmx's default, far more on a loaded machine; base.html
+  // now sets 0, which this keeps covering): a score given in between changed the radio but sent nothing, and the
+  // rating was lost. htmx.process() wires it now (a
   // form htmx has wired is never processed again: htmx would re-wire it while a save is in flight, since
   // its classes changed, and lose the save queued behind it), before this event reaches the form.
   document.addEventListener("htmx:afterProcessNode", function (event) {
@@ -191,18 +192,21 @@
 
   // Leave the page only once every change has been saved: none in flight, none queued behind one. A save that
   // failed (its map says "Not saved: …") keeps the rater here, told so. A slow one is waited for — the rater asked
-  // to move on and does once it is saved — with a word after a while; pressing the key again leaves at once.
-  let leaving = false;
+  // to move on and does once it is saved — with a word after 15 s, after which the key pressed again leaves at
+  // once. While waiting, the newest key decides where to (n, then p: the previous case).
+  let pending = null;
   let warned = false;
 
   function whenSaved(then) {
-    if (warned) { then(); return; }
-    if (leaving) { return; }
-    leaving = true;
+    if (warned) { pending = null; then(); return; }
+    const watching = pending !== null;
+    pending = then;
+    if (watching) { return; }
     const started = Date.now();
     (function check() {
+      if (pending === null) { return; }  // left already, at the rater's word
       const now = unsaved();
-      if (!now.waiting && !now.failed) { then(); return; }
+      if (!now.waiting && !now.failed) { const go = pending; pending = null; go(); return; }
       if (now.waiting) {
         if (!warned && Date.now() - started >= 15000) {
           warned = true;
@@ -214,7 +218,7 @@
         setTimeout(check, 50);
         return;
       }
-      leaving = false;
+      pending = null;
       warned = true;
       if (window.GestaltLens) {
         window.GestaltLens.toast("A rating was not saved (see the map marked “Not saved”). " +

@@ -4,6 +4,7 @@ access rules, bad requests, erasure, and the inline runner's recovery of interru
 from __future__ import annotations
 
 import io
+import re
 import time
 from pathlib import Path
 
@@ -252,6 +253,23 @@ def test_case_page_panel_and_form(client: TestClient, alice: Account, face_jpeg:
     wait_for(client, alice, job_id)
     grid = client.get(f"/cases/{case['id']}/explanations/grid")
     assert grid.text.count("state-done") == 2 and "Download figure" in grid.text
+
+    # A later job of one method: when it ends, the page refreshes the grid's head for that job's methods, so the
+    # figure it offers holds the maps on screen, not every map ever computed for the target
+    target = case["predictions"][0]["syndrome_id"]
+    client.post(f"/cases/{case['id']}/explanations", data={"methods": ["deconvolution"], "target": target},
+                headers=browser_headers(token))
+    job_id = client.get(f"/api/v1/cases/{case['id']}/explanations",
+                        headers=alice.headers).json()[0]["job_id"]
+    wait_for(client, alice, job_id)
+    done = client.get(f"/jobs/{job_id}/progress").text
+    refresh = re.search(r'hx-get="([^"]+)"', done).group(1).replace("&amp;", "&")
+    assert "methods=deconvolution" in refresh and 'hx-select=".grid-head"' in done
+    head = client.get(refresh).text
+    assert head.count('class="map-card') == 1
+    figure = re.search(r'href="([^"]+figure\.png[^"]+)"', head).group(1).replace("&amp;", "&")
+    assert "methods=deconvolution" in figure and "saliency" not in figure
+    assert client.get(f"/cases/{case['id']}/explanations/grid").text.count('class="map-card') == 3
 
 
 def test_the_case_owner_can_follow_a_job_someone_else_started(client: TestClient, alice: Account, bob: Account,
