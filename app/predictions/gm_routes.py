@@ -148,9 +148,15 @@ async def gm_crop(body: GmImage, request: Request, user: CurrentUser, settings: 
 
 @gm_router.get("/status", summary="GestaltMatcher-service shape: service and model status (no auth)")
 def gm_status(request: Request) -> dict[str, Any]:
-    """The service answers ``{"status": "running"}``; the model fields are ours, added beside it."""
+    """The service answers ``{"status": "running"}``; the model fields are ours, added beside it. While the model is
+    being read (start-up preload: a large gallery takes most of a minute) it answers ``loading`` at once instead of
+    holding the caller until the read ends."""
+    models = provider(request)
+    if models.state() == "loading":
+        return {"status": "loading", "message": "The model is being read; ranking requests wait for it.",
+                "model_version": "", "gallery_version": ""}
     try:
-        model = provider(request).get()
+        model = models.get()
     except ModelUnavailable as exc:
         return {"status": "degraded", "message": str(exc), "model_version": "", "gallery_version": ""}
     return {

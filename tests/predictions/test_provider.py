@@ -100,3 +100,16 @@ def test_an_unexpected_load_failure_is_kept_with_its_reason(tmp_path: Path, monk
             assert "MemoryError" in provider.reason and "cannot allocate" in provider.reason
         else:
             raise AssertionError("the failure must be kept")
+
+
+def test_status_answers_loading_at_once_while_the_model_is_read(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"preload_model": False}))
+    with TestClient(app) as client:
+        models = app.state.models
+        with models._lock:  # what a read in progress holds (a large gallery: most of a minute)
+            status = client.get("/status").json()
+            assert status["status"] == "loading" and status["model_version"] == ""
+            assert _model_state(client) == "loading"
+        assert client.get("/status").json()["status"] == "running"  # not loaded yet: this request reads it
+        assert models.state() == "ok"
+    app.state.engine.dispose()
