@@ -217,6 +217,7 @@ def test_clinician_walk_fixes_every_defect_and_every_page_passes_axe(
     page.locator(".grid-head strong").filter(has_text=re.compile(".+")).wait_for()
     wait_until(page, "document.querySelectorAll('.map-card').length === 0")
     assert "No maps for this target yet" in page.locator("#explain-grid").inner_text()
+    assert not [p for p in problems if "hx-disabled-elt" in p], problems  # the select no longer inherits it
 
     # 4. Progress counts maps and names the one being computed (deliberately slow SmoothGrad and IG).
     token = page.locator("meta[name=csrf-token]").get_attribute("content")

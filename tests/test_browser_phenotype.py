@@ -47,9 +47,10 @@ def test_entering_terms_changes_the_combined_ranking(server: Server, browser, tm
         page.fill("#hpo-search", query)
         page.locator(f"#hpo-results input[value='{term}'] ~ button.hpo-add").click()
         page.locator(f"#phenotype li[data-hpo='{term}']").wait_for()
-        # the card re-rendered around the search box, which kept what was typed (and its live search)
+        # the card re-rendered around the search box, which kept what was typed (and its live search); the results
+        # searched again and now say the case holds the term
         assert page.input_value("#hpo-search") == query
-        assert page.locator(f"#hpo-results input[value='{term}']").count() == 1
+        page.locator(f"#hpo-results li[data-held='present'] input[value='{term}']").wait_for(state="attached")
     _ranked_for(page, "HP:0000219 HP:0000343")
     combined = _column(page, "rank-combined")
     page.locator("#term-bars figure[data-syndrome='syn_c']").wait_for()
@@ -65,4 +66,8 @@ def test_entering_terms_changes_the_combined_ranking(server: Server, browser, tm
     _ranked_for(page, "HP:0000219 HP:0000343 -HP:0000347")
     after = _column(page, "rank-phenotype")
     assert after.index("syn_g") >= before.index("syn_g") and after[-1] == "syn_g"
+    # History names every change, the absent one as absent
+    page.locator("#history li", has_text="Micrognathia (HP:0000347), absent").wait_for()
+    history = page.locator("#history").inner_text()
+    assert history.count("HPO term recorded") == 3 and "Long philtrum (HP:0000343)" in history
     assert not problems, problems

@@ -102,8 +102,22 @@ def test_phenotype_partial_adds_and_removes_through_the_case_page(
     assert "HP:0000343" in results
     added = client.post(f"/cases/{case['id']}/phenotype", data={"term": "HP:0000343"}, headers=browser_headers(token))
     assert added.status_code == 200 and "Long philtrum" in added.text
+    # the search now says the case holds it, and offers to mark it absent instead of adding it again
+    results = client.get(f"/cases/{case['id']}/phenotype/search", params={"hpo_q": "long philtrum"}).text
+    assert 'data-held="present"' in results and "mark absent" in results
+    again = client.post(f"/cases/{case['id']}/phenotype", data={"term": "HP:0000343"}, headers=browser_headers(token))
+    assert again.status_code == 200  # a repeated click: nothing changes, nothing is recorded
+    client.post(f"/cases/{case['id']}/phenotype", data={"term": "HP:0000343", "excluded": "true"},
+                headers=browser_headers(token))
+    assert 'data-held="absent"' in client.get(f"/cases/{case['id']}/phenotype/search",
+                                               params={"hpo_q": "long philtrum"}).text
     removed = client.post(f"/cases/{case['id']}/phenotype/HP:0000343/remove", headers=browser_headers(token))
     assert "Long philtrum" not in removed.text and "No phenotype recorded" in removed.text
+    # the case's History names each change, once
+    history = client.get(f"/cases/{case['id']}/history").text
+    assert history.count("HPO term recorded") == 1 and "— Long philtrum (HP:0000343)</span>" in history
+    assert "HPO term changed" in history and "Long philtrum (HP:0000343) now absent" in history
+    assert "HPO term removed" in history and "Long philtrum (HP:0000343), absent" in history
 
 
 def test_region_vocabulary_terms_are_current_hpo_terms() -> None:

@@ -93,6 +93,9 @@ _AUDIT_TITLES = {
     "view": "Viewed",
     "predict": "New ranking requested",
     "explain": "Attribution maps requested",
+    "phenotype_add": "HPO term recorded",
+    "phenotype_change": "HPO term changed",
+    "phenotype_remove": "HPO term removed",
     "diagnose": "Diagnosis recorded",
     "delete": "Case erased",
 }
@@ -123,10 +126,17 @@ def audit_entries(session: Session, case: Case, *, skip: frozenset[str] = frozen
             at=event.created_at,
             kind="upload" if event.action == "upload" else "audit",
             title=_AUDIT_TITLES.get(event.action, event.action.replace("_", " ").capitalize()),
+            detail=_summary(event),
             user=event.username,
         )
     if pending is not None:
         yield _view_entry(*pending)
+
+
+def _summary(event: AuditEvent) -> str | None:
+    """What the event concerns, in words, when its domain recorded them (``detail["summary"]``, e.g. the HPO term)."""
+    summary = (event.detail or {}).get("summary") if isinstance(event.detail, dict) else None
+    return summary if isinstance(summary, str) else None
 
 
 def _view_entry(event: AuditEvent, count: int) -> HistoryEntry:

