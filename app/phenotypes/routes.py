@@ -116,12 +116,21 @@ def ranking_partial(case_id: str, request: Request, user: CurrentUser, db: DbSes
     return response
 
 
-def phenotype_context(db: Session, case: Case, **extra: Any) -> dict[str, Any]:
-    return {"case": case, "phenotype": service.case_terms(db, case_id=case.id), **extra}
+def phenotype_context(db: Session, case: Case, query: str = "", **extra: Any) -> dict[str, Any]:
+    """The card; with ``query`` (what the search box held when a term was added or removed) also its results,
+    each saying whether the case holds the term, rendered in the same answer as the card they belong to."""
+    terms = service.case_terms(db, case_id=case.id)
+    return {"case": case, "phenotype": terms, **search_context(terms, query), **extra}
 
 
-def _partial(request: Request, db: Session, case: Case, status: int = 200, **extra: Any) -> Response:
-    response = render(request, "cases/_phenotype.html", phenotype_context(db, case, **extra), status)
+def search_context(terms: list[Any], query: str) -> dict[str, Any]:
+    query = query.strip()
+    return {"results": ontology().search(query, 12) if query else [], "query": query,
+            "recorded": {row.hpo_id: row.excluded for row in terms}}
+
+
+def _partial(request: Request, db: Session, case: Case, status: int = 200, query: str = "", **extra: Any) -> Response:
+    response = render(request, "cases/_phenotype.html", phenotype_context(db, case, query, **extra), status)
     response.headers["HX-Trigger"] = "case-history-changed, phenotype-changed"  # the rankings reload too
     return response
 
@@ -136,27 +145,28 @@ def phenotype_partial(case_id: str, request: Request, user: CurrentUser, db: DbS
 def search_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession,
                    hpo_q: Annotated[str, Query(max_length=120)] = "") -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
-    recorded = {row.hpo_id: row.excluded for row in service.case_terms(db, case_id=case.id)}
-    return render(request, "cases/_hpo_results.html", {"case": case, "results": ontology().search(hpo_q, 12),
-                                                       "query": hpo_q.strip(), "recorded": recorded})
+    return render(request, "cases/_hpo_results.html",
+                  {"case": case, **search_context(service.case_terms(db, case_id=case.id), hpo_q)})
 
 
 @pages.post("/cases/{case_id}/phenotype")
 def add_partial(case_id: str, request: Request, user: CurrentUser, db: DbSession,
-                term: Annotated[str, Form(max_length=16)], excluded: Annotated[bool, Form()] = False) -> Response:
+                term: Annotated[str, Form(max_length=16)], excluded: Annotated[bool, Form()] = False,
+                hpo_q: Annotated[str, Form(max_length=120)] = "") -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
     try:
         _add(db, request, user, case, term, excluded)
     except DomainError as exc:
-        return _partial(request, db, case, phenotype_error=exc.detail)
-    return _partial(request, db, case)
+        return _partial(request, db, case, query=hpo_q, phenotype_error=exc.detail)
+    return _partial(request, db, case, query=hpo_q)
 
 
 @pages.post("/cases/{case_id}/phenotype/{term_id}/remove")
-def remove_partial(case_id: str, term_id: str, request: Request, user: CurrentUser, db: DbSession) -> Response:
+def remove_partial(case_id: str, term_id: str, request: Request, user: CurrentUser, db: DbSession,
+                   hpo_q: Annotated[str, Form(max_length=120)] = "") -> Response:
     case = case_service.get_case(db, user=user, case_id=case_id)
     removed = service.remove_term(db, case=case, term_id=term_id)
     if removed is not None:
         _record(db, request, user, case, "phenotype_remove", removed, "removed")
         db.commit()
-    return _partial(request, db, case)
+    return _partial(request, db, case, query=hpo_q)
