@@ -3,13 +3,12 @@ beside the unchanged face-only ranking, with term bars; marking a term absent pu
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from app.synth.generate import generate_one
-from tests.browser_support import Server, first_run_setup, watch
+from tests.browser_support import Server, first_run_setup, upload_photo, watch
 
 pytestmark = pytest.mark.browser
 
@@ -24,17 +23,21 @@ def _ranked_for(page, terms: str) -> None:
     page.locator(f"#phenotype-ranking .rank-columns[data-terms='{terms}']").wait_for()
 
 
-def test_entering_terms_changes_the_combined_ranking(server: Server, browser, tmp_path: Path) -> None:
-    problems: list[str] = []
-    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+def _case_page(server: Server, browser, tmp_path: Path, problems: list[str], face: bytes, width: int):
+    """A logged-in admin on the page of a new case made from ``face`` (console errors go to ``problems``)."""
+    page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
     watch(page, problems)
     first_run_setup(page, server)
     photo = tmp_path / "face.jpg"
-    photo.write_bytes(generate_one(seed=4242, class_id="syn_a", index=3).jpeg)
-    page.goto(server.url + "/cases/new")
-    page.set_input_files("#photo-input", str(photo))
-    page.click("#upload-button")
-    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+    photo.write_bytes(face)
+    upload_photo(page, server, photo)
+    return page
+
+
+def test_entering_terms_changes_the_combined_ranking(server: Server, browser, tmp_path: Path) -> None:
+    problems: list[str] = []
+    jpeg = generate_one(seed=4242, class_id="syn_a", index=3).jpeg
+    page = _case_page(server, browser, tmp_path, problems, jpeg, 1440)
 
     page.locator("#no-terms").wait_for()
     _ranked_for(page, "")
@@ -80,15 +83,8 @@ def test_a_second_click_during_an_add_leaves_card_and_search_box_true(server: Se
     on a card already replaced, the search box vanished with it and the card could show a state the server no longer
     held."""
     problems: list[str] = []
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    watch(page, problems)
-    first_run_setup(page, server)
-    photo = tmp_path / "face.jpg"
-    photo.write_bytes(generate_one(seed=4243, class_id="syn_c", index=0).jpeg)
-    page.goto(server.url + "/cases/new")
-    page.set_input_files("#photo-input", str(photo))
-    page.click("#upload-button")
-    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}$"))
+    jpeg = generate_one(seed=4243, class_id="syn_c", index=0).jpeg
+    page = _case_page(server, browser, tmp_path, problems, jpeg, 1280)
     page.fill("#hpo-search", "philtrum")
     page.locator("#hpo-results button.hpo-add").nth(1).wait_for()
     first = page.eval_on_selector("#hpo-results li input[name=term]", "input => input.value")

@@ -22,6 +22,7 @@ from app.errors import DomainError
 from app.explanations import service, views
 from app.explanations.models import Explanation
 from app.jobs import service as job_service
+from app.jobs.models import DONE
 from app.jobs.outlook import outlook_for
 from app.nets.registry import LoadedModel
 from app.predictions.service import decode_png, latest_run, rank_crop, store_run
@@ -254,9 +255,11 @@ def job_progress(job_id: str, request: Request, user: CurrentUser, db: DbSession
     job = get_job_for(db, job_id=job_id, user=user)
     if job is None:
         raise NotFound("job")
-    rows = db.execute(select(Explanation.target_id, Explanation.method).where(Explanation.job_id == job.id)).all()
-    target = rows[0].target_id if rows else None
-    job_methods = ",".join(sorted({row.method for row in rows}, key=lambda m: views.ORDER.get(m, len(views.ORDER))))
+    target = db.scalar(select(Explanation.target_id).where(Explanation.job_id == job.id).limit(1))
+    job_methods = ""  # polled every second while the job runs: the methods are read only once it is done
+    if job.state == DONE:
+        methods = db.scalars(select(Explanation.method).where(Explanation.job_id == job.id)).all()
+        job_methods = ",".join(sorted(set(methods), key=lambda m: views.ORDER.get(m, len(views.ORDER))))
     return render(request, "explanations/_progress.html", {"job": job, "target": {"id": target} if target else None,
                                                            "job_methods": job_methods,
                                                            "progress": views.progress_info(db, job)})

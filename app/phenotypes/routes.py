@@ -16,6 +16,7 @@ from app.cases.models import Case
 from app.errors import DomainError
 from app.phenotypes import service
 from app.phenotypes.concordance import map_concordance
+from app.phenotypes.models import CasePhenotype
 from app.phenotypes.ontology import ontology
 from app.phenotypes.ranking import case_rankings
 from app.predictions.service import latest_run
@@ -60,7 +61,8 @@ def _add(db: Session, request: Request, user: User, case: Case, term_id: str, ex
         db.commit()
 
 
-def _record(db: Session, request: Request, user: User, case: Case, action: str, row: Any, change: str) -> None:
+def _record(db: Session, request: Request, user: User, case: Case, action: str, row: CasePhenotype,
+            change: str) -> None:
     """The audit event with the term it concerns, which the case's History shows: "Micrognathia (HP:0000347),
     absent" when recorded, "Micrognathia (HP:0000347) now present" when switched."""
     term = f"{row.name} ({row.hpo_id})"
@@ -123,7 +125,7 @@ def phenotype_context(db: Session, case: Case, query: str = "", **extra: Any) ->
     return {"case": case, "phenotype": terms, **search_context(terms, query), **extra}
 
 
-def search_context(terms: list[Any], query: str) -> dict[str, Any]:
+def search_context(terms: list[CasePhenotype], query: str) -> dict[str, Any]:
     query = query.strip()
     return {"results": ontology().search(query, 12) if query else [], "query": query,
             "recorded": {row.hpo_id: row.excluded for row in terms}}
